@@ -1,0 +1,47 @@
+# systolic-npu: every target installs what it needs on first use.
+PYTHON   ?= python3
+VENV     := .venv
+PY       := $(VENV)/bin/python
+STAMP    := $(VENV)/.installed
+CONFIG   ?=
+JOBS     ?= auto
+
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: all demo test verilog lint bench clean distclean
+
+all: test
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+iverilog-installed:
+	@command -v iverilog >/dev/null || { \
+	  echo "installing iverilog (apt-get)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iverilog >/dev/null; }
+
+.PHONY: iverilog-installed
+
+demo: $(STAMP)
+	$(PY) -m sim.demo
+
+test: $(STAMP) iverilog-installed
+	$(PY) -m pytest -n $(JOBS) tests
+
+verilog: $(STAMP)
+	$(PY) -m hw.generate $(CONFIG) --output build/npu.v
+
+lint: $(STAMP)
+	$(PY) -m ruff check hw sim driver tests examples
+
+bench: $(STAMP) iverilog-installed
+	$(PY) -m sim.bench --output build/bench
+
+clean:
+	rm -rf build sim_build .pytest_cache
+
+distclean: clean
+	rm -rf $(VENV)

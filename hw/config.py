@@ -1,0 +1,122 @@
+"""The one configuration of the matrix unit.
+
+Every size in the hardware, the golden model, the cycle model and the driver is
+either a field of :class:`NpuConfig` or derived from one here.  Nothing else in
+the project hard-codes an array size, a buffer depth or a stream width.
+"""
+
+from dataclasses import dataclass, fields
+from math import ceil
+
+__all__ = ["NpuConfig", "OPERAND_WIDTH", "ACC_WIDTH", "COMMAND_WIDTH", "PARAM_RECORD_BYTES",
+           "STATUS_RECORD_BYTES"]
+
+#: Width of a processing-element operand: a 9-bit signed value holds uint8, int8 and
+#: ``uint8 - zero_point`` exactly, so every weight scheme runs on one multiplier.
+OPERAND_WIDTH = 9
+#: Width of the accumulator (int32, as in every quantized framework).
+ACC_WIDTH = 32
+#: Width of one command word.
+COMMAND_WIDTH = 64
+#: Bytes of one per-column requantization record on the data stream.
+PARAM_RECORD_BYTES = 16
+#: Bytes of the record that ``READ_STATUS`` writes to the output stream.
+STATUS_RECORD_BYTES = 8
+
+# ISA fields that carry a size or an address are 16 bits wide (see hw/isa.py).
+_MAX_DIMENSION = (1 << 16) - 1
+_MAX_DEPTH = 1 << 16
+
+
+def _check_positive(name, value, limit):
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise TypeError(f"{name} must be a positive integer, not {value!r}")
+    if value > limit:
+        raise ValueError(f"{name} must be at most {limit}, not {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class NpuConfig:
+    """Configuration of one matrix unit.
+
+    Parameters
+    ----------
+    rows : int
+        Rows of the systolic array: the reduction (K) depth of one tile.
+    cols : int
+        Columns of the systolic array: the output features (N) of one tile.
+    act_depth : int
+        Activation buffer depth, in vectors of ``rows`` operands.  Also the largest
+        number of rows (M) one ``MATMUL`` streams through the array.
+    weight_tiles : int
+        Weight buffer depth, in whole ``rows`` x ``cols`` tiles.
+    acc_depth : int
+        Accumulator depth, in rows of ``cols`` int32 values.
+    data_bytes : int
+        Width of the data-in and data-out streams, in bytes per beat.
+
+    Raises
+    ------
+    TypeError
+        If a field is not a positive integer.
+    ValueError
+        If a field exceeds what the instruction set can address.
+    """
+
+    rows: int = 8
+    cols: int = 8
+    act_depth: int = 512
+    weight_tiles: int = 4
+    acc_depth: int = 512
+    data_bytes: int = 8
+
+    def __post_init__(self):
+        _check_positive("rows", self.rows, 256)
+        _check_positive("cols", self.cols, 256)
+        _check_positive("act_depth", self.act_depth, _MAX_DEPTH)
+        _check_positive("weight_tiles", self.weight_tiles, 256)
+        _check_positive("acc_depth", self.acc_depth, _MAX_DEPTH)
+        _check_positive("data_bytes", self.data_bytes, 256)
+
+    # -- derived constants ---------------------------------------------------------------
+
+    @property
+    def data_width(self):
+        """Width of a data stream beat in bits."""
+        return 8 * self.data_bytes
+
+    @property
+    def weight_depth(self):
+        """Weight buffer depth in rows of ``cols`` operands."""
+        return self.weight_tiles * self.rows
+
+    @property
+    def vector_bytes(self):
+        """Longest vector the data-in deserializer assembles, in bytes."""
+        return max(self.rows, self.cols, PARAM_RECORD_BYTES)
+
+    @property
+    def out_vector_bytes(self):
+        """Longest vector the data-out serializer sends, in bytes."""
+        return max(self.cols * ACC_WIDTH // 8, STATUS_RECORD_BYTES)
+
+    @property
+    def array_latency(self):
+        """Cycles from an activation vector entering the array to its result leaving it.
+
+        ``rows - 1`` cycles of input skew, ``rows + cols - 1`` of travel through the
+        processing elements and ``cols - 1`` of output deskew, plus one output register.
+        """
+        return 2 * (self.rows + self.cols) - 2
+
+    def beats(self, nbytes):
+        """Data-stream beats that carry a vector of ``nbytes`` bytes (padded to a beat)."""
+        return ceil(nbytes / self.data_bytes)
+
+    def as_dict(self):
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def __str__(self):
+        return (f"{self.rows}x{self.cols} array, act {self.act_depth}, "
+                f"weights {self.weight_tiles} tiles, acc {self.acc_depth}, "
+                f"{self.data_bytes}-byte streams")

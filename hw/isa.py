@@ -1,0 +1,422 @@
+"""The instruction set of the matrix unit, defined once.
+
+The hardware decoder, the golden model, the driver and the documentation all read
+the tables in this module: opcodes, the bit layout of every command, the layout of
+the per-column requantization record, the status record and the error codes.
+
+A command is one 64-bit word.  Bits ``[3:0]`` hold the opcode; the fields of each
+instruction follow from bit 4 upwards, least significant first, in the order of
+its ``FIELDS``.  Bits above the last field are reserved and must be zero.
+"""
+
+import enum
+from dataclasses import dataclass, fields as dc_fields
+
+from amaranth.hdl import signed, unsigned
+from amaranth.lib import data
+
+from .config import COMMAND_WIDTH, PARAM_RECORD_BYTES, STATUS_RECORD_BYTES
+
+__all__ = [
+    "Opcode", "ErrorCode", "Rounding", "Instruction", "Nop", "LoadParams", "LoadAct",
+    "LoadWeight", "Matmul", "Store", "Fence", "ReadStatus", "ClearError", "INSTRUCTIONS",
+    "OPCODE_WIDTH", "decode", "command_layout", "ParamRecord", "PARAM_FIELDS",
+    "param_layout", "StatusRecord", "Field",
+]
+
+OPCODE_WIDTH = 4
+
+
+class Opcode(enum.IntEnum):
+    """Operation codes, bits ``[3:0]`` of a command."""
+    NOP = 0
+    LOAD_PARAMS = 1
+    LOAD_ACT = 2
+    LOAD_WEIGHT = 3
+    MATMUL = 4
+    STORE = 5
+    FENCE = 6
+    READ_STATUS = 7
+    CLEAR_ERROR = 8
+    # Reserved for the next versions; today they raise BAD_OPCODE.
+    #  9: LOAD_WEIGHT_SHADOW - load the next weight tile while the current one computes
+    # 10: LOOP_MATMUL        - a hardware loop that tiles a whole matmul
+
+
+class ErrorCode(enum.IntEnum):
+    """Sticky error codes, in the order the decoder checks them.
+
+    The first error latches; until ``CLEAR_ERROR`` the chip consumes every further
+    command except ``NOP``, ``FENCE``, ``READ_STATUS`` and ``CLEAR_ERROR`` without
+    effect (and without consuming data), so a stream that went wrong cannot
+    corrupt the buffers.
+    """
+    NONE = 0
+    BAD_OPCODE = 1      #: opcode not defined
+    RESERVED_BITS = 2   #: a bit above the instruction's last field is set
+    ZERO_SIZE = 3       #: a count or dimension is zero
+    OVERSIZE = 4        #: a dimension exceeds the array (k > rows, n > cols, ...)
+    ADDR_RANGE = 5      #: a buffer address range or weight slot lies outside the buffer
+    BAD_PARAM = 6       #: a requantization record has shift 0 or an undefined rounding mode
+
+    @property
+    def description(self):
+        return {
+            ErrorCode.NONE: "no error",
+            ErrorCode.BAD_OPCODE: "unknown opcode",
+            ErrorCode.RESERVED_BITS: "reserved command bits are set",
+            ErrorCode.ZERO_SIZE: "a count or dimension is zero",
+            ErrorCode.OVERSIZE: "a dimension exceeds the array",
+            ErrorCode.ADDR_RANGE: "a buffer address range is out of bounds",
+            ErrorCode.BAD_PARAM: "a requantization record is invalid",
+        }[self]
+
+
+class Rounding(enum.IntEnum):
+    """Rounding of ``t * M0 / 2**shift`` to an integer."""
+    HALF_EVEN = 0   #: ties to even (onnxruntime, numpy.rint)
+    HALF_AWAY = 1   #: ties away from zero (TFLite reference)
+    HALF_UP = 2     #: ties towards +infinity
+
+
+@dataclass(frozen=True)
+class Field:
+    """A bit field: ``name``, ``width`` in bits, ``signed`` two's complement."""
+    name: str
+    width: int
+    signed: bool = False
+    doc: str = ""
+
+    @property
+    def min(self):
+        return -(1 << (self.width - 1)) if self.signed else 0
+
+    @property
+    def max(self):
+        return (1 << (self.width - 1)) - 1 if self.signed else (1 << self.width) - 1
+
+    def check(self, value, owner):
+        if isinstance(value, bool):
+            value = int(value)
+        if not isinstance(value, int):
+            try:
+                value = int(value)  # numpy integers
+            except (TypeError, ValueError):
+                raise TypeError(f"{owner} field {self.name!r} must be an integer, "
+                                f"not {value!r}") from None
+        if not self.min <= value <= self.max:
+            raise ValueError(f"{owner} field {self.name!r} must be in {self.min}..{self.max}, "
+                             f"not {value!r}")
+        return value
+
+
+def _pack(field_list, values, owner):
+    word, offset = 0, 0
+    for f in field_list:
+        word |= (f.check(values[f.name], owner) & ((1 << f.width) - 1)) << offset
+        offset += f.width
+    return word
+
+
+def _unpack(field_list, word):
+    values, offset = {}, 0
+    for f in field_list:
+        v = (word >> offset) & ((1 << f.width) - 1)
+        if f.signed and v >> (f.width - 1):
+            v -= 1 << f.width
+        values[f.name] = v
+        offset += f.width
+    return values
+
+
+def _layout(field_list):
+    return data.StructLayout({f.name: signed(f.width) if f.signed else unsigned(f.width)
+                              for f in field_list})
+
+
+class Instruction:
+    """Base of all instructions.  Subclasses are frozen dataclasses with ``OPCODE``,
+    ``FIELDS`` (a tuple of :class:`Field`, in bit order from bit 4) and ``DOC``."""
+
+    OPCODE: Opcode
+    FIELDS: tuple = ()
+    DOC: str = ""
+    def data_in_bytes(self, config):
+        """Bytes this instruction takes from the data-in stream (whole beats)."""
+        return 0
+
+    def data_out_bytes(self, config):
+        """Bytes this instruction sends to the data-out stream (whole beats)."""
+        return 0
+
+    def __post_init__(self):
+        for f in self.FIELDS:
+            object.__setattr__(self, f.name, f.check(getattr(self, f.name), self.OPCODE.name))
+
+    def encode(self):
+        """The 64-bit command word.
+
+        Raises
+        ------
+        ValueError
+            If a field value does not fit its field, naming the field and the value.
+        """
+        values = {f.name: getattr(self, f.name) for f in self.FIELDS}
+        return int(self.OPCODE) | (_pack(self.FIELDS, values, self.OPCODE.name) << OPCODE_WIDTH)
+
+    @classmethod
+    def field_offsets(cls):
+        offset, result = OPCODE_WIDTH, {}
+        for f in cls.FIELDS:
+            result[f.name] = (offset, f.width)
+            offset += f.width
+        return result
+
+    @classmethod
+    def used_bits(cls):
+        return OPCODE_WIDTH + sum(f.width for f in cls.FIELDS)
+
+    def __str__(self):
+        args = " ".join(f"{f.name}={getattr(self, f.name)}" for f in self.FIELDS)
+        return f"{self.OPCODE.name:<12}{args}".rstrip()
+
+
+def _instruction(opcode, doc, *field_list):
+    def wrap(cls):
+        cls.OPCODE = opcode
+        cls.FIELDS = tuple(field_list)
+        cls.DOC = doc
+        cls.__annotations__ = {f.name: int for f in field_list}
+        for f in field_list:
+            setattr(cls, f.name, 0)
+        cls = dataclass(frozen=True, kw_only=True)(cls)
+        assert cls.used_bits() <= COMMAND_WIDTH, cls
+        return cls
+    return wrap
+
+
+@_instruction(Opcode.NOP, "Do nothing.")
+class Nop(Instruction):
+    pass
+
+
+@_instruction(
+    Opcode.LOAD_PARAMS,
+    "Read `count` requantization records (16 bytes each, one per output column, "
+    "starting at column 0) from the data stream into the column parameter registers.",
+    Field("count", 16, doc="columns to load, 1..cols"))
+class LoadParams(Instruction):
+    def data_in_bytes(self, config):
+        return self.count * config.beats(PARAM_RECORD_BYTES) * config.data_bytes
+
+
+@_instruction(
+    Opcode.LOAD_ACT,
+    "Read `count` activation vectors of `length` bytes from the data stream into the "
+    "activation buffer at `addr`.., widening uint8 (or int8 when `signed`) to 9 bits; "
+    "lanes from `length` up to `rows` are zero.",
+    Field("addr", 16, doc="first activation buffer vector"),
+    Field("count", 16, doc="vectors (M), 1..act_depth - addr"),
+    Field("length", 16, doc="bytes per vector (K), 1..rows"),
+    Field("signed", 1, doc="1: int8 activations, 0: uint8"))
+class LoadAct(Instruction):
+    def data_in_bytes(self, config):
+        return self.count * config.beats(self.length) * config.data_bytes
+
+
+@_instruction(
+    Opcode.LOAD_WEIGHT,
+    "Read a `k` x `n` weight tile (row r holds the weights that input feature r "
+    "contributes to columns 0..n-1) from the data stream into weight slot `slot`, "
+    "subtracting each column's weight zero point; the rest of the tile is zero.",
+    Field("slot", 8, doc="weight buffer tile, 0..weight_tiles-1"),
+    Field("k", 16, doc="tile rows, 1..rows"),
+    Field("n", 16, doc="tile columns, 1..cols"),
+    Field("signed", 1, doc="1: int8 weights, 0: uint8"))
+class LoadWeight(Instruction):
+    def data_in_bytes(self, config):
+        return self.k * config.beats(self.n) * config.data_bytes
+
+
+@_instruction(
+    Opcode.MATMUL,
+    "Stream `count` activation vectors from `act_addr` through the array holding weight "
+    "slot `slot`; write (or add, when `accumulate`) the int32 results to the "
+    "accumulator at `acc_addr`..",
+    Field("act_addr", 16, doc="first activation vector"),
+    Field("count", 16, doc="vectors (M), 1.."),
+    Field("slot", 8, doc="weight tile"),
+    Field("acc_addr", 16, doc="first accumulator row"),
+    Field("accumulate", 1, doc="1: add to the accumulator, 0: overwrite it"))
+class Matmul(Instruction):
+    pass
+
+
+@_instruction(
+    Opcode.STORE,
+    "Send `count` accumulator rows from `acc_addr`, columns 0..n-1, to the data-out "
+    "stream: requantized to one byte per value, or int32 little-endian when `raw`. "
+    "Each row is padded to whole beats with zero bytes.",
+    Field("acc_addr", 16, doc="first accumulator row"),
+    Field("count", 16, doc="rows, 1..acc_depth - acc_addr"),
+    Field("n", 16, doc="columns, 1..cols"),
+    Field("raw", 1, doc="1: raw int32 accumulator, 0: requantized bytes"))
+class Store(Instruction):
+    def data_out_bytes(self, config):
+        return self.count * config.beats(self.n * (4 if self.raw else 1)) * config.data_bytes
+
+
+@_instruction(Opcode.FENCE, "Wait until every earlier command has finished, output included.")
+class Fence(Instruction):
+    pass
+
+
+@_instruction(Opcode.READ_STATUS,
+              "Send the 8-byte status record (error code, failing opcode, commands "
+              "consumed) to the data-out stream.")
+class ReadStatus(Instruction):
+    def data_out_bytes(self, config):
+        return config.beats(STATUS_RECORD_BYTES) * config.data_bytes
+
+
+@_instruction(Opcode.CLEAR_ERROR, "Clear the sticky error code; the chip executes commands again.")
+class ClearError(Instruction):
+    pass
+
+
+#: Every defined instruction class, by opcode.
+INSTRUCTIONS = {cls.OPCODE: cls for cls in
+                (Nop, LoadParams, LoadAct, LoadWeight, Matmul, Store, Fence, ReadStatus,
+                 ClearError)}
+
+#: Commands that still execute while an error is latched.
+ALWAYS_EXECUTED = frozenset({Opcode.NOP, Opcode.FENCE, Opcode.READ_STATUS, Opcode.CLEAR_ERROR})
+
+
+def decode(word):
+    """Decode a 64-bit command word into an :class:`Instruction`.
+
+    Raises
+    ------
+    ValueError
+        If the opcode is not defined or reserved bits are set.
+    """
+    word = int(word)
+    if not 0 <= word < (1 << COMMAND_WIDTH):
+        raise ValueError(f"command word must be in 0..2**64-1, not {word!r}")
+    opcode = word & ((1 << OPCODE_WIDTH) - 1)
+    if opcode not in INSTRUCTIONS:
+        raise ValueError(f"command word {word:#018x} has undefined opcode {opcode}")
+    cls = INSTRUCTIONS[opcode]
+    if word >> cls.used_bits():
+        raise ValueError(f"command word {word:#018x} ({cls.OPCODE.name}) has reserved bits set")
+    return cls(**_unpack(cls.FIELDS, word >> OPCODE_WIDTH))
+
+
+def command_layout(cls):
+    """Amaranth layout of one instruction's command word, for the hardware decoder."""
+    layout = {"opcode": OPCODE_WIDTH}
+    for f in cls.FIELDS:
+        layout[f.name] = f.width
+    layout["reserved"] = COMMAND_WIDTH - cls.used_bits()
+    return data.StructLayout(layout)
+
+
+# -- per-column requantization record ---------------------------------------------------
+
+#: The 16-byte record that ``LOAD_PARAMS`` reads per column, least significant first.
+PARAM_FIELDS = (
+    Field("bias", 32, signed=True, doc="folded int32 bias B_j"),
+    Field("multiplier", 31, doc="M0_j, so that M_j = M0_j * 2**-shift_j"),
+    Field("reserved0", 1),
+    Field("shift", 6, doc="shift_j, 1..63"),
+    Field("rounding", 2, doc="a Rounding value"),
+    Field("weight_zero", 9, signed=True, doc="weight zero point, subtracted as weights load"),
+    Field("output_zero", 9, signed=True, doc="output zero point z_y"),
+    Field("low", 9, signed=True, doc="lower clamp bound"),
+    Field("high", 9, signed=True, doc="upper clamp bound"),
+    Field("reserved1", 20),
+)
+assert sum(f.width for f in PARAM_FIELDS) == 8 * PARAM_RECORD_BYTES
+
+
+@dataclass(frozen=True, kw_only=True)
+class ParamRecord:
+    """Requantization parameters of one output column.
+
+    ``y = clamp(round((sat32(acc + bias) * multiplier) / 2**shift) + output_zero,
+    low, high)``, with ``clamp(v, lo, hi) = min(max(v, lo), hi)``.
+    """
+    bias: int = 0
+    multiplier: int = 1 << 30
+    shift: int = 30
+    rounding: int = Rounding.HALF_EVEN
+    weight_zero: int = 0
+    output_zero: int = 0
+    low: int = -128
+    high: int = 127
+
+    def __post_init__(self):
+        for f in PARAM_FIELDS:
+            if not f.name.startswith("reserved"):
+                object.__setattr__(self, f.name, f.check(getattr(self, f.name), "param record"))
+
+    @property
+    def valid(self):
+        """Whether the chip accepts this record (else it raises ``BAD_PARAM``)."""
+        return 1 <= self.shift <= 63 and self.rounding in tuple(Rounding)
+
+    def encode(self):
+        """The record as 16 little-endian bytes."""
+        values = {f.name: getattr(self, f.name, 0) for f in PARAM_FIELDS}
+        return _pack(PARAM_FIELDS, values, "param record").to_bytes(PARAM_RECORD_BYTES, "little")
+
+    @classmethod
+    def decode(cls, raw):
+        values = _unpack(PARAM_FIELDS, int.from_bytes(bytes(raw), "little"))
+        return cls(**{k: v for k, v in values.items() if not k.startswith("reserved")})
+
+
+def param_layout():
+    """Amaranth layout of a requantization record."""
+    return _layout(PARAM_FIELDS)
+
+
+# -- status record ----------------------------------------------------------------------
+
+STATUS_FIELDS = (
+    Field("error", 8, doc="sticky ErrorCode"),
+    Field("error_opcode", 8, doc="opcode of the command that raised it"),
+    Field("reserved", 16),
+    Field("commands", 32, doc="commands consumed before this READ_STATUS, modulo 2**32"),
+)
+assert sum(f.width for f in STATUS_FIELDS) == 8 * STATUS_RECORD_BYTES
+
+
+@dataclass(frozen=True, kw_only=True)
+class StatusRecord:
+    """What ``READ_STATUS`` sends: the sticky error and a command count."""
+    error: int = 0
+    error_opcode: int = 0
+    commands: int = 0
+
+    @property
+    def error_code(self):
+        return ErrorCode(self.error) if self.error in tuple(ErrorCode) else self.error
+
+    def encode(self):
+        values = {"error": self.error, "error_opcode": self.error_opcode, "reserved": 0,
+                  "commands": self.commands}
+        return _pack(STATUS_FIELDS, values, "status record").to_bytes(STATUS_RECORD_BYTES,
+                                                                       "little")
+
+    @classmethod
+    def decode(cls, raw):
+        values = _unpack(STATUS_FIELDS, int.from_bytes(bytes(raw)[:STATUS_RECORD_BYTES], "little"))
+        del values["reserved"]
+        return cls(**values)
+
+
+def status_layout():
+    """Amaranth layout of the status record."""
+    return _layout(STATUS_FIELDS)

@@ -1,0 +1,263 @@
+"""Bit-exact NumPy model of the matrix unit at the transaction level.
+
+:class:`GoldenNpu` executes the same command words and data-in bytes as the
+hardware and produces the same data-out bytes and the same status, including the
+sticky error behaviour.  It keeps its buffers between :meth:`GoldenNpu.run` calls,
+as the chip does.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from hw import isa
+from hw.config import NpuConfig, PARAM_RECORD_BYTES
+from hw.isa import ErrorCode, Opcode
+
+__all__ = ["GoldenNpu", "RunResult", "DataUnderflow", "requantize", "widen_weights",
+           "check_command"]
+
+_INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
+
+
+class DataUnderflow(RuntimeError):
+    """The data-in stream ended in the middle of a command that reads it.
+
+    The chip would wait for more data; the model cannot, so it says so.
+    """
+
+
+@dataclass
+class RunResult:
+    """What one :meth:`GoldenNpu.run` produced."""
+    data_out: bytes
+    status: isa.StatusRecord
+    data_in_used: int
+
+
+def _wrap(values, bits):
+    """Two's complement wrap of int64 values to ``bits`` bits."""
+    half = 1 << (bits - 1)
+    return ((np.asarray(values, dtype=np.int64) + half) & ((1 << bits) - 1)) - half
+
+
+def widen_weights(raw, signed, weight_zero):
+    """Weight bytes to the 9-bit operands the array holds: ``ext(w) - z_w`` wrapped to 9 bits."""
+    raw = np.asarray(raw, dtype=np.uint8)
+    ext = raw.view(np.int8).astype(np.int64) if signed else raw.astype(np.int64)
+    return _wrap(ext - np.asarray(weight_zero, dtype=np.int64), 9)
+
+
+def requantize(acc, bias, multiplier, shift, rounding, output_zero, low, high):
+    """Requantize int32 accumulators per column, exactly as the hardware does.
+
+    Every argument after ``acc`` is per column (broadcast against the last axis).
+
+    ``t = sat32(acc + bias)``, ``p = t * multiplier``, ``r = round(p / 2**shift)`` with the
+    column's :class:`~hw.isa.Rounding`, ``y = min(max(r + output_zero, low), high)``.
+    """
+    acc = np.asarray(acc, dtype=np.int64)
+    shift = np.asarray(shift, dtype=np.int64)
+    rounding = np.asarray(rounding, dtype=np.int64)
+    t = np.clip(acc + np.asarray(bias, dtype=np.int64), _INT32_MIN, _INT32_MAX)
+    p = t * np.asarray(multiplier, dtype=np.int64)          # |p| < 2**62: exact in int64
+    q = p >> shift                                          # floor division by 2**shift
+    frac = p - (q << shift)
+    half = np.int64(1) << (shift - 1)
+    tie_up = np.where(rounding == isa.Rounding.HALF_EVEN, q & 1,
+                      np.where(rounding == isa.Rounding.HALF_AWAY, p >= 0, 1)).astype(bool)
+    r = q + ((frac > half) | ((frac == half) & tie_up))
+    y = np.minimum(np.maximum(r + np.asarray(output_zero, dtype=np.int64), low), high)
+    return y.astype(np.int64)
+
+
+def check_command(word, config):
+    """The :class:`~hw.isa.ErrorCode` a command word raises on ``config``, and the decoded
+    instruction (None when it cannot be decoded)."""
+    opcode = word & ((1 << isa.OPCODE_WIDTH) - 1)
+    cls = isa.INSTRUCTIONS.get(opcode)
+    if cls is None:
+        return ErrorCode.BAD_OPCODE, None
+    if word >> cls.used_bits():
+        return ErrorCode.RESERVED_BITS, None
+    ins = isa.decode(word)
+    c = config
+    if opcode == Opcode.LOAD_PARAMS:
+        sizes, limits, ranges = [ins.count], [(ins.count, c.cols)], []
+    elif opcode == Opcode.LOAD_ACT:
+        sizes, limits = [ins.count, ins.length], [(ins.length, c.rows)]
+        ranges = [ins.addr + ins.count > c.act_depth]
+    elif opcode == Opcode.LOAD_WEIGHT:
+        sizes, limits = [ins.k, ins.n], [(ins.k, c.rows), (ins.n, c.cols)]
+        ranges = [ins.slot >= c.weight_tiles]
+    elif opcode == Opcode.MATMUL:
+        sizes, limits = [ins.count], []
+        ranges = [ins.act_addr + ins.count > c.act_depth, ins.acc_addr + ins.count > c.acc_depth,
+                  ins.slot >= c.weight_tiles]
+    elif opcode == Opcode.STORE:
+        sizes, limits = [ins.count, ins.n], [(ins.n, c.cols)]
+        ranges = [ins.acc_addr + ins.count > c.acc_depth]
+    else:
+        sizes, limits, ranges = [], [], []
+    if any(s == 0 for s in sizes):
+        return ErrorCode.ZERO_SIZE, ins
+    if any(v > lim for v, lim in limits):
+        return ErrorCode.OVERSIZE, ins
+    if any(ranges):
+        return ErrorCode.ADDR_RANGE, ins
+    return ErrorCode.NONE, ins
+
+
+class GoldenNpu:
+    """The matrix unit as a NumPy model.
+
+    Parameters
+    ----------
+    config : NpuConfig
+        The configuration to model.
+    """
+
+    def __init__(self, config=None):
+        if config is None:
+            config = NpuConfig()
+        if not isinstance(config, NpuConfig):
+            raise TypeError(f"config must be an NpuConfig, not {config!r}")
+        self.config = config
+        self.reset()
+
+    def reset(self):
+        """Power-on state: zero buffers, default parameters, no error."""
+        c = self.config
+        self.act = np.zeros((c.act_depth, c.rows), dtype=np.int64)
+        self.weights = np.zeros((c.weight_tiles, c.rows, c.cols), dtype=np.int64)
+        self.acc = np.zeros((c.acc_depth, c.cols), dtype=np.int64)
+        default = isa.ParamRecord()
+        self.params = {f: np.full(c.cols, getattr(default, f), dtype=np.int64)
+                       for f in ("bias", "multiplier", "shift", "rounding", "weight_zero",
+                                 "output_zero", "low", "high")}
+        self.error = ErrorCode.NONE
+        self.error_opcode = 0
+        self.commands = 0
+        self.macs = 0
+
+    # -- data stream helpers -------------------------------------------------------------
+
+    def _take(self, count, nbytes, what):
+        """``count`` vectors of ``nbytes`` bytes, each padded to whole beats."""
+        stride = self.config.beats(nbytes) * self.config.data_bytes
+        end = self._pos + count * stride
+        if end > len(self._data):
+            raise DataUnderflow(f"{what} needs {count * stride} data bytes at offset "
+                                f"{self._pos}, the stream has {len(self._data) - self._pos}")
+        block = np.frombuffer(self._data, dtype=np.uint8, count=count * stride, offset=self._pos)
+        self._pos = end
+        return block.reshape(count, stride)[:, :nbytes]
+
+    def _emit(self, rows):
+        """Send byte rows, each padded to whole beats."""
+        rows = np.asarray(rows, dtype=np.uint8)
+        stride = self.config.beats(rows.shape[1]) * self.config.data_bytes
+        padded = np.zeros((rows.shape[0], stride), dtype=np.uint8)
+        padded[:, :rows.shape[1]] = rows
+        self._out.append(padded.tobytes())
+
+    def _raise(self, code, opcode):
+        if self.error == ErrorCode.NONE:
+            self.error, self.error_opcode = ErrorCode(code), int(opcode)
+
+    # -- execution -----------------------------------------------------------------------
+
+    def run(self, commands, data_in=b""):
+        """Execute command words against a data-in byte stream.
+
+        Parameters
+        ----------
+        commands : iterable of int
+            64-bit command words.
+        data_in : bytes-like
+            The data-in stream (whole beats).
+
+        Returns
+        -------
+        RunResult
+            The data-out bytes, the status after the last command and the data-in
+            bytes consumed.
+
+        Raises
+        ------
+        DataUnderflow
+            If a command needs more data than ``data_in`` holds.
+        """
+        self._data = bytes(data_in)
+        self._pos = 0
+        self._out = []
+        for word in commands:
+            self.step(int(word))
+        return RunResult(data_out=b"".join(self._out), status=self.status(),
+                         data_in_used=self._pos)
+
+    def status(self):
+        return isa.StatusRecord(error=int(self.error), error_opcode=self.error_opcode,
+                                commands=self.commands & 0xFFFF_FFFF)
+
+    def step(self, word):
+        """Execute one command word (``run`` sets up the streams)."""
+        code, ins = check_command(word, self.config)
+        opcode = word & ((1 << isa.OPCODE_WIDTH) - 1)
+        if code != ErrorCode.NONE:
+            self._raise(code, opcode)
+        elif self.error == ErrorCode.NONE or opcode in isa.ALWAYS_EXECUTED:
+            getattr(self, "_exec_" + Opcode(opcode).name.lower())(ins)
+        self.commands += 1
+
+    def _exec_nop(self, ins):
+        pass
+
+    _exec_fence = _exec_nop
+
+    def _exec_clear_error(self, ins):
+        self.error, self.error_opcode = ErrorCode.NONE, 0
+
+    def _exec_read_status(self, ins):
+        record = np.frombuffer(self.status().encode(), dtype=np.uint8)
+        self._emit(record[None, :])
+
+    def _exec_load_params(self, ins):
+        block = self._take(ins.count, PARAM_RECORD_BYTES, "LOAD_PARAMS")
+        for column, raw in enumerate(block):
+            record = isa.ParamRecord.decode(raw.tobytes())
+            if not record.valid:
+                self._raise(ErrorCode.BAD_PARAM, Opcode.LOAD_PARAMS)
+            if self.error != ErrorCode.NONE:
+                continue  # records are written only while no error is latched
+            for name, values in self.params.items():
+                values[column] = getattr(record, name)
+
+    def _exec_load_act(self, ins):
+        block = self._take(ins.count, ins.length, "LOAD_ACT")
+        values = block.view(np.int8) if ins.signed else block
+        self.act[ins.addr:ins.addr + ins.count] = 0
+        self.act[ins.addr:ins.addr + ins.count, :ins.length] = values
+
+    def _exec_load_weight(self, ins):
+        block = self._take(ins.k, ins.n, "LOAD_WEIGHT")
+        tile = np.zeros((self.config.rows, self.config.cols), dtype=np.int64)
+        tile[:ins.k, :ins.n] = widen_weights(block, ins.signed, self.params["weight_zero"][:ins.n])
+        self.weights[ins.slot] = tile
+
+    def _exec_matmul(self, ins):
+        products = self.act[ins.act_addr:ins.act_addr + ins.count] @ self.weights[ins.slot]
+        rows = slice(ins.acc_addr, ins.acc_addr + ins.count)
+        base = self.acc[rows] if ins.accumulate else 0
+        self.acc[rows] = _wrap(base + products, 32)
+        self.macs += ins.count * self.config.rows * self.config.cols
+
+    def _exec_store(self, ins):
+        acc = self.acc[ins.acc_addr:ins.acc_addr + ins.count, :ins.n]
+        if ins.raw:
+            self._emit(acc.astype("<i4").view(np.uint8).reshape(ins.count, 4 * ins.n))
+            return
+        p = {k: v[:ins.n] for k, v in self.params.items()}
+        y = requantize(acc, p["bias"], p["multiplier"], p["shift"], p["rounding"],
+                       p["output_zero"], p["low"], p["high"])
+        self._emit((y & 0xFF).astype(np.uint8))
