@@ -1,0 +1,107 @@
+"""The backend interface and the registry of backends."""
+
+from dataclasses import dataclass
+import importlib
+
+from hw.config import NpuConfig
+from hw.isa import StatusRecord
+
+__all__ = ["Backend", "BackendUnavailable", "ExecuteResult", "BACKENDS", "open_backend",
+           "available_backends"]
+
+
+class BackendUnavailable(RuntimeError):
+    """A backend cannot start: the message says what is missing and how to install it."""
+
+
+@dataclass
+class ExecuteResult:
+    """What a backend returns for one command stream."""
+    #: Every byte the chip sent on its data-out stream.
+    data_out: bytes
+    #: Sticky error, failing opcode and command count after the last command.
+    status: StatusRecord
+    #: Clock cycles from the first command to idle, or None where the backend has no clock
+    #: (the golden backend reports the cycle model's estimate instead).
+    cycles: int | None = None
+    #: True when ``cycles`` is a measurement of the RTL, False when it is the cycle model's.
+    cycles_measured: bool = False
+
+
+class Backend:
+    """A device that executes command streams.
+
+    Subclasses set ``name`` and implement :meth:`execute`; :meth:`close` releases any
+    simulator.  A backend keeps the chip's state (buffers, parameters, error) between
+    :meth:`execute` calls, as a real chip would.
+    """
+
+    name = None
+
+    def __init__(self, *, config=None, **options):
+        if config is None:
+            config = NpuConfig()
+        if not isinstance(config, NpuConfig):
+            raise TypeError(f"config must be an NpuConfig, not {config!r}")
+        self.config = config
+
+    def execute(self, commands, data_in=b""):
+        """Run ``commands`` (64-bit words) against ``data_in`` (whole data-stream beats).
+
+        Returns
+        -------
+        ExecuteResult
+        """
+        raise NotImplementedError
+
+    def close(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @classmethod
+    def check_available(cls):
+        """Raise :class:`BackendUnavailable` if this backend cannot run here."""
+
+
+#: Backend name -> "module:Class", imported on first use so that a missing simulator
+#: only matters to the backend that needs it.
+BACKENDS = {
+    "golden": "driver.backends.golden:GoldenBackend",
+    "verilator": "driver.backends.rtl:VerilatorBackend",
+    "icarus": "driver.backends.rtl:IcarusBackend",
+    "amaranth": "driver.backends.amaranth:AmaranthBackend",
+}
+
+
+def _backend_class(name):
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    module, _, cls = BACKENDS[name].partition(":")
+    try:
+        return getattr(importlib.import_module(module), cls)
+    except ImportError as exc:
+        raise BackendUnavailable(f"backend {name!r} cannot be imported: {exc}") from exc
+
+
+def open_backend(name, *, config=None, **options):
+    """Open the backend called ``name`` ("golden", "verilator", "icarus", "amaranth")."""
+    cls = _backend_class(name)
+    cls.check_available()
+    return cls(config=config, **options)
+
+
+def available_backends():
+    """``{name: None or the reason it is unavailable}`` for every backend."""
+    result = {}
+    for name in BACKENDS:
+        try:
+            _backend_class(name).check_available()
+            result[name] = None
+        except BackendUnavailable as exc:
+            result[name] = str(exc)
+    return result
