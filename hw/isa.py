@@ -10,6 +10,7 @@ its ``FIELDS``.  Bits above the last field are reserved and must be zero.
 """
 
 import enum
+import operator
 from dataclasses import dataclass, fields as dc_fields
 
 from amaranth.hdl import signed, unsigned
@@ -96,14 +97,13 @@ class Field:
         return (1 << (self.width - 1)) - 1 if self.signed else (1 << self.width) - 1
 
     def check(self, value, owner):
-        if isinstance(value, bool):
-            value = int(value)
-        if not isinstance(value, int):
-            try:
-                value = int(value)  # numpy integers
-            except (TypeError, ValueError):
-                raise TypeError(f"{owner} field {self.name!r} must be an integer, "
-                                f"not {value!r}") from None
+        try:
+            # operator.index takes int, bool and numpy integers, but refuses floats and
+            # strings instead of truncating them the way int() would.
+            value = operator.index(value)
+        except TypeError:
+            raise TypeError(f"{owner} field {self.name!r} must be an integer, "
+                            f"not {value!r}") from None
         if not self.min <= value <= self.max:
             raise ValueError(f"{owner} field {self.name!r} must be in {self.min}..{self.max}, "
                              f"not {value!r}")
