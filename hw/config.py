@@ -102,12 +102,13 @@ class NpuConfig:
 
     @property
     def array_latency(self):
-        """Cycles from an activation vector entering the array to its result leaving it.
+        """Enabled cycles from an activation vector entering the array to its result row.
 
-        ``rows - 1`` cycles of input skew, ``rows + cols - 1`` of travel through the
-        processing elements and ``cols - 1`` of output deskew, plus one output register.
+        Row ``r`` waits ``r`` cycles of input skew, the partial sum of column ``c`` leaves
+        the bottom row ``rows + c`` cycles after entry, and the deskew delays column ``c``
+        by ``cols - 1 - c`` more: ``rows + cols - 1`` for every column.
         """
-        return 2 * (self.rows + self.cols) - 2
+        return self.rows + self.cols - 1
 
     def beats(self, nbytes):
         """Data-stream beats that carry a vector of ``nbytes`` bytes (padded to a beat)."""

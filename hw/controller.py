@@ -1,0 +1,209 @@
+"""The command decoder and sequencer: the chip's own control."""
+
+from amaranth import Module, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from . import isa
+from .config import COMMAND_WIDTH, STATUS_RECORD_BYTES, NpuConfig
+from .isa import ErrorCode, Opcode
+from .load_unit import LoadKind, load_command_layout
+from .matmul_unit import matmul_command_layout
+from .serializer import out_vector_layout
+from .store_unit import store_command_layout
+
+__all__ = ["Controller"]
+
+
+class Controller(wiring.Component):
+    """Fetches, checks and dispatches commands, one at a time, in order.
+
+    Each command is checked against the configuration in the order of
+    :class:`~hw.isa.ErrorCode` (opcode, reserved bits, zero sizes, oversize,
+    address ranges).  A malformed command latches its error code (the first error
+    wins) and is consumed without effect.  While an error is latched every command
+    but ``NOP``, ``FENCE``, ``READ_STATUS`` and ``CLEAR_ERROR`` is consumed without
+    effect and without taking data.
+
+    A command is fetched only when the datapath is idle, so execution is in order
+    and ``FENCE`` is implicit today; it keeps its place in the ISA for the
+    overlapped execution to come.
+
+    Members
+    -------
+    commands : In(stream.Signature(64))
+        The command stream.
+    load, matmul, store : Out(stream.Signature(...))
+        Decoded commands for the execution units.
+    status_record : Out(stream.Signature(out_vector_layout(config)))
+        The ``READ_STATUS`` record, towards the data-out serializer.
+    datapath_idle : In(1)
+        Every unit and pipeline is idle.
+    param_error : In(1)
+        The load unit met an invalid requantization record.
+    busy : Out(1)
+        A command is being decoded or dispatched.
+    error, error_opcode : Out(8)
+        The sticky error code and the opcode of the command that raised it.
+    executed : Out(32)
+        Commands consumed since reset (modulo 2**32).
+    """
+
+    def __init__(self, *, config):
+        if not isinstance(config, NpuConfig):
+            raise TypeError(f"config must be an NpuConfig, not {config!r}")
+        self.config = config
+        super().__init__({
+            "commands": In(stream.Signature(COMMAND_WIDTH)),
+            "load": Out(stream.Signature(load_command_layout())),
+            "matmul": Out(stream.Signature(matmul_command_layout())),
+            "store": Out(stream.Signature(store_command_layout())),
+            "status_record": Out(stream.Signature(out_vector_layout(config))),
+            "datapath_idle": In(1),
+            "param_error": In(1),
+            "busy": Out(1),
+            "error": Out(8),
+            "error_opcode": Out(8),
+            "executed": Out(32),
+        })
+
+    def _check(self, m, word):
+        """The ErrorCode of ``word`` (combinational), in ErrorCode priority order."""
+        c = self.config
+        code = Signal(ErrorCode)
+        opcode = word[:isa.OPCODE_WIDTH]
+        views = {op: data.View(isa.command_layout(cls), word) for op, cls in isa.INSTRUCTIONS.items()}
+
+        def check(op, zero=(), oversize=(), out_of_range=()):
+            rules = [(ErrorCode.RESERVED_BITS, [views[op].reserved != 0]),
+                     (ErrorCode.ZERO_SIZE, [z == 0 for z in zero]),
+                     (ErrorCode.OVERSIZE, list(oversize)),
+                     (ErrorCode.ADDR_RANGE, list(out_of_range))]
+            first = True
+            for error, conditions in rules:
+                if not conditions:
+                    continue
+                with (m.If if first else m.Elif)(_any(conditions)):
+                    m.d.comb += code.eq(error)
+                first = False
+
+        with m.Switch(opcode):
+            for op in isa.INSTRUCTIONS:
+                v = views[op]
+                with m.Case(op):
+                    if op == Opcode.LOAD_PARAMS:
+                        check(op, zero=[v.count], oversize=[v.count > c.cols])
+                    elif op == Opcode.LOAD_ACT:
+                        check(op, zero=[v.count, v.length], oversize=[v.length > c.rows],
+                              out_of_range=[v.addr + v.count > c.act_depth])
+                    elif op == Opcode.LOAD_WEIGHT:
+                        check(op, zero=[v.k, v.n], oversize=[v.k > c.rows, v.n > c.cols],
+                              out_of_range=[v.slot >= c.weight_tiles])
+                    elif op == Opcode.MATMUL:
+                        check(op, zero=[v.count], out_of_range=[
+                            v.act_addr + v.count > c.act_depth,
+                            v.acc_addr + v.count > c.acc_depth,
+                            v.slot >= c.weight_tiles])
+                    elif op == Opcode.STORE:
+                        check(op, zero=[v.count, v.n], oversize=[v.n > c.cols],
+                              out_of_range=[v.acc_addr + v.count > c.acc_depth])
+                    else:
+                        check(op)
+            with m.Default():
+                m.d.comb += code.eq(ErrorCode.BAD_OPCODE)
+        return code, views
+
+    def elaborate(self, platform):
+        m = Module()
+        word = Signal(COMMAND_WIDTH)
+        opcode = word[:isa.OPCODE_WIDTH]
+        code, views = self._check(m, word)
+
+        # Pass decoded fields to the units; only `valid` depends on the state.
+        load_act, load_weight = views[Opcode.LOAD_ACT], views[Opcode.LOAD_WEIGHT]
+        load = self.load.payload
+        with m.Switch(opcode):
+            with m.Case(Opcode.LOAD_PARAMS):
+                m.d.comb += [load.kind.eq(LoadKind.PARAMS),
+                             load.count.eq(views[Opcode.LOAD_PARAMS].count)]
+            with m.Case(Opcode.LOAD_ACT):
+                m.d.comb += [load.kind.eq(LoadKind.ACT), load.addr.eq(load_act.addr),
+                             load.count.eq(load_act.count), load.length.eq(load_act.length),
+                             load.signed.eq(load_act.signed)]
+            with m.Case(Opcode.LOAD_WEIGHT):
+                m.d.comb += [load.kind.eq(LoadKind.WEIGHT), load.addr.eq(load_weight.slot),
+                             load.count.eq(load_weight.k), load.length.eq(load_weight.n),
+                             load.signed.eq(load_weight.signed)]
+        mm, st = views[Opcode.MATMUL], views[Opcode.STORE]
+        m.d.comb += [
+            self.matmul.payload.act_addr.eq(mm.act_addr),
+            self.matmul.payload.count.eq(mm.count),
+            self.matmul.payload.slot.eq(mm.slot),
+            self.matmul.payload.acc_addr.eq(mm.acc_addr),
+            self.matmul.payload.accumulate.eq(mm.accumulate),
+            self.store.payload.acc_addr.eq(st.acc_addr),
+            self.store.payload.count.eq(st.count),
+            self.store.payload.n.eq(st.n),
+            self.store.payload.raw.eq(st.raw),
+        ]
+
+        # The status record: error, failing opcode, commands consumed before this one.
+        record = data.View(isa.status_layout(),
+                           self.status_record.payload.bytes.as_value()[:8 * STATUS_RECORD_BYTES])
+        m.d.comb += [
+            record.error.eq(self.error),
+            record.error_opcode.eq(self.error_opcode),
+            record.commands.eq(self.executed),
+            self.status_record.payload.length.eq(STATUS_RECORD_BYTES),
+        ]
+
+        with m.If(self.param_error & (self.error == ErrorCode.NONE)):
+            m.d.sync += [self.error.eq(ErrorCode.BAD_PARAM),
+                         self.error_opcode.eq(Opcode.LOAD_PARAMS)]
+
+        done = Signal()
+        with m.If(done):
+            m.d.sync += self.executed.eq(self.executed + 1)
+
+        with m.FSM():
+            with m.State("FETCH"):
+                m.d.comb += self.commands.ready.eq(self.datapath_idle)
+                with m.If(self.commands.valid & self.commands.ready):
+                    m.d.sync += word.eq(self.commands.payload)
+                    m.next = "EXECUTE"
+            with m.State("EXECUTE"):
+                m.d.comb += self.busy.eq(1)
+                skip = (self.error != ErrorCode.NONE) & ~_any(
+                    opcode == op for op in isa.ALWAYS_EXECUTED)
+                with m.If(code != ErrorCode.NONE):
+                    with m.If(self.error == ErrorCode.NONE):
+                        m.d.sync += [self.error.eq(code), self.error_opcode.eq(opcode)]
+                    m.d.comb += done.eq(1)
+                with m.Elif(skip):
+                    m.d.comb += done.eq(1)
+                with m.Else():
+                    with m.Switch(opcode):
+                        with m.Case(Opcode.LOAD_PARAMS, Opcode.LOAD_ACT, Opcode.LOAD_WEIGHT):
+                            m.d.comb += [self.load.valid.eq(1), done.eq(self.load.ready)]
+                        with m.Case(Opcode.MATMUL):
+                            m.d.comb += [self.matmul.valid.eq(1), done.eq(self.matmul.ready)]
+                        with m.Case(Opcode.STORE):
+                            m.d.comb += [self.store.valid.eq(1), done.eq(self.store.ready)]
+                        with m.Case(Opcode.READ_STATUS):
+                            m.d.comb += [self.status_record.valid.eq(1),
+                                         done.eq(self.status_record.ready)]
+                        with m.Case(Opcode.CLEAR_ERROR):
+                            m.d.sync += [self.error.eq(ErrorCode.NONE), self.error_opcode.eq(0)]
+                            m.d.comb += done.eq(1)
+                        with m.Default():  # NOP, FENCE
+                            m.d.comb += done.eq(1)
+                with m.If(done):
+                    m.next = "FETCH"
+        return m
+
+
+def _any(conditions):
+    result = 0
+    for cond in conditions:
+        result = result | cond
+    return result

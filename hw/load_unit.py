@@ -1,0 +1,148 @@
+"""Executes LOAD_PARAMS, LOAD_ACT and LOAD_WEIGHT: data-in vectors into the buffers."""
+
+import enum
+
+from amaranth import Module, Mux, Signal, signed
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from . import isa
+from .config import OPERAND_WIDTH, PARAM_RECORD_BYTES, NpuConfig
+from .deserializer import deserializer_command_layout
+
+__all__ = ["LoadUnit", "LoadKind", "load_command_layout"]
+
+
+class LoadKind(enum.IntEnum):
+    PARAMS = 0
+    ACT = 1
+    WEIGHT = 2
+
+
+def load_command_layout():
+    """A decoded load: ``addr`` is the activation address or the weight slot, ``count``
+    the vectors (or weight rows ``k``), ``length`` the bytes per vector (or ``n``)."""
+    return data.StructLayout({"kind": LoadKind, "addr": 16, "count": 16, "length": 16,
+                              "signed": 1})
+
+
+class LoadUnit(wiring.Component):
+    """Writes vectors from the data-in deserializer to their destination.
+
+    * ``ACT``: bytes widen to 9-bit operands (sign- or zero-extended) and fill
+      activation vectors ``addr .. addr + count - 1``.
+    * ``WEIGHT``: row ``r`` of slot ``addr`` becomes ``ext(byte_c) - weight_zero_c``
+      (wrapped to 9 bits) for columns ``c < n`` and zero beyond; rows from ``k`` up to
+      ``rows`` are written with zeros without taking data.
+    * ``PARAMS``: record ``c`` updates column ``c``'s parameter registers if it is
+      valid and no error is latched; an invalid record raises ``param_error``.
+
+    Members
+    -------
+    cmd : In(stream.Signature(load_command_layout()))
+    deserializer : Out(stream.Signature(deserializer_command_layout(config)))
+        Tells the deserializer how many vectors of which length to assemble.
+    vectors : In(stream.Signature(ArrayLayout(8, vector_bytes)))
+    act_write, weight_write : In(memory.WritePort.Signature(...))
+        Connect to the buffers' write ports.
+    params : Out(ArrayLayout(param_layout(), cols))
+        The column parameter registers (reset to ``isa.ParamRecord()``).
+    error_latched : In(1)
+    param_error : Out(1)
+    busy : Out(1)
+    """
+
+    def __init__(self, *, config):
+        if not isinstance(config, NpuConfig):
+            raise TypeError(f"config must be an NpuConfig, not {config!r}")
+        self.config = config
+        c = config
+        operand = signed(OPERAND_WIDTH)
+        default = isa.ParamRecord()
+        param_init = {f.name: getattr(default, f.name) for f in isa.PARAM_FIELDS
+                      if not f.name.startswith("reserved")}
+        super().__init__({
+            "cmd": In(stream.Signature(load_command_layout())),
+            "deserializer": Out(stream.Signature(deserializer_command_layout(c))),
+            "vectors": In(stream.Signature(data.ArrayLayout(8, c.vector_bytes))),
+            "act_write": In(memory.WritePort.Signature(
+                addr_width=ceil_log2(c.act_depth), shape=data.ArrayLayout(operand, c.rows))),
+            "weight_write": In(memory.WritePort.Signature(
+                addr_width=ceil_log2(c.weight_depth), shape=data.ArrayLayout(operand, c.cols))),
+            "params": Out(data.ArrayLayout(isa.param_layout(), c.cols),
+                          init=[param_init] * c.cols),
+            "error_latched": In(1),
+            "param_error": Out(1),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self.config
+        command = Signal(load_command_layout())
+        index = Signal(16)
+        vector = self.vectors.payload
+        take = self.vectors.valid & self.vectors.ready
+
+        # Destination rows: act vectors addr+i; weight rows slot * rows + i.
+        m.d.comb += [
+            self.act_write.addr.eq(command.addr + index),
+            self.weight_write.addr.eq(command.addr * c.rows + index),
+        ]
+        for r in range(c.rows):
+            byte = vector[r]
+            m.d.comb += self.act_write.data[r].eq(Mux(command.signed, byte.as_signed(), byte))
+        for col in range(c.cols):
+            byte = vector[col]
+            widened = Mux(command.signed, byte.as_signed(), byte) - self.params[col].weight_zero
+            m.d.comb += self.weight_write.data[col].eq(Mux(col < command.length, widened, 0))
+
+        record = data.View(isa.param_layout(), vector.as_value()[:8 * PARAM_RECORD_BYTES])
+        record_valid = (record.shift != 0) & (record.rounding <= max(isa.Rounding))
+
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.cmd.ready.eq(1)
+                with m.If(self.cmd.valid):
+                    m.d.sync += [command.eq(self.cmd.payload), index.eq(0)]
+                    m.next = "REQUEST"
+            with m.State("REQUEST"):
+                m.d.comb += [
+                    self.deserializer.valid.eq(1),
+                    self.deserializer.payload.count.eq(command.count),
+                    self.deserializer.payload.length.eq(
+                        Mux(command.kind == LoadKind.PARAMS, PARAM_RECORD_BYTES, command.length)),
+                ]
+                with m.If(self.deserializer.ready):
+                    m.next = "DATA"
+            with m.State("DATA"):
+                m.d.comb += self.vectors.ready.eq(1)
+                with m.If(take):
+                    m.d.sync += index.eq(index + 1)
+                    with m.Switch(command.kind):
+                        with m.Case(LoadKind.ACT):
+                            m.d.comb += self.act_write.en.eq(1)
+                        with m.Case(LoadKind.WEIGHT):
+                            m.d.comb += self.weight_write.en.eq(1)
+                        with m.Case(LoadKind.PARAMS):
+                            m.d.comb += self.param_error.eq(~record_valid)
+                            with m.If(record_valid & ~self.error_latched):
+                                for col in range(c.cols):
+                                    with m.If(index == col):
+                                        m.d.sync += self.params[col].eq(record)
+                    with m.If(index == command.count - 1):
+                        with m.If((command.kind == LoadKind.WEIGHT) & (command.count != c.rows)):
+                            m.next = "ZERO_FILL"
+                        with m.Else():
+                            m.next = "IDLE"
+            with m.State("ZERO_FILL"):
+                # Rows k..rows-1 of the tile must be zero: stale weights would add in.
+                m.d.comb += [self.weight_write.en.eq(1)]
+                for col in range(c.cols):
+                    m.d.comb += self.weight_write.data[col].eq(0)
+                m.d.sync += index.eq(index + 1)
+                with m.If(index == c.rows - 1):
+                    m.next = "IDLE"
+        m.d.comb += self.busy.eq(~self.cmd.ready)
+        return m

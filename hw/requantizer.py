@@ -1,0 +1,140 @@
+"""Per-column requantization of accumulator rows to bytes (or raw int32 bytes)."""
+
+from amaranth import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from . import isa
+from .config import ACC_WIDTH, NpuConfig
+from .serializer import out_vector_layout
+
+__all__ = ["Requantizer", "requant_input_layout"]
+
+_INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
+#: Pipeline depth: saturating bias add, multiply, round, offset and clamp.
+STAGES = 4
+
+
+def requant_input_layout(config):
+    """An accumulator row on its way to the requantizer."""
+    return data.StructLayout({
+        "values": data.ArrayLayout(signed(ACC_WIDTH), config.cols),
+        "raw": 1,
+        "n": range(config.cols + 1),
+    })
+
+
+class Requantizer(wiring.Component):
+    """Requantizes ``cols`` columns in parallel, one accumulator row per cycle.
+
+    Per column ``j`` (NOTES section 2, parameters from :data:`hw.isa.PARAM_FIELDS`):
+
+    1. ``t = saturate_int32(acc + bias_j)``
+    2. ``p = t * multiplier_j`` (64-bit product)
+    3. ``r = round(p / 2**shift_j)``: floor, plus one when the remainder exceeds half,
+       or equals half and the column's rounding breaks ties upwards (half-even: the
+       floor is odd; half-away: ``p >= 0``; half-up: always)
+    4. ``y = min(max(r + output_zero_j, low_j), high_j)``, sent as its low byte.
+
+    With ``raw`` the row leaves as ``4 * n`` little-endian int32 bytes instead.  The
+    pipeline has :data:`STAGES` registers and stalls as one.
+
+    Members
+    -------
+    rows : In(stream.Signature(requant_input_layout(config)))
+    params : In(ArrayLayout(param_layout(), cols))
+        The column parameter registers; stable while a store runs.
+    vectors : Out(stream.Signature(out_vector_layout(config)))
+    busy : Out(1)
+        A row is in the pipeline.
+    """
+
+    def __init__(self, *, config):
+        if not isinstance(config, NpuConfig):
+            raise TypeError(f"config must be an NpuConfig, not {config!r}")
+        self.config = config
+        super().__init__({
+            "rows": In(stream.Signature(requant_input_layout(config))),
+            "params": In(data.ArrayLayout(isa.param_layout(), config.cols)),
+            "vectors": Out(stream.Signature(out_vector_layout(config))),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cols = self.config.cols
+        advance = Signal()
+        valid = Signal(STAGES)
+        m.d.comb += [
+            advance.eq(~self.vectors.valid | self.vectors.ready),
+            self.rows.ready.eq(advance),
+            self.vectors.valid.eq(valid[-1]),
+            self.busy.eq(valid.any()),
+        ]
+
+        # Side-band (raw mode, column count, raw values) travels with the row.
+        sides = [Signal(requant_input_layout(self.config), name=f"side_{i}")
+                 for i in range(STAGES)]
+        with m.If(advance):
+            m.d.sync += valid.eq((valid << 1) | self.rows.valid)
+            m.d.sync += sides[0].eq(self.rows.payload)
+            for i in range(1, STAGES):
+                m.d.sync += sides[i].eq(sides[i - 1])
+
+        out = self.vectors.payload
+        final = sides[-1]
+        for j in range(cols):
+            byte = self._lane(m, advance, j, self.rows.payload.values[j], self.params[j])
+            raw_word = final.values[j].as_unsigned()
+            in_row = j < final.n
+            with m.If(final.raw):
+                for b in range(4):
+                    m.d.comb += out.bytes[4 * j + b].eq(Mux(in_row, raw_word.word_select(b, 8), 0))
+            with m.Else():
+                m.d.comb += out.bytes[j].eq(Mux(in_row, byte, 0))
+        m.d.comb += out.length.eq(Mux(final.raw, final.n * 4, final.n))
+        return m
+
+    def _lane(self, m, advance, j, acc, params):
+        """The four pipeline stages of column ``j``; returns the output byte register."""
+        t = Signal(signed(ACC_WIDTH), name=f"sat_{j}")
+        product = Signal(signed(64), name=f"product_{j}")
+        rounded = Signal(signed(64), name=f"rounded_{j}")
+        clamped = Signal(signed(9), name=f"clamped_{j}")
+
+        total = Signal(signed(ACC_WIDTH + 1), name=f"total_{j}")
+        m.d.comb += total.eq(acc + params.bias)
+
+        shift = params.shift
+        floor = Signal(signed(64), name=f"floor_{j}")
+        frac = Signal(unsigned(64), name=f"frac_{j}")
+        half = Signal(unsigned(64), name=f"half_{j}")
+        tie_up = Signal(name=f"tie_up_{j}")
+        m.d.comb += [
+            floor.eq(product >> shift),
+            frac.eq(product.as_unsigned() & ((Const(1, unsigned(64)) << shift) - 1)),
+            half.eq(Const(1, unsigned(64)) << (shift - 1)[:6]),
+        ]
+        with m.Switch(params.rounding):
+            with m.Case(isa.Rounding.HALF_EVEN):
+                m.d.comb += tie_up.eq(floor[0])
+            with m.Case(isa.Rounding.HALF_AWAY):
+                m.d.comb += tie_up.eq(~product[-1])
+            with m.Default():
+                m.d.comb += tie_up.eq(1)
+
+        offset = Signal(signed(65), name=f"offset_{j}")
+        at_least_low = Signal(signed(65), name=f"at_least_low_{j}")
+        m.d.comb += [
+            offset.eq(rounded + params.output_zero),
+            at_least_low.eq(Mux(offset < params.low, params.low, offset)),
+        ]
+
+        with m.If(advance):
+            m.d.sync += [
+                t.eq(Mux(total > _INT32_MAX, _INT32_MAX, Mux(total < _INT32_MIN, _INT32_MIN, total))),
+                product.eq(t * params.multiplier),
+                rounded.eq(floor + ((frac > half) | ((frac == half) & tie_up))),
+                clamped.eq(Mux(at_least_low > params.high, params.high, at_least_low)),
+            ]
+        return clamped[:8]

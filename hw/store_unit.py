@@ -1,0 +1,65 @@
+"""Executes STORE: reads accumulator rows towards the requantizer and the data-out stream."""
+
+from amaranth import Module, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from .config import NpuConfig
+
+__all__ = ["StoreUnit", "store_command_layout", "store_tag_layout"]
+
+
+def store_command_layout():
+    return data.StructLayout({"acc_addr": 16, "count": 16, "n": 16, "raw": 1})
+
+
+def store_tag_layout(config):
+    """What travels with each accumulator row read: the output format."""
+    return data.StructLayout({"raw": 1, "n": range(config.cols + 1)})
+
+
+class StoreUnit(wiring.Component):
+    """Requests accumulator rows ``acc_addr .. acc_addr + count - 1`` for the requantizer.
+
+    Members
+    -------
+    cmd : In(stream.Signature(store_command_layout()))
+    read_requests : Out(stream.Signature(StructLayout({"addr": ..., "tag": store_tag_layout})))
+    busy : Out(1)
+    """
+
+    def __init__(self, *, config):
+        if not isinstance(config, NpuConfig):
+            raise TypeError(f"config must be an NpuConfig, not {config!r}")
+        self.config = config
+        super().__init__({
+            "cmd": In(stream.Signature(store_command_layout())),
+            "read_requests": Out(stream.Signature(data.StructLayout({
+                "addr": ceil_log2(config.acc_depth), "tag": store_tag_layout(config)}))),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        command = Signal(store_command_layout())
+        index = Signal(16)
+        m.d.comb += [
+            self.read_requests.payload.addr.eq(command.acc_addr + index),
+            self.read_requests.payload.tag.raw.eq(command.raw),
+            self.read_requests.payload.tag.n.eq(command.n),
+        ]
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.cmd.ready.eq(1)
+                with m.If(self.cmd.valid):
+                    m.d.sync += [command.eq(self.cmd.payload), index.eq(0)]
+                    m.next = "READ"
+            with m.State("READ"):
+                m.d.comb += self.read_requests.valid.eq(1)
+                with m.If(self.read_requests.ready):
+                    m.d.sync += index.eq(index + 1)
+                    with m.If(index == command.count - 1):
+                        m.next = "IDLE"
+        m.d.comb += self.busy.eq(~self.cmd.ready)
+        return m

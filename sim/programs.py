@@ -1,0 +1,136 @@
+"""Command-stream builders for testbenches, the demo and benchmarks.
+
+A :class:`Program` is what the host pushes: command words and the data-in bytes
+they consume.  :func:`gemm_program` tiles a whole quantized matrix multiply
+``requant(A @ (W - z_w) + bias)`` for any M, K and N onto a configuration.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hw import isa
+from hw.config import NpuConfig
+
+__all__ = ["Program", "pack_rows", "gemm_program", "random_params"]
+
+
+def pack_rows(config, rows):
+    """Byte rows (2-D uint8/int8) as data-stream bytes, each row padded to whole beats."""
+    rows = np.asarray(rows)
+    if rows.ndim != 2:
+        raise ValueError(f"rows must be 2-D, not of shape {rows.shape}")
+    rows = rows.view(np.uint8) if rows.dtype == np.int8 else rows.astype(np.uint8)
+    stride = config.beats(rows.shape[1]) * config.data_bytes
+    padded = np.zeros((rows.shape[0], stride), dtype=np.uint8)
+    padded[:, :rows.shape[1]] = rows
+    return padded.tobytes()
+
+
+@dataclass
+class Program:
+    """Commands and the data-in bytes they consume, built up instruction by instruction."""
+    config: NpuConfig
+    instructions: list = field(default_factory=list)
+    data_chunks: list = field(default_factory=list)
+
+    def add(self, instruction, data=b""):
+        self.instructions.append(instruction)
+        if data:
+            self.data_chunks.append(bytes(data))
+        return self
+
+    @property
+    def commands(self):
+        return [ins.encode() for ins in self.instructions]
+
+    @property
+    def data_in(self):
+        return b"".join(self.data_chunks)
+
+    def data_out_bytes(self):
+        """Bytes the program sends to data-out when no error occurs."""
+        return sum(ins.data_out_bytes(self.config) for ins in self.instructions)
+
+    def disassemble(self):
+        return "\n".join(str(ins) for ins in self.instructions)
+
+
+def random_params(rng, n, *, output_signed=False):
+    """Random but sensible per-column requantization records."""
+    records = []
+    for _ in range(n):
+        zero = int(rng.integers(-128, 128)) if output_signed else int(rng.integers(0, 256))
+        low, high = (-128, 127) if output_signed else (0, 255)
+        activation = rng.integers(0, 3)  # none, ReLU, ReLU6-like bound
+        if activation >= 1:
+            low = max(low, zero)
+        if activation == 2:
+            high = min(high, zero + int(rng.integers(1, 100)))
+        records.append(isa.ParamRecord(
+            bias=int(rng.integers(-5000, 5000)),
+            multiplier=int(rng.integers(1 << 30, 1 << 31)),
+            shift=int(rng.integers(36, 44)),
+            rounding=int(rng.integers(0, 3)),
+            weight_zero=0,
+            output_zero=zero, low=low, high=high))
+    return records
+
+
+def gemm_program(config, a, w, params=None, *, act_signed=None, weight_signed=None,
+                 raw=False, m_tile=None):
+    """Tile ``a @ w`` (``a`` [M, K] uint8/int8, ``w`` [K, N] uint8/int8) onto ``config``.
+
+    Parameters
+    ----------
+    params : list of ParamRecord, optional
+        One per output column (N); needed unless ``raw``.
+    raw : bool
+        Store int32 accumulators instead of requantized bytes.
+    m_tile : int, optional
+        Rows per pass (default: as many as the buffers hold).
+
+    Returns
+    -------
+    Program
+        Its data-out is the M x N result, row-major, each N-tile's rows padded to
+        beats, N-tiles in order within each M-tile.
+    """
+    a, w = np.asarray(a), np.asarray(w)
+    m, k = a.shape
+    k2, n = w.shape
+    if k != k2:
+        raise ValueError(f"inner dimensions differ: a is {a.shape}, w is {w.shape}")
+    act_signed = a.dtype == np.int8 if act_signed is None else act_signed
+    weight_signed = w.dtype == np.int8 if weight_signed is None else weight_signed
+    rows, cols = config.rows, config.cols
+    k_tiles = -(-k // rows)
+    if m_tile is None:
+        m_tile = min(config.act_depth // k_tiles, config.acc_depth)
+    if m_tile < 1:
+        raise ValueError(f"K={k} needs {k_tiles} activation vectors per row, more than "
+                         f"act_depth={config.act_depth}")
+    program = Program(config)
+    for m0 in range(0, m, m_tile):
+        mt = min(m_tile, m - m0)
+        for kt in range(k_tiles):
+            k0 = kt * rows
+            program.add(isa.LoadAct(addr=kt * mt, count=mt, length=min(rows, k - k0),
+                                    signed=act_signed),
+                        pack_rows(config, a[m0:m0 + mt, k0:k0 + rows]))
+        for n0 in range(0, n, cols):
+            nt = min(cols, n - n0)
+            if params is not None:
+                program.add(isa.LoadParams(count=nt),
+                            b"".join(pack_rows(config, np.frombuffer(p.encode(), np.uint8)[None])
+                                     for p in params[n0:n0 + nt]))
+            for kt in range(k_tiles):
+                k0 = kt * rows
+                slot = kt % config.weight_tiles
+                program.add(isa.LoadWeight(slot=slot, k=min(rows, k - k0), n=nt,
+                                           signed=weight_signed),
+                            pack_rows(config, w[k0:k0 + rows, n0:n0 + nt]))
+                program.add(isa.Matmul(act_addr=kt * mt, count=mt, slot=slot, acc_addr=0,
+                                       accumulate=kt > 0))
+            program.add(isa.Store(acc_addr=0, count=mt, n=nt, raw=raw))
+    return program
