@@ -1,0 +1,36 @@
+"""The systolic-npu driver: quantized Linear layers from NumPy, PyTorch and ONNX on the chip.
+
+::
+
+    import driver
+    layer = driver.QuantLinear.from_torch(module, input_scale=0.02, input_zero_point=128)
+    with driver.open("golden") as npu:       # "golden", "verilator", "icarus", "amaranth"
+        y_q = npu.run(layer, x_q)            # a list of layers runs a chain
+"""
+
+from hw.config import NpuConfig
+
+from .backends import BackendUnavailable, available_backends
+from .device import Device, NpuError, RunStats, open
+from .layers import ColumnTable, Network, QuantLinear, QuantParams
+from .lowering import Program, lower
+from .quant import Activation, QuantizationError, QuantType
+
+
+def from_torch(model, *, name=None):
+    """A :class:`Network` from a converted PyTorch quantized model (see
+    :func:`driver.torch_import.from_torch`)."""
+    from .torch_import import from_torch as _from_torch
+    return _from_torch(model, name=name)
+
+
+def load_onnx(model, *, name=None):
+    """A :class:`Network` from a quantized ONNX model (see :func:`driver.onnx_import.load_onnx`)."""
+    from .onnx_import import load_onnx as _load_onnx
+    return _load_onnx(model, name=name)
+
+
+__all__ = ["QuantLinear", "ColumnTable", "Network", "QuantParams", "Activation", "QuantType",
+           "from_torch", "load_onnx", "open", "Device", "RunStats", "Program", "lower",
+           "NpuError", "QuantizationError", "BackendUnavailable", "available_backends",
+           "NpuConfig"]
