@@ -52,8 +52,8 @@ class QuantParams:
 
 def _per_column(value, n, what, layer):
     array = np.asarray(value)
-    if array.ndim == 0:
-        array = np.full(n, array)
+    if array.size == 1:
+        array = np.full(n, array.reshape(()))
     if array.shape != (n,):
         raise ValueError(f"{layer}: {what} must be a scalar or have {n} values (one per output), "
                          f"not shape {array.shape}")

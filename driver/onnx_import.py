@@ -1,0 +1,422 @@
+"""Networks from quantized ONNX models.
+
+Supported: a chain from the model's input to its output made of
+
+* ``QuantizeLinear`` at the input and ``DequantizeLinear`` at the output (optional: a
+  model may take and return uint8/int8 tensors);
+* ``QGemm`` (com.microsoft) and ``QLinearMatMul`` with constant weights;
+* ``QLinearAdd`` (com.microsoft) of a constant after a layer (the bias of a quantized
+  ``MatMul`` + ``Add``), applied by the driver as a per-column table because it rounds a
+  second time, which the chip's single requantization cannot do;
+* QDQ form: ``DequantizeLinear`` -> ``Gemm``/``MatMul`` (weights and int32 bias from
+  ``DequantizeLinear`` of constants, optional ``Add`` of the bias) -> optional ``Relu`` /
+  ``Clip`` -> ``QuantizeLinear``; and ``DequantizeLinear`` -> ``Add`` (constant) ->
+  ``QuantizeLinear``.
+
+The effective scale uses onnxruntime's float32 order, ``(alpha * s_a * s_b) / s_y``.
+Any other node raises :class:`OnnxImportError` naming it and its op type.
+"""
+
+import os
+
+import numpy as np
+
+from .layers import ColumnTable, Network, QuantLinear, QuantParams
+from .quant import QuantType
+
+__all__ = ["load_onnx", "OnnxImportError"]
+
+_MS_DOMAIN = "com.microsoft"
+
+
+class OnnxImportError(ValueError):
+    """The ONNX model has a node or a form the driver cannot run exactly."""
+
+
+def _onnx():
+    try:
+        import onnx
+        from onnx import numpy_helper
+    except ImportError as exc:  # pragma: no cover - onnx is a declared extra
+        raise ImportError("the onnx package is needed to load ONNX models: "
+                          "pip install 'systolic-npu[frameworks]'") from exc
+    return onnx, numpy_helper
+
+
+def _describe(node):
+    return f"node {node.name or node.output[0]!r} ({node.op_type})"
+
+
+class _Graph:
+    """Constants, producers and consumers of an ONNX graph, and the nodes consumed so far."""
+
+    def __init__(self, model):
+        onnx, numpy_helper = _onnx()
+        self.onnx = onnx
+        graph = model.graph
+        self.nodes = list(graph.node)
+        self.consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+        for node in self.nodes:
+            if node.op_type == "Constant":
+                value = next(a for a in node.attribute if a.name == "value")
+                self.consts[node.output[0]] = numpy_helper.to_array(value.t)
+        self.producer = {out: node for node in self.nodes for out in node.output}
+        self.consumers = {}
+        for node in self.nodes:
+            for name in node.input:
+                if name:
+                    self.consumers.setdefault(name, []).append(node)
+        self.outputs = [o.name for o in graph.output]
+        inputs = [i for i in graph.input if i.name not in self.consts]
+        if len(inputs) != 1 or len(self.outputs) != 1:
+            raise OnnxImportError(f"the model must have one input and one output, not "
+                                  f"{len(inputs)} and {len(self.outputs)}")
+        self.input = inputs[0]
+        self.used = set()
+
+    def attr(self, node, name, default):
+        for a in node.attribute:
+            if a.name == name:
+                return self.onnx.helper.get_attribute_value(a)
+        return default
+
+    def const(self, name, node, what):
+        if name not in self.consts:
+            raise OnnxImportError(f"{_describe(node)}: {what} must be a constant")
+        return self.consts[name]
+
+    def consumer(self, tensor, producer_desc):
+        users = self.consumers.get(tensor, [])
+        if len(users) != 1:
+            raise OnnxImportError(f"tensor {tensor!r} of {producer_desc} feeds {len(users)} "
+                                  "nodes; the driver runs chains with one consumer per tensor")
+        return users[0]
+
+    def qparams(self, node, scale_name, zero_name, what):
+        scale = self.const(scale_name, node, f"{what} scale")
+        if zero_name:
+            zero = self.const(zero_name, node, f"{what} zero point")
+        else:
+            zero = np.zeros((), dtype=np.uint8)
+        if scale.size != 1 or zero.size != 1:
+            raise OnnxImportError(f"{_describe(node)}: {what} must be quantized per tensor")
+        try:
+            return QuantParams(scale=float(scale.reshape(())), zero_point=int(zero.reshape(())),
+                               dtype=zero.dtype, what=f"{_describe(node)}: {what}")
+        except TypeError as exc:
+            raise OnnxImportError(str(exc)) from None
+
+    def dequantized_constant(self, tensor, node, what):
+        """``(q, scale, zero, axis)`` of a constant behind a DequantizeLinear."""
+        dq = self.producer.get(tensor)
+        if dq is None or dq.op_type != "DequantizeLinear":
+            raise OnnxImportError(f"{_describe(node)}: {what} must come from a "
+                                  "DequantizeLinear of a constant")
+        q = self.const(dq.input[0], dq, f"{what} (quantized)")
+        scale = self.const(dq.input[1], dq, f"{what} scale")
+        zero = (self.const(dq.input[2], dq, f"{what} zero point") if len(dq.input) > 2
+                and dq.input[2] else np.zeros(scale.shape, dtype=q.dtype))
+        self.used.add(id(dq))
+        return q, scale, zero, self.attr(dq, "axis", 1)
+
+
+def _weight_params(node, scale, zero, n):
+    """Per-column scale and zero point of a weight, checked to be per tensor or per column."""
+    scale, zero = np.asarray(scale).reshape(-1), np.asarray(zero).reshape(-1)
+    if scale.size not in (1, n) or zero.size not in (1, n):
+        raise OnnxImportError(f"{_describe(node)}: weights must be quantized per tensor or "
+                              f"per output column ({n}), not with {scale.size} scales")
+    return scale.astype(np.float32), zero.astype(np.int64)
+
+
+def _weight_matrix(node, b, trans_b):
+    if b.dtype not in (np.int8, np.uint8) or b.ndim != 2:
+        raise OnnxImportError(f"{_describe(node)}: weights must be a 2-D int8 or uint8 "
+                              f"constant, not {b.dtype} {list(b.shape)}")
+    return np.ascontiguousarray(b if trans_b else b.T)       # [out, in]
+
+
+def _bias(node, c, n):
+    c = np.asarray(c)
+    if c.dtype != np.int32:
+        raise OnnxImportError(f"{_describe(node)}: the bias must be int32, not {c.dtype}")
+    if c.size == 1:
+        return np.full(n, int(c.reshape(())), dtype=np.int64)
+    if c.reshape(-1).shape != (n,) or (c.ndim == 2 and c.shape[0] != 1):
+        raise OnnxImportError(f"{_describe(node)}: the bias must have {n} values, one per "
+                              f"output, not shape {list(c.shape)}")
+    return c.reshape(-1).astype(np.int64)
+
+
+def _layer(g, node, *, current, weight, w_scale, w_zero, bias, output, alpha=1.0,
+           activation="none", clip=None):
+    try:
+        return QuantLinear(weight=weight, weight_scale=w_scale, weight_zero_point=w_zero,
+                           bias=bias, input_scale=current.scale,
+                           input_zero_point=current.zero_point, input_dtype=current.qtype,
+                           output_scale=output.scale, output_zero_point=output.zero_point,
+                           output_dtype=output.qtype, activation=activation, clip=clip,
+                           scale_order="onnxruntime", alpha=alpha,
+                           name=node.name or node.output[0])
+    except (TypeError, ValueError) as exc:
+        raise OnnxImportError(f"{_describe(node)}: {exc}") from None
+
+
+def _check_input_params(node, expected, actual):
+    if expected != actual:
+        raise OnnxImportError(f"{_describe(node)}: its input quantization {actual} differs "
+                              f"from the tensor's {expected}")
+
+
+def _qgemm(g, node, current):
+    inputs = list(node.input) + [""] * (9 - len(node.input))
+    _check_input_params(node, current, g.qparams(node, inputs[1], inputs[2], "input A"))
+    if g.attr(node, "transA", 0):
+        raise OnnxImportError(f"{_describe(node)}: transA=1 is not supported")
+    if not inputs[7]:
+        raise OnnxImportError(f"{_describe(node)}: a QGemm without y_scale has a float output, "
+                              "which the chip cannot produce")
+    weight = _weight_matrix(node, g.const(inputs[3], node, "B"), g.attr(node, "transB", 0))
+    n = weight.shape[0]
+    w_scale, w_zero = _weight_params(node, g.const(inputs[4], node, "B scale"),
+                                     g.const(inputs[5], node, "B zero point"), n)
+    bias = None
+    if inputs[6]:
+        if g.attr(node, "beta", 1.0) != 1.0:
+            raise OnnxImportError(f"{_describe(node)}: beta other than 1 is not supported")
+        bias = _bias(node, g.const(inputs[6], node, "C"), n)
+    output = g.qparams(node, inputs[7], inputs[8], "output")
+    return _layer(g, node, current=current, weight=weight, w_scale=w_scale, w_zero=w_zero,
+                  bias=bias, output=output, alpha=float(g.attr(node, "alpha", 1.0)))
+
+
+def _qlinear_matmul(g, node, current):
+    _check_input_params(node, current, g.qparams(node, node.input[1], node.input[2], "input a"))
+    weight = _weight_matrix(node, g.const(node.input[3], node, "b"), False)
+    w_scale, w_zero = _weight_params(node, g.const(node.input[4], node, "b scale"),
+                                     g.const(node.input[5], node, "b zero point"),
+                                     weight.shape[0])
+    output = g.qparams(node, node.input[6], node.input[7], "output")
+    return _layer(g, node, current=current, weight=weight, w_scale=w_scale, w_zero=w_zero,
+                  bias=None, output=output)
+
+
+def _add_table(node, current, other, other_params, output, features):
+    """The per-column table of ``QLinearAdd(x, constant)``, evaluated by onnxruntime itself.
+
+    The chip requantizes once per layer; onnxruntime rounds the matmul result and then
+    the sum again, so the driver applies the second rounding exactly, as a table of
+    onnxruntime's own kernel over every input value.
+    """
+    try:
+        import onnxruntime
+    except ImportError:
+        raise OnnxImportError(f"{_describe(node)}: tabulating a quantized Add needs "
+                              "onnxruntime (pip install onnxruntime)") from None
+    onnx, numpy_helper = _onnx()
+    helper = onnx.helper
+    other = np.asarray(other)
+    if other.size == 1:
+        other = np.full(features, other.reshape(()), dtype=other.dtype)
+    if other.reshape(-1).shape != (features,):
+        raise OnnxImportError(f"{_describe(node)}: the added constant must have one value per "
+                              f"column ({features}), not shape {list(other.shape)}")
+    qtype = current.qtype
+    grid = np.repeat(np.arange(qtype.min, qtype.max + 1)[:, None], features, axis=1)
+    dtypes = {QuantType.UINT8: onnx.TensorProto.UINT8, QuantType.INT8: onnx.TensorProto.INT8}
+
+    def scalar(name, value, dtype):
+        return numpy_helper.from_array(np.array(value, dtype=dtype), name)
+
+    inits = [scalar("sa", current.scale, np.float32), scalar("za", current.zero_point, qtype.dtype),
+             numpy_helper.from_array(other.reshape(-1), "b"),
+             scalar("sb", other_params.scale, np.float32),
+             scalar("zb", other_params.zero_point, other_params.qtype.dtype),
+             scalar("sc", output.scale, np.float32),
+             scalar("zc", output.zero_point, output.qtype.dtype)]
+    add = helper.make_node("QLinearAdd", ["a", "sa", "za", "b", "sb", "zb", "sc", "zc"], ["c"],
+                           domain=_MS_DOMAIN)
+    graph = helper.make_graph(
+        [add], "table", [helper.make_tensor_value_info("a", dtypes[qtype], [256, features])],
+        [helper.make_tensor_value_info("c", dtypes[output.qtype], [256, features])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13),
+                                                    helper.make_opsetid(_MS_DOMAIN, 1)])
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    session = onnxruntime.InferenceSession(model.SerializeToString(), options,
+                                           providers=["CPUExecutionProvider"])
+    table = session.run(None, {"a": grid.astype(qtype.dtype)})[0]
+    return ColumnTable(table=np.ascontiguousarray(table.T), input=current, output=output,
+                       name=node.name or node.output[0])
+
+
+def _qlinear_add(g, node, current, features):
+    inputs = list(node.input)
+    if inputs[0] in g.consts:      # the constant may come first: addition commutes
+        inputs = inputs[3:6] + inputs[0:3] + inputs[6:]
+    _check_input_params(node, current, g.qparams(node, inputs[1], inputs[2], "input A"))
+    other = g.const(inputs[3], node, "the added operand")
+    other_params = g.qparams(node, inputs[4], inputs[5], "input B")
+    output = g.qparams(node, inputs[6], inputs[7] if len(inputs) > 7 else "", "output")
+    return _add_table(node, current, other, other_params, output, features)
+
+
+def _clip_range(g, node):
+    if node.op_type == "Relu":
+        return 0.0, None
+    if len(node.input) > 1:     # opset 11+: min and max are inputs
+        bounds = [float(g.const(name, node, "a clip bound").reshape(())) if name else None
+                  for name in (list(node.input[1:3]) + [""])[:2]]
+        return bounds[0], bounds[1]
+    return g.attr(node, "min", None), g.attr(node, "max", None)
+
+
+def _qdq_linear(g, node, current):
+    """DQ -> Gemm/MatMul [-> Add bias] [-> Relu/Clip] -> Q, starting at the Gemm/MatMul."""
+    chain = [node]
+    if node.op_type == "Gemm":
+        if g.attr(node, "transA", 0):
+            raise OnnxImportError(f"{_describe(node)}: transA=1 is not supported")
+        if g.attr(node, "alpha", 1.0) != 1.0 or g.attr(node, "beta", 1.0) != 1.0:
+            raise OnnxImportError(f"{_describe(node)}: alpha and beta other than 1 are not "
+                                  "supported")
+        trans_b = g.attr(node, "transB", 0)
+    else:
+        trans_b = 0
+    q, scale, zero, axis = g.dequantized_constant(node.input[1], node, "the weight")
+    weight = _weight_matrix(node, q, trans_b)
+    n = weight.shape[0]
+    if np.asarray(scale).size > 1 and axis % 2 != (0 if trans_b else 1):
+        raise OnnxImportError(f"{_describe(node)}: per-channel weights must be quantized along "
+                              "the output axis")
+    w_scale, w_zero = _weight_params(node, scale, zero, n)
+    bias_tensor = node.input[2] if node.op_type == "Gemm" and len(node.input) > 2 else ""
+    tensor = node.output[0]
+    following = g.consumer(tensor, _describe(node))
+    if not bias_tensor and following.op_type == "Add":
+        bias_tensor = next((t for t in following.input if t != tensor), "")
+        chain.append(following)
+        tensor = following.output[0]
+        following = g.consumer(tensor, _describe(following))
+    bias = None
+    if bias_tensor:
+        b, b_scale, b_zero, _ = g.dequantized_constant(bias_tensor, chain[-1], "the bias")
+        bias = _bias(chain[-1], b, n)
+        expected = np.float32(current.scale) * w_scale
+        if np.any(np.asarray(b_zero) != 0) or not np.allclose(
+                np.broadcast_to(np.asarray(b_scale, dtype=np.float32).reshape(-1), (n,)),
+                expected, rtol=1e-6, atol=0):
+            raise OnnxImportError(f"{_describe(chain[-1])}: the bias must be quantized with "
+                                  "scale input_scale * weight_scale and zero point 0")
+    clip = None
+    if following.op_type in ("Relu", "Clip"):
+        clip = _clip_range(g, following)
+        chain.append(following)
+        tensor = following.output[0]
+        following = g.consumer(tensor, _describe(following))
+    if following.op_type != "QuantizeLinear":
+        raise OnnxImportError(f"{_describe(following)} after {_describe(chain[-1])} is not "
+                              "supported; a QDQ layer must end in QuantizeLinear")
+    chain.append(following)
+    output = g.qparams(following, following.input[1],
+                       following.input[2] if len(following.input) > 2 else "", "output")
+    layer = _layer(g, node, current=current, weight=weight, w_scale=w_scale, w_zero=w_zero,
+                   bias=bias, output=output, clip=clip)
+    return layer, chain
+
+
+def _qdq_add(g, node, current, features, operand):
+    """DQ -> Add(DQ constant) -> Q: onnxruntime fuses it into QLinearAdd."""
+    tensor = node.output[0]
+    others = [t for t in node.input if t != operand]
+    if len(others) != 1:
+        raise OnnxImportError(f"{_describe(node)}: an Add must add a constant to the layer output")
+    other_name = others[0]
+    other, scale, zero, _ = g.dequantized_constant(other_name, node, "the added operand")
+    quantize = g.consumer(tensor, _describe(node))
+    if quantize.op_type != "QuantizeLinear":
+        raise OnnxImportError(f"{_describe(quantize)} after {_describe(node)} is not supported")
+    other_params = QuantParams(scale=float(np.asarray(scale).reshape(())),
+                               zero_point=int(np.asarray(zero).reshape(())), dtype=other.dtype)
+    output = g.qparams(quantize, quantize.input[1],
+                       quantize.input[2] if len(quantize.input) > 2 else "", "output")
+    return _add_table(node, current, other, other_params, output, features), [node, quantize]
+
+
+def load_onnx(model, *, name=None):
+    """A :class:`~driver.layers.Network` from a quantized ONNX model.
+
+    Parameters
+    ----------
+    model : str, os.PathLike, bytes or onnx.ModelProto
+
+    Raises
+    ------
+    OnnxImportError
+        If a node is not supported (naming the node and its op type) or a layer cannot
+        run exactly on the chip.
+    """
+    onnx, _ = _onnx()
+    if isinstance(model, (str, os.PathLike)):
+        name = name or os.path.basename(os.fspath(model))
+        model = onnx.load(os.fspath(model))
+    elif isinstance(model, bytes):
+        model = onnx.load_from_string(model)
+    g = _Graph(model)
+    onnx_types = {onnx.TensorProto.UINT8: "uint8", onnx.TensorProto.INT8: "int8"}
+    input_type = g.input.type.tensor_type.elem_type
+    tensor = g.input.name
+    network_input = current = None
+    if input_type not in onnx_types:
+        node = g.consumer(tensor, "the model input")
+        if node.op_type != "QuantizeLinear":
+            raise OnnxImportError(f"{_describe(node)}: a float model input must be quantized "
+                                  "by QuantizeLinear first")
+        network_input = current = g.qparams(node, node.input[1],
+                                            node.input[2] if len(node.input) > 2 else "", "input")
+        g.used.add(id(node))
+        tensor = node.output[0]
+
+    layers, output = [], None
+    features = None
+    while tensor not in g.outputs:
+        node = g.consumer(tensor, "the previous layer")
+        chain = [node]
+        if current is None and node.op_type in ("QGemm", "QLinearMatMul"):
+            current = g.qparams(node, node.input[1], node.input[2], "input")
+        if node.op_type == "QGemm" and node.domain == _MS_DOMAIN:
+            layer = _qgemm(g, node, current)
+        elif node.op_type == "QLinearMatMul":
+            layer = _qlinear_matmul(g, node, current)
+        elif node.op_type == "QLinearAdd" and node.domain == _MS_DOMAIN and features:
+            layer = _qlinear_add(g, node, current, features)
+        elif node.op_type == "DequantizeLinear" and current is not None:
+            dq_output = node.output[0]
+            g.used.add(id(node))
+            if dq_output in g.outputs:
+                output = g.qparams(node, node.input[1],
+                                   node.input[2] if len(node.input) > 2 else "", "output")
+                _check_input_params(node, current, output)
+                tensor = dq_output
+                break
+            after = g.consumer(dq_output, _describe(node))
+            if after.op_type in ("Gemm", "MatMul"):
+                layer, chain = _qdq_linear(g, after, current)
+            elif after.op_type == "Add" and features:
+                layer, chain = _qdq_add(g, after, current, features, dq_output)
+            else:
+                raise OnnxImportError(f"{_describe(after)} is not supported here")
+        else:
+            raise OnnxImportError(f"{_describe(node)} is not supported")
+        g.used.update(id(n) for n in chain)
+        layers.append(layer)
+        current, features = layer.output, layer.out_features
+        tensor = chain[-1].output[0]
+    for node in g.nodes:
+        if id(node) not in g.used and node.op_type != "Constant":
+            raise OnnxImportError(f"{_describe(node)} is not supported (it is not on the chain "
+                                  "from the model input to its output)")
+    if not layers:
+        raise OnnxImportError("the model has no quantized linear layer")
+    return Network(layers=layers, input=network_input, output=output or layers[-1].output,
+                   name=name or model.graph.name or "onnx")
