@@ -1,0 +1,169 @@
+"""The ``npu`` command line: run quantized ONNX models on the chip, disassemble, inspect.
+
+::
+
+    npu run MODEL.onnx --input X.npy --output Y.npy [--backend golden|verilator|icarus|amaranth]
+    npu disasm MODEL.onnx [--batch N]
+    npu info
+"""
+
+import argparse
+import dataclasses
+import sys
+import time
+
+import numpy as np
+
+from hw.config import NpuConfig
+
+__all__ = ["main", "parse_config"]
+
+
+def parse_config(text):
+    """An :class:`NpuConfig` from ``"rows=4,cols=4,..."`` (empty: the default)."""
+    if not text:
+        return NpuConfig()
+    names = {f.name for f in dataclasses.fields(NpuConfig)}
+    values = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or key not in names:
+            raise argparse.ArgumentTypeError(
+                f"bad configuration item {item!r}; use name=value with names "
+                f"{', '.join(sorted(names))}")
+        try:
+            values[key] = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{key} must be an integer, not {value!r}") from None
+    try:
+        return NpuConfig(**values)
+    except (TypeError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _parser():
+    parser = argparse.ArgumentParser(prog="npu", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    config_help = "chip configuration, e.g. rows=4,cols=4,act_depth=64 (default: 8x8)"
+
+    run = sub.add_parser("run", help="run a quantized ONNX model on float32 input")
+    run.add_argument("model", help="quantized ONNX model")
+    run.add_argument("--input", required=True, help="float32 .npy input [batch, features]")
+    run.add_argument("--output", required=True, help="float32 .npy output to write")
+    run.add_argument("--backend", default="golden",
+                     help="golden, verilator, icarus or amaranth (default: golden)")
+    run.add_argument("--config", type=parse_config, default=NpuConfig(), help=config_help)
+    run.add_argument("--trace", metavar="FILE",
+                     help="write a waveform (.fst or .vcd) from an RTL backend")
+    run.add_argument("--rows-per-call", type=int, default=None,
+                     help="batch rows per backend call (default: chosen for progress reporting)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+
+    disasm = sub.add_parser("disasm", help="print the command stream of a model")
+    disasm.add_argument("model", help="quantized ONNX model")
+    disasm.add_argument("--batch", type=int, default=1, help="batch rows (default: 1)")
+    disasm.add_argument("--config", type=parse_config, default=NpuConfig(), help=config_help)
+
+    info = sub.add_parser("info", help="print the configuration and the backends available")
+    info.add_argument("--config", type=parse_config, default=NpuConfig(), help=config_help)
+    return parser
+
+
+def _summary_rows(network, stats, backend, wall):
+    cycles = "n/a" if stats.cycles is None else (
+        f"{stats.cycles:,}" + ("" if stats.cycles_measured else " (cycle model)"))
+    utilization = stats.utilization
+    return [
+        ("backend", backend),
+        ("layers on the chip", str(stats.layers)),
+        ("host tables", str(len(network.layers) - stats.layers)),
+        ("MACs", f"{stats.macs:,}"),
+        ("chip cycles", cycles),
+        ("array utilization", "n/a" if utilization is None else f"{100 * utilization:.1f} %"),
+        ("backend calls", str(stats.calls)),
+        ("wall time", f"{wall:.2f} s"),
+    ]
+
+
+def _print_table(console, title, rows):
+    from rich.table import Table
+    table = Table(title=title, show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    for key, value in rows:
+        table.add_row(key, value)
+    console.print(table)
+
+
+def _cmd_run(args, console):
+    import driver
+    network = driver.load_onnx(args.model)
+    x = np.load(args.input)
+    if x.ndim == 1:
+        x = x[None, :]
+    if x.ndim != 2:
+        raise ValueError(f"the input must be [batch, features], not shape {list(x.shape)}")
+    x_q = network.quantize(x.astype(np.float32))
+    options = {"trace": args.trace} if args.trace else {}
+    rows = args.rows_per_call or max(1, min(len(x_q), 256))
+    started = time.perf_counter()
+    with driver.open(args.backend, config=args.config, **options) as npu:
+        if args.quiet:
+            y_q = npu.run(network, x_q, rows_per_call=rows)
+        else:
+            from rich.progress import Progress
+            with Progress(console=console, transient=True) as progress:
+                task = progress.add_task(f"{args.backend}: {len(network)} layers", total=None)
+                y_q = npu.run(network, x_q, rows_per_call=rows,
+                              progress=lambda done, total: progress.update(
+                                  task, completed=done, total=total))
+        stats = npu.stats
+    np.save(args.output, network.dequantize(y_q))
+    if not args.quiet:
+        _print_table(console, f"npu run {args.model}",
+                     _summary_rows(network, stats, args.backend, time.perf_counter() - started))
+    return 0
+
+
+def _cmd_disasm(args, console):
+    import driver
+    network = driver.load_onnx(args.model)
+    program = driver.lower(network.layers, batch=args.batch, config=args.config)
+    print(program.disassemble())
+    return 0
+
+
+def _cmd_info(args, console):
+    import driver
+    config = args.config
+    _print_table(console, "configuration",
+                 [(name, str(value)) for name, value in config.as_dict().items()]
+                 + [("array latency (cycles)", str(config.array_latency))])
+    from rich.table import Table
+    table = Table(title="backends")
+    table.add_column("backend", style="bold")
+    table.add_column("status")
+    for name, reason in driver.available_backends().items():
+        table.add_row(name, "available" if reason is None else f"unavailable: {reason}")
+    console.print(table)
+    return 0
+
+
+def main(argv=None):
+    """Entry point of the ``npu`` command; returns the exit status."""
+    from rich.console import Console
+    args = _parser().parse_args(argv)
+    console = Console(stderr=True) if args.command == "run" else Console()
+    import driver
+    try:
+        return {"run": _cmd_run, "disasm": _cmd_disasm, "info": _cmd_info}[args.command](
+            args, console)
+    except (driver.BackendUnavailable, driver.NpuError, driver.QuantizationError, ValueError,
+            TypeError, OSError) as exc:
+        print(f"npu {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
