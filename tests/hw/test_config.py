@@ -6,8 +6,7 @@ from math import ceil
 import pytest
 
 from hw import isa
-from hw.config import (ACC_WIDTH, COMMAND_WIDTH, PARAM_RECORD_BYTES, STATUS_RECORD_BYTES,
-                       NpuConfig)
+from hw.config import ACC_WIDTH, COMMAND_WIDTH, PARAM_RECORD_BYTES, STATUS_RECORD_BYTES, NpuConfig
 
 FIELDS = [f.name for f in dataclasses.fields(NpuConfig)]
 #: Largest value of each field, as the field widths of the instruction set dictate.

@@ -10,7 +10,8 @@ from fractions import Fraction
 import numpy as np
 import pytest
 from amaranth.lib import data
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hw import isa
 from hw.config import COMMAND_WIDTH, PARAM_RECORD_BYTES, STATUS_RECORD_BYTES, NpuConfig

@@ -11,9 +11,15 @@ from math import ceil, floor
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
-from requant_reference import (INT32_MAX, INT32_MIN, requantize_reference, round_fraction,
-                               saturate_int32)
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from requant_reference import (
+    INT32_MAX,
+    INT32_MIN,
+    requantize_reference,
+    round_fraction,
+    saturate_int32,
+)
 
 from hw.isa import PARAM_FIELDS, Rounding
 from sim.golden import requantize
@@ -137,7 +143,7 @@ def test_every_shift_with_extreme_multipliers(shift):
             got = requantize(acc, bias, multiplier, shift, rounding, **WIDE)
             expected = [requantize_reference(int(a), **params_of(multiplier, shift, rounding,
                                                                  bias=int(b)))
-                        for a, b in zip(acc, bias)]
+                        for a, b in zip(acc, bias, strict=True)]
             assert got.tolist() == expected, (multiplier, rounding)
         exact_ties += sum(Fraction(int(v) * multiplier, 2 ** shift).denominator == 2 for v in t)
     # Exact ties are reachable in int32 for every shift but 63 (|t * M| < 2**62 there).
@@ -206,7 +212,7 @@ def test_clamps(scheme):
     output_zero, low, high = CLAMPS[scheme]
     acc = np.arange(-700, 701, 3)
     got = requantize(acc, 5, 1 << 30, 31, Rounding.HALF_AWAY, output_zero, low, high)
-    for a, y in zip(acc.tolist(), got.tolist()):
+    for a, y in zip(acc.tolist(), got.tolist(), strict=True):
         assert y == requantize_reference(a, bias=5, multiplier=1 << 30, shift=31,
                                          rounding=Rounding.HALF_AWAY,
                                          output_zero=output_zero, low=low, high=high)
