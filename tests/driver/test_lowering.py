@@ -1,0 +1,146 @@
+"""Lowering: tiles of any shape on any configuration, bit-exact on the golden backend."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import driver
+from driver.lowering import ActivationBlock, ChipPass, tile_plan
+from hw import isa
+from hw.config import NpuConfig
+from npu_builders import CONFIGS, SHAPES, chain_of, random_input, random_layer
+
+
+def run_golden(layers, x, config):
+    with driver.open("golden", config=config) as npu:
+        return npu.run(layers, x)
+
+
+@pytest.mark.parametrize("config", CONFIGS.values(), ids=CONFIGS.keys())
+@pytest.mark.parametrize("shape", SHAPES, ids=[f"{m}x{k}x{n}" for m, k, n in SHAPES])
+def test_layer_shapes_on_golden(config, shape):
+    batch, k, n = shape
+    rng = np.random.default_rng(batch * 7919 + k * 31 + n)
+    layer = random_layer(rng, k, n, activation="relu")
+    x = random_input(rng, batch, layer)
+    np.testing.assert_array_equal(run_golden(layer, x, config), layer.reference(x))
+
+
+@pytest.mark.parametrize("config", CONFIGS.values(), ids=CONFIGS.keys())
+@pytest.mark.parametrize("types", [("uint8", "uint8", "uint8"), ("int8", "int8", "int8"),
+                                   ("uint8", "int8", "int8"), ("int8", "uint8", "uint8")])
+def test_type_combinations_on_golden(config, types):
+    input_dtype, weight_dtype, output_dtype = types
+    rng = np.random.default_rng(len(input_dtype) + 3 * len(weight_dtype))
+    layer = random_layer(rng, 23, 19, input_dtype=input_dtype, weight_dtype=weight_dtype,
+                         output_dtype=output_dtype)
+    x = random_input(rng, 13, layer)
+    np.testing.assert_array_equal(run_golden(layer, x, config), layer.reference(x))
+
+
+@pytest.mark.parametrize("config", CONFIGS.values(), ids=CONFIGS.keys())
+def test_chain_on_golden(config):
+    rng = np.random.default_rng(5)
+    layers = chain_of(rng, [29, 17, 23, 5], activation="relu")
+    x = random_input(rng, 11, layers[0])
+    expected = x
+    for layer in layers:
+        expected = layer.reference(expected)
+    np.testing.assert_array_equal(run_golden(layers, x, config), expected)
+
+
+@settings(max_examples=25, deadline=None)
+@given(batch=st.integers(1, 40), k=st.integers(1, 70), n=st.integers(1, 40),
+       rows=st.integers(1, 5), cols=st.integers(1, 5), act_depth=st.integers(1, 20),
+       acc_depth=st.integers(1, 12), weight_tiles=st.integers(1, 3),
+       data_bytes=st.sampled_from([1, 2, 4, 8]), seed=st.integers(0, 2 ** 32 - 1))
+def test_random_tiling_on_golden(batch, k, n, rows, cols, act_depth, acc_depth, weight_tiles,
+                                 data_bytes, seed):
+    config = NpuConfig(rows=rows, cols=cols, act_depth=act_depth, acc_depth=acc_depth,
+                       weight_tiles=weight_tiles, data_bytes=data_bytes)
+    rng = np.random.default_rng(seed)
+    layer = random_layer(rng, k, n, weight_dtype="uint8")
+    x = random_input(rng, batch, layer)
+    np.testing.assert_array_equal(run_golden(layer, x, config), layer.reference(x))
+
+
+def test_program_streams_are_consistent():
+    config = CONFIGS["shallow"]
+    rng = np.random.default_rng(1)
+    layer = random_layer(rng, 21, 9)
+    x = random_input(rng, 8, layer)
+    program = driver.lower([layer], batch=8, config=config)
+    (chip_pass,) = program.passes
+    assert isinstance(chip_pass, ChipPass)
+    data = chip_pass.data_in(x)
+    assert len(data) == sum(ins.data_in_bytes(config) for ins in chip_pass.instructions)
+    assert len(data) % config.data_bytes == 0
+    for word, ins in zip(program.commands, chip_pass.instructions):
+        assert isa.decode(word) == ins
+    assert chip_pass.instructions[-1] == isa.ReadStatus()
+    # Every STORE's rows and columns are covered exactly once.
+    covered = np.zeros((8, 9), dtype=int)
+    for out in chip_pass.outputs:
+        covered[out.m0:out.m0 + out.m, out.n0:out.n0 + out.n] += 1
+    assert (covered == 1).all()
+    blocks = [s for s in chip_pass.segments if isinstance(s, ActivationBlock)]
+    assert {(b.k0, b.k) for b in blocks} == {(0, 4), (4, 4), (8, 4), (12, 4), (16, 4), (20, 1)}
+
+
+def test_params_precede_weights_of_their_tile():
+    layer = random_layer(np.random.default_rng(2), 9, 10, weight_dtype="uint8")
+    program = driver.lower(layer, batch=3, config=CONFIGS["4x4"])
+    loaded_columns = None
+    for ins in program.passes[0].instructions:
+        if isinstance(ins, isa.LoadParams):
+            loaded_columns = ins.count
+        if isinstance(ins, isa.LoadWeight):
+            assert loaded_columns == ins.n
+
+
+def test_tile_plan_keeps_weights_resident_when_they_fit():
+    config = NpuConfig(rows=4, cols=4, act_depth=8, acc_depth=8, weight_tiles=4)
+    plan = tile_plan(8, 8, 40, config)
+    assert plan.resident and plan.m_block == 4 and plan.k_group == 2
+    program = driver.lower(random_layer(np.random.default_rng(3), 8, 8), batch=40, config=config)
+    loads = [i for i in program.passes[0].instructions if isinstance(i, isa.LoadWeight)]
+    assert len(loads) == 4        # 2 K tiles x 2 N tiles, loaded once for all 10 M blocks
+
+
+def test_tile_plan_groups_k_when_activations_do_not_fit():
+    plan = tile_plan(100, 3, 5, NpuConfig(rows=2, cols=3, act_depth=4, acc_depth=4))
+    assert plan.m_block == 4 and plan.k_group == 1 and len(plan.k_tiles) == 50
+
+
+def test_disassembly_lists_every_command():
+    layers = chain_of(np.random.default_rng(4), [10, 6, 3])
+    program = driver.lower(layers, batch=2, config=CONFIGS["4x4"])
+    text = program.disassemble()
+    lines = [line for line in text.splitlines() if not line.startswith(";")]
+    assert len(lines) == len(program.commands)
+    assert "pass 2" in text and "MATMUL" in text and "READ_STATUS" in text
+    assert all(f"{word:016x}" in line for word, line in zip(program.commands, lines))
+
+
+def test_macs_count_useful_work():
+    layers = chain_of(np.random.default_rng(6), [10, 6, 3])
+    assert driver.lower(layers, batch=5).macs == 5 * (10 * 6 + 6 * 3)
+
+
+def test_batch_wrong():
+    layer = random_layer(np.random.default_rng(0), 3, 3)
+    with pytest.raises(ValueError, match="batch must be a positive integer"):
+        driver.lower(layer, batch=0)
+
+
+def test_config_wrong():
+    layer = random_layer(np.random.default_rng(0), 3, 3)
+    with pytest.raises(TypeError, match="config must be an NpuConfig"):
+        driver.lower(layer, batch=1, config={"rows": 4})
+
+
+def test_data_in_shape_wrong():
+    layer = random_layer(np.random.default_rng(0), 3, 3)
+    chip_pass = driver.lower(layer, batch=2).passes[0]
+    with pytest.raises(ValueError, match=r"lowered for input shape \(2, 3\)"):
+        chip_pass.data_in(np.zeros((3, 3), dtype=np.uint8))
