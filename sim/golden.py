@@ -13,6 +13,7 @@ import numpy as np
 from hw import isa
 from hw.config import NpuConfig, PARAM_RECORD_BYTES
 from hw.isa import ErrorCode, Opcode
+from sim.cycle_model import command_cycles
 
 __all__ = ["GoldenNpu", "RunResult", "DataUnderflow", "requantize", "widen_weights",
            "check_command"]
@@ -33,6 +34,10 @@ class RunResult:
     data_out: bytes
     status: isa.StatusRecord
     data_in_used: int
+    #: Cycles the chip takes for this run without stalls (the cycle model's count).
+    cycles: int = 0
+    #: Multiply-accumulates the array issued (``rows * cols`` per activation vector).
+    array_macs: int = 0
 
 
 def _wrap(values, bits):
@@ -139,6 +144,7 @@ class GoldenNpu:
         self.error_opcode = 0
         self.commands = 0
         self.macs = 0
+        self.cycles = 0
 
     # -- data stream helpers -------------------------------------------------------------
 
@@ -191,10 +197,12 @@ class GoldenNpu:
         self._data = bytes(data_in)
         self._pos = 0
         self._out = []
+        cycles, macs = self.cycles, self.macs
         for word in commands:
             self.step(int(word))
         return RunResult(data_out=b"".join(self._out), status=self.status(),
-                         data_in_used=self._pos)
+                         data_in_used=self._pos, cycles=self.cycles - cycles,
+                         array_macs=self.macs - macs)
 
     def status(self):
         return isa.StatusRecord(error=int(self.error), error_opcode=self.error_opcode,
@@ -204,10 +212,13 @@ class GoldenNpu:
         """Execute one command word (``run`` sets up the streams)."""
         code, ins = check_command(word, self.config)
         opcode = word & ((1 << isa.OPCODE_WIDTH) - 1)
+        executed = False
         if code != ErrorCode.NONE:
             self._raise(code, opcode)
         elif self.error == ErrorCode.NONE or opcode in isa.ALWAYS_EXECUTED:
             getattr(self, "_exec_" + Opcode(opcode).name.lower())(ins)
+            executed = True
+        self.cycles += command_cycles(ins, self.config, executed=executed)
         self.commands += 1
 
     def _exec_nop(self, ins):

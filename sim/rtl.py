@@ -6,6 +6,7 @@ against it.  :meth:`RtlSimulation.run_program` runs one command stream and retur
 what the chip sent, so the driver's RTL backends are a thin layer over it.
 """
 
+import fcntl
 import hashlib
 import json
 import os
@@ -168,6 +169,16 @@ class RtlSimulation:
             text = _trigger_combinational_blocks(text)
         digest = hashlib.sha1(text.encode()).hexdigest()
         runner = self._runner()
+        self.build_dir.mkdir(parents=True, exist_ok=True)
+        # Parallel test workers may ask for the same build: one builds, the others wait.
+        with open(self.build_dir.parent / f"{self.build_dir.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._build_locked(runner, marker, verilog_path, text, digest)
+        self._runner_instance = runner
+        self._built = True
+        return self
+
+    def _build_locked(self, runner, marker, verilog_path, text, digest):
         if not (marker.exists() and json.loads(marker.read_text()).get("verilog") == digest):
             self.build_dir.mkdir(parents=True, exist_ok=True)
             verilog_path.write_text(text)
@@ -190,9 +201,6 @@ class RtlSimulation:
                 else:
                     os.environ["MAKEFLAGS"] = saved
             marker.write_text(json.dumps({"verilog": digest}))
-        self._runner_instance = runner
-        self._built = True
-        return self
 
     def run_tests(self, test_module, *, testcase=None, extra_env=None, test_dir=None, seed=None):
         """Run cocotb tests from ``test_module``; returns ``(tests, failures, results_xml)``."""

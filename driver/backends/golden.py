@@ -18,4 +18,5 @@ class GoldenBackend(Backend):
 
     def execute(self, commands, data_in=b""):
         result = self.model.run(commands, data_in)
-        return ExecuteResult(data_out=result.data_out, status=result.status)
+        return ExecuteResult(data_out=result.data_out, status=result.status,
+                             cycles=result.cycles, cycles_measured=False)
