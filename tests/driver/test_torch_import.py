@@ -1,0 +1,178 @@
+"""PyTorch: quantized Linear modules and whole converted models against the qnnpack engine."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+import driver
+from npu_builders import CONFIGS, compare_with_framework, torch_linear, torch_run
+
+torch = pytest.importorskip("torch")
+
+
+def run_golden(layers, x, config=None):
+    with driver.open("golden", config=config) as npu:
+        return npu.run(layers, x)
+
+
+SHAPES = [(1, 1, 1), (1, 1000, 3), (4, 1, 1000), (1, 1000, 1), (13, 31, 17), (64, 64, 10)]
+
+
+@pytest.mark.parametrize("per_channel", [True, False], ids=["per_channel", "per_tensor"])
+@pytest.mark.parametrize("relu", [False, True], ids=["linear", "relu"])
+@pytest.mark.parametrize("shape", SHAPES, ids=[f"{m}x{k}x{n}" for m, k, n in SHAPES])
+def test_linear_matches_qnnpack(shape, per_channel, relu):
+    batch, k, n = shape
+    rng = np.random.default_rng(k * 1009 + n + 7 * per_channel + relu)
+    module = torch_linear(rng, k, n, per_channel=per_channel, relu=relu)
+    scale, zero = float(rng.uniform(0.01, 0.05)), int(rng.integers(0, 256))
+    layer = driver.QuantLinear.from_torch(module, input_scale=scale, input_zero_point=zero)
+    x = rng.integers(0, 256, size=(batch, k)).astype(np.uint8)
+    framework = torch_run(module, x, scale, zero)
+    chip = run_golden(layer, x, CONFIGS["2x3"] if k * n < 5000 else None)
+    differ = compare_with_framework(chip, framework, layer.reference(x),
+                                    layer.reference(x, arithmetic="float32"))
+    assert differ <= 1
+
+
+class MLP(torch.nn.Module):
+    def __init__(self, sizes):
+        super().__init__()
+        self.quant = torch.ao.quantization.QuantStub()
+        self.layers = torch.nn.ModuleList(torch.nn.Linear(a, b) for a, b in zip(sizes, sizes[1:]))
+        self.relu = torch.nn.ReLU()
+        self.dequant = torch.ao.quantization.DeQuantStub()
+
+    def forward(self, x):
+        x = self.quant(x)
+        for index, layer in enumerate(self.layers):
+            x = layer(x)
+            if index < len(self.layers) - 1:
+                x = self.relu(x)
+        return self.dequant(x)
+
+
+def converted_mlp(sizes, seed):
+    torch.manual_seed(seed)
+    model = MLP(sizes).eval()
+    model.qconfig = torch.ao.quantization.get_default_qconfig("qnnpack")
+    prepared = torch.ao.quantization.prepare(model)
+    for _ in range(4):
+        prepared(torch.randn(32, sizes[0]) * 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.convert(prepared)
+
+
+def test_model_chain_matches_qnnpack():
+    sizes = [37, 29, 13, 10]
+    model = converted_mlp(sizes, 0)
+    net = driver.from_torch(model)
+    assert [layer.activation.value for layer in net.layers] == ["relu", "relu", "none"]
+    x = torch.randn(300, sizes[0]) * 2
+    x_q = net.quantize(x.numpy())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected_q = model.quant(x).int_repr().numpy()
+        framework = model(x).numpy()
+    np.testing.assert_array_equal(x_q, expected_q)
+    chip = run_golden(net, x_q, CONFIGS["shallow"])
+    differ = compare_with_framework(chip, net.output.quantize(framework), net.reference(x_q),
+                                    net.reference(x_q, arithmetic="float32"))
+    assert differ <= 1
+    same = chip == net.reference(x_q, arithmetic="float32")
+    np.testing.assert_array_equal(net.dequantize(chip)[same], framework[same])
+
+
+def test_fx_converted_model():
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Linear(20, 16), torch.nn.ReLU(),
+                                torch.nn.Linear(16, 5)).eval()
+    example = (torch.randn(8, 20),)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prepared = prepare_fx(model, get_default_qconfig_mapping("qnnpack"), example)
+        for _ in range(4):
+            prepared(torch.randn(32, 20))
+        converted = convert_fx(prepared)
+        x = torch.randn(50, 20)
+        framework = converted(x).numpy()
+    net = driver.from_torch(converted)
+    assert len(net) == 2 and net.layers[0].activation is driver.Activation.RELU
+    x_q = net.quantize(x.numpy())
+    chip = run_golden(net, x_q)
+    exact, float32 = net.reference(x_q), net.reference(x_q, arithmetic="float32")
+    compare_with_framework(chip, net.output.quantize(framework), exact, float32)
+
+
+def test_difference_rate_is_small():
+    """Measure how often exact integer requantization differs from qnnpack's float32 one."""
+    rng = np.random.default_rng(42)
+    module = torch_linear(rng, 64, 64)
+    scale, zero = 0.03, 120
+    layer = driver.QuantLinear.from_torch(module, input_scale=scale, input_zero_point=zero)
+    x = rng.integers(0, 256, size=(4000, 64)).astype(np.uint8)
+    differ = compare_with_framework(layer.reference(x), torch_run(module, x, scale, zero),
+                                    layer.reference(x), layer.reference(x, arithmetic="float32"))
+    rate = differ / (4000 * 64)
+    print(f"\nqnnpack vs exact requantization: {differ} of {4000 * 64} outputs differ ({rate:.2e})")
+    assert rate < 1e-4
+
+
+def test_dynamic_linear_wrong():
+    module = torch.ao.nn.quantized.dynamic.Linear(4, 3)
+    with pytest.raises(TypeError, match="dynamic quantized Linear has float inputs"):
+        driver.QuantLinear.from_torch(module, input_scale=0.1, input_zero_point=0)
+
+
+def test_float_linear_wrong():
+    with pytest.raises(TypeError, match="expected torch.ao.nn.quantized.Linear"):
+        driver.QuantLinear.from_torch(torch.nn.Linear(3, 3), input_scale=0.1, input_zero_point=0)
+
+
+def test_int8_activations_wrong():
+    module = torch_linear(np.random.default_rng(0), 3, 3)
+    with pytest.raises(driver.QuantizationError, match="XNNPACK"):
+        driver.QuantLinear.from_torch(module, input_scale=0.1, input_zero_point=0,
+                                      input_dtype="int8")
+
+
+def test_unsupported_module_wrong():
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.quant = torch.ao.quantization.QuantStub()
+            self.fc = torch.nn.Linear(4, 4)
+            self.act = torch.nn.Sigmoid()
+            self.dequant = torch.ao.quantization.DeQuantStub()
+
+        def forward(self, x):
+            return self.dequant(self.act(self.fc(self.quant(x))))
+
+    model = Net().eval()
+    model.qconfig = torch.ao.quantization.get_default_qconfig("qnnpack")
+    prepared = torch.ao.quantization.prepare(model)
+    prepared(torch.randn(4, 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        converted = torch.ao.quantization.convert(prepared)
+    with pytest.raises(TypeError, match="act: unsupported call_module 'Sigmoid'"):
+        driver.from_torch(converted)
+
+
+def test_relu_before_linear_wrong():
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.quant = torch.ao.nn.quantized.Quantize(0.1, 0, torch.quint8)
+
+        def forward(self, x):
+            return torch.relu(self.quant(x))
+
+    with pytest.raises(TypeError, match="a ReLU must follow a quantized Linear"):
+        driver.from_torch(Net())
