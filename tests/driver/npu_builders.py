@@ -141,6 +141,7 @@ def qoperator_model(layer, op="QGemm", *, trans_b=True):
     it, ot = layer.input.qtype.dtype, layer.output.qtype.dtype
     wdt = layer.weight.dtype
     scalar = lambda name, v, dt: nh.from_array(np.array(v, dtype=dt), name)  # noqa: E731
+    trans_b = trans_b and op == "QGemm"      # QLinearMatMul takes b as [in, out]
     weight = layer.weight if trans_b else np.ascontiguousarray(layer.weight.T)
     inits = [scalar("sx", layer.input.scale, np.float32), scalar("zx", layer.input.zero_point, it),
              nh.from_array(weight, "w"), nh.from_array(layer.weight_scale.astype(np.float32), "sw"),
