@@ -123,8 +123,7 @@ def decompose_multiplier(scale, *, layer="layer", column=0):
     Raises
     ------
     QuantizationError
-        If the scale is not a positive finite number, or is too large or too small for
-        the chip's shift range.
+        If the scale is not a positive finite number or is too large for the chip.
     """
     value = float(np.float32(scale))
     if not np.isfinite(value) or value <= 0:
@@ -136,10 +135,9 @@ def decompose_multiplier(scale, *, layer="layer", column=0):
     while shift > 63 and multiplier % 2 == 0:
         multiplier, shift = multiplier >> 1, shift - 1
     if shift > 63:
-        if value * 2.0 ** 31 < 0.5:     # every int32 rounds to 0: a zero multiplier is exact
-            return 0, 63
-        raise QuantizationError(f"{layer}: column {column} has effective scale {value!r}, "
-                                "too small for a 63-bit shift")
+        # Only scales below 2**-32 get here: every int32 times them rounds to 0 in both the
+        # exact and the float32 arithmetic, so a zero multiplier is exact.
+        return 0, 63
     if shift < 1:
         raise QuantizationError(f"{layer}: column {column} has effective scale {value!r}; "
                                 "the chip needs it below 2**30")
