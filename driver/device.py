@@ -1,7 +1,7 @@
 """A chip behind a backend: run layers on it, check its status, count its work."""
 
-from dataclasses import dataclass
 import time
+from dataclasses import dataclass
 
 import numpy as np
 

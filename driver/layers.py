@@ -4,9 +4,19 @@ import numpy as np
 
 from hw.isa import Rounding
 
-from .quant import (Activation, QuantizationError, QuantType, SCALE_ORDERS, check_accumulator_range,
-                    clamp_bounds, effective_scale, fold_bias, param_records, requantize_exact,
-                    requantize_float32)
+from .quant import (
+    SCALE_ORDERS,
+    Activation,
+    QuantizationError,
+    QuantType,
+    check_accumulator_range,
+    clamp_bounds,
+    effective_scale,
+    fold_bias,
+    param_records,
+    requantize_exact,
+    requantize_float32,
+)
 
 __all__ = ["QuantLinear", "ColumnTable", "QuantParams", "Network", "check_chain"]
 
@@ -117,7 +127,8 @@ class QuantLinear:
                  rounding=Rounding.HALF_EVEN, name="linear"):
         self.name = str(name)
         if not isinstance(weight, np.ndarray):
-            raise TypeError(f"{self.name}: weight must be a NumPy array, not {type(weight).__name__}")
+            raise TypeError(f"{self.name}: weight must be a NumPy array, "
+                            f"not {type(weight).__name__}")
         self.weight_type = QuantType.of(weight.dtype, f"{self.name}: weight dtype")
         if weight.ndim != 2 or 0 in weight.shape:
             raise ValueError(f"{self.name}: weight must have shape [out_features, in_features], "
@@ -325,7 +336,7 @@ def check_chain(layers):
     for layer in layers:
         if not isinstance(layer, (QuantLinear, ColumnTable)):
             raise TypeError(f"a chain holds QuantLinear or ColumnTable layers, not {layer!r}")
-    for a, b in zip(layers, layers[1:]):
+    for a, b in zip(layers, layers[1:], strict=False):
         if a.out_features != b.in_features:
             raise ValueError(f"{a.name} has {a.out_features} outputs but {b.name} takes "
                              f"{b.in_features} inputs")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hw.config import NpuConfig, PARAM_RECORD_BYTES, STATUS_RECORD_BYTES
+from hw.config import PARAM_RECORD_BYTES, STATUS_RECORD_BYTES, NpuConfig
 from hw.isa import LoadAct, LoadParams, LoadWeight, Matmul, ReadStatus, StatusRecord, Store
 
 from .layers import ColumnTable, QuantLinear, check_chain

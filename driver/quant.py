@@ -25,7 +25,8 @@ from hw.isa import ParamRecord, Rounding
 from sim.golden import requantize as requantize_exact
 
 __all__ = ["Activation", "QuantType", "SCALE_ORDERS", "effective_scale", "decompose_multiplier",
-           "fold_bias", "check_accumulator_range", "quantize_value", "clamp_bounds", "param_records", "requantize_exact",
+           "fold_bias", "check_accumulator_range", "quantize_value", "clamp_bounds",
+           "param_records", "requantize_exact",
            "requantize_float32", "QuantizationError"]
 
 _INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
@@ -213,7 +214,7 @@ def param_records(*, folded_bias, scales, weight_zero, output_zero, low, high,
                   rounding=Rounding.HALF_EVEN, layer="layer"):
     """One :class:`~hw.isa.ParamRecord` per output column."""
     records = []
-    for column, (b, s, zw) in enumerate(zip(folded_bias, scales, weight_zero)):
+    for column, (b, s, zw) in enumerate(zip(folded_bias, scales, weight_zero, strict=False)):
         multiplier, shift = decompose_multiplier(s, layer=layer, column=column)
         records.append(ParamRecord(bias=int(b), multiplier=multiplier, shift=shift,
                                    rounding=rounding, weight_zero=int(zw),

@@ -154,10 +154,10 @@ def from_torch(model, *, name=None):
         If a layer cannot run exactly on the chip.
     """
     torch = _torch()
-    import torch.fx
     from torch.ao.nn.quantized import Linear
+    from torch.fx import GraphModule, symbolic_trace
 
-    graph_module = model if isinstance(model, torch.fx.GraphModule) else torch.fx.symbolic_trace(model)
+    graph_module = model if isinstance(model, GraphModule) else symbolic_trace(model)
     modules = dict(graph_module.named_modules())
     attrs, specs = {}, []
     network_input = current = None   # QuantParams of the tensor flowing down the chain

@@ -52,7 +52,7 @@ def random_input(rng, batch, layer):
 def chain_of(rng, sizes, **kwargs):
     """Layers ``sizes[0] -> sizes[1] -> ...`` whose quantization matches from one to the next."""
     layers = []
-    for index, (k, n) in enumerate(zip(sizes, sizes[1:])):
+    for index, (k, n) in enumerate(zip(sizes, sizes[1:], strict=False)):
         layer = random_layer(rng, k, n, name=f"fc{index}", **kwargs)
         if layers:
             prev = layers[-1].output
@@ -136,17 +136,20 @@ def ort_run(model, x, *, optimize=True):
 
 def qoperator_model(layer, op="QGemm", *, trans_b=True):
     """A one-node QGemm (com.microsoft) or QLinearMatMul model of ``layer``."""
-    from onnx import TensorProto, helper, numpy_helper as nh
+    from onnx import TensorProto, helper
+    from onnx import numpy_helper as nh
     elem = {np.dtype(np.uint8): TensorProto.UINT8, np.dtype(np.int8): TensorProto.INT8}
     it, ot = layer.input.qtype.dtype, layer.output.qtype.dtype
     wdt = layer.weight.dtype
     scalar = lambda name, v, dt: nh.from_array(np.array(v, dtype=dt), name)  # noqa: E731
     trans_b = trans_b and op == "QGemm"      # QLinearMatMul takes b as [in, out]
     weight = layer.weight if trans_b else np.ascontiguousarray(layer.weight.T)
-    inits = [scalar("sx", layer.input.scale, np.float32), scalar("zx", layer.input.zero_point, it),
+    inits = [scalar("sx", layer.input.scale, np.float32),
+             scalar("zx", layer.input.zero_point, it),
              nh.from_array(weight, "w"), nh.from_array(layer.weight_scale.astype(np.float32), "sw"),
              nh.from_array(layer.weight_zero_point.astype(wdt), "zw"),
-             scalar("sy", layer.output.scale, np.float32), scalar("zy", layer.output.zero_point, ot)]
+             scalar("sy", layer.output.scale, np.float32),
+             scalar("zy", layer.output.zero_point, ot)]
     if op == "QGemm":
         inits.append(nh.from_array(layer.bias.astype(np.int32), "b"))
         node = helper.make_node("QGemm", ["x", "sx", "zx", "w", "sw", "zw", "b", "sy", "zy"],
@@ -155,7 +158,8 @@ def qoperator_model(layer, op="QGemm", *, trans_b=True):
         node = helper.make_node("QLinearMatMul", ["x", "sx", "zx", "w", "sw", "zw", "sy", "zy"],
                                 ["y"])
     graph = helper.make_graph(
-        [node], "layer", [helper.make_tensor_value_info("x", elem[it], ["batch", layer.in_features])],
+        [node], "layer",
+        [helper.make_tensor_value_info("x", elem[it], ["batch", layer.in_features])],
         [helper.make_tensor_value_info("y", elem[ot], ["batch", layer.out_features])], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21),
                                                    helper.make_opsetid("com.microsoft", 1)])

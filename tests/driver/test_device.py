@@ -2,13 +2,13 @@
 
 import numpy as np
 import pytest
+from npu_builders import chain_of, random_input, random_layer
 
 import driver
 from driver.backends.base import Backend, ExecuteResult
 from driver.backends.golden import GoldenBackend
 from hw.config import NpuConfig
 from sim.golden import GoldenNpu
-from npu_builders import chain_of, random_input, random_layer
 
 
 class MismatchedChip(GoldenBackend):
@@ -56,11 +56,18 @@ def test_progress_reports_every_call():
     assert calls == [(i, 6) for i in range(1, 7)]
 
 
-def test_golden_has_no_cycles():
+def test_cycles_sum_over_calls():
     layer = random_layer(np.random.default_rng(3), 4, 4)
+    x = random_input(np.random.default_rng(3), 6, layer)
     with driver.open("golden") as npu:
-        npu.run(layer, random_input(np.random.default_rng(3), 2, layer))
-        assert npu.stats.cycles is None and npu.stats.utilization is None
+        npu.run(layer, x)
+        whole = npu.stats.cycles
+        npu.run(layer, x, rows_per_call=2)
+        if whole is None:       # a backend without a clock: nothing to add up
+            assert npu.stats.cycles is None and npu.stats.utilization is None
+        else:
+            assert npu.stats.calls == 3 and npu.stats.cycles > whole
+            assert 0 < npu.stats.utilization <= 1
 
 
 def test_utilization_from_backend_cycles():

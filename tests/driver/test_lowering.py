@@ -2,13 +2,14 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from npu_builders import CONFIGS, SHAPES, chain_of, random_input, random_layer
 
 import driver
 from driver.lowering import ActivationBlock, ChipPass, tile_plan
 from hw import isa
 from hw.config import NpuConfig
-from npu_builders import CONFIGS, SHAPES, chain_of, random_input, random_layer
 
 
 def run_golden(layers, x, config):
@@ -75,7 +76,7 @@ def test_program_streams_are_consistent():
     data = chip_pass.data_in(x)
     assert len(data) == sum(ins.data_in_bytes(config) for ins in chip_pass.instructions)
     assert len(data) % config.data_bytes == 0
-    for word, ins in zip(program.commands, chip_pass.instructions):
+    for word, ins in zip(program.commands, chip_pass.instructions, strict=False):
         assert isa.decode(word) == ins
     assert chip_pass.instructions[-1] == isa.ReadStatus()
     # Every STORE's rows and columns are covered exactly once.
@@ -119,7 +120,7 @@ def test_disassembly_lists_every_command():
     lines = [line for line in text.splitlines() if not line.startswith(";")]
     assert len(lines) == len(program.commands)
     assert "pass 2" in text and "MATMUL" in text and "READ_STATUS" in text
-    assert all(f"{word:016x}" in line for word, line in zip(program.commands, lines))
+    assert all(f"{word:016x}" in line for word, line in zip(program.commands, lines, strict=False))
 
 
 def test_macs_count_useful_work():

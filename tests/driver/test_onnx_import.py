@@ -4,17 +4,22 @@ import warnings
 
 import numpy as np
 import pytest
+from npu_builders import (
+    CONFIGS,
+    compare_with_framework,
+    ort_run,
+    qoperator_model,
+    random_input,
+    random_layer,
+)
 
 import driver
 from driver.onnx_import import OnnxImportError
-from npu_builders import (CONFIGS, compare_with_framework, ort_run, qoperator_model,
-                          random_input, random_layer)
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
-from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,  # noqa: E402
-                                      quantize_static)
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static  # noqa: E402
 
 TYPES = {"u8u8": ("uint8", "uint8"), "s8s8": ("int8", "int8")}
 SHAPES = [(1, 1, 1), (2, 1000, 1), (1, 1, 1000), (11, 29, 13), (40, 64, 24)]
@@ -77,7 +82,8 @@ def quantized(path, tmp_path, fmt, act, weight, per_channel):
     return out
 
 
-ORT_TYPES = {"u8u8": (QuantType.QUInt8, QuantType.QUInt8), "s8s8": (QuantType.QInt8, QuantType.QInt8)}
+ORT_TYPES = {"u8u8": (QuantType.QUInt8, QuantType.QUInt8),
+             "s8s8": (QuantType.QInt8, QuantType.QInt8)}
 
 
 @pytest.mark.parametrize("types", ORT_TYPES.values(), ids=ORT_TYPES.keys())
@@ -125,14 +131,16 @@ def scalar(name, value, dtype):
 def qdq_model(layer, activation_nodes, *, matmul=False, bias_add=None):
     """DQ -> Gemm/MatMul (-> Add) (-> activation nodes) -> Q -> DQ around a float input."""
     k, n = layer.in_features, layer.out_features
-    inits = [scalar("sx", layer.input.scale, np.float32), scalar("zx", layer.input.zero_point, np.uint8),
+    inits = [scalar("sx", layer.input.scale, np.float32),
+             scalar("zx", layer.input.zero_point, np.uint8),
              numpy_helper.from_array(np.ascontiguousarray(layer.weight.T), "w"),
              numpy_helper.from_array(layer.weight_scale, "sw"),
              numpy_helper.from_array(layer.weight_zero_point.astype(np.int8), "zw"),
              numpy_helper.from_array(layer.bias.astype(np.int32), "b"),
              numpy_helper.from_array(np.float32(layer.input.scale) * layer.weight_scale, "sb"),
              numpy_helper.from_array(np.zeros(n, dtype=np.int32), "zb"),
-             scalar("sy", layer.output.scale, np.float32), scalar("zy", layer.output.zero_point, np.uint8),
+             scalar("sy", layer.output.scale, np.float32),
+             scalar("zy", layer.output.zero_point, np.uint8),
              scalar("lo", 0.0, np.float32), scalar("hi", 1.5, np.float32)]
     nodes = [helper.make_node("QuantizeLinear", ["x", "sx", "zx"], ["xq"]),
              helper.make_node("DequantizeLinear", ["xq", "sx", "zx"], ["xf"]),
@@ -150,8 +158,10 @@ def qdq_model(layer, activation_nodes, *, matmul=False, bias_add=None):
         last = f"a{index}"
     nodes += [helper.make_node("QuantizeLinear", [last, "sy", "zy"], ["yq"]),
               helper.make_node("DequantizeLinear", ["yq", "sy", "zy"], ["y"])]
-    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", k])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", n])], inits)
+    graph = helper.make_graph(nodes, "qdq",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", n])],
+                              inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -171,7 +181,8 @@ def test_qdq_fused_activation(activation, matmul):
     x_q = net.quantize(x)
     chip = run_golden(net, x_q)
     framework = net.output.quantize(ort_run(model, x))
-    compare_with_framework(chip, framework, net.reference(x_q), net.reference(x_q, arithmetic="float32"))
+    compare_with_framework(chip, framework, net.reference(x_q),
+                           net.reference(x_q, arithmetic="float32"))
     float_path = net.output.quantize(ort_run(model, x, optimize=False)).astype(np.int64)
     assert np.abs(chip.astype(np.int64) - float_path).max() <= 1
 
@@ -181,9 +192,12 @@ def test_matmul_add_becomes_a_host_table(tmp_path):
     rng = np.random.default_rng(3)
     w1, b1 = rng.normal(size=(16, 12)).astype(np.float32), rng.normal(size=12).astype(np.float32)
     w2 = rng.normal(size=(12, 5)).astype(np.float32)
-    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Add", ["h", "b1"], ["hb"]),
-             helper.make_node("Relu", ["hb"], ["hr"]), helper.make_node("MatMul", ["hr", "w2"], ["y"])]
-    graph = helper.make_graph(nodes, "mm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 16])],
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]),
+             helper.make_node("Add", ["h", "b1"], ["hb"]),
+             helper.make_node("Relu", ["hb"], ["hr"]),
+             helper.make_node("MatMul", ["hr", "w2"], ["y"])]
+    graph = helper.make_graph(nodes, "mm",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 16])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 5])],
                               [numpy_helper.from_array(a, name) for a, name in
                                ((w1, "w1"), (b1, "b1"), (w2, "w2"))])
@@ -238,8 +252,9 @@ def test_trans_a_wrong():
     layer = random_layer(np.random.default_rng(7), 4, 3)
     model = qoperator_model(layer)
     node = model.graph.node[0]
-    replace_node(model, 0, helper.make_node("QGemm", list(node.input), ["y"], domain="com.microsoft",
-                                            name="gemm2", transA=1, transB=1))
+    replace_node(model, 0, helper.make_node("QGemm", list(node.input), ["y"],
+                                            domain="com.microsoft", name="gemm2", transA=1,
+                                            transB=1))
     with pytest.raises(OnnxImportError, match=r"node 'gemm2' \(QGemm\): transA=1"):
         driver.load_onnx(model)
 

@@ -4,7 +4,8 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from driver import quant
 from driver.quant import Activation, QuantizationError, QuantType
@@ -21,7 +22,8 @@ def test_decomposed_multiplier_is_exact(scale):
 
 def test_tiny_multiplier_rounds_everything_to_zero():
     assert quant.decompose_multiplier(np.float32(2.0 ** -60)) == (8, 63)    # exact
-    assert quant.decompose_multiplier(np.float32(2.0 ** -60) * np.float32(1 + 2.0 ** -23)) == (0, 63)
+    full_mantissa = np.float32(2.0 ** -60) * np.float32(1 + 2.0 ** -23)
+    assert quant.decompose_multiplier(full_mantissa) == (0, 63)
 
 
 @pytest.mark.parametrize("scale", [0.0, -0.5, float("inf"), float("nan")])

@@ -4,12 +4,11 @@ import warnings
 
 import numpy as np
 import pytest
-
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
-import driver
 from npu_builders import CONFIGS, compare_with_framework, torch_linear, torch_run
 
+import driver
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 torch = pytest.importorskip("torch")
 
 
@@ -42,7 +41,8 @@ class MLP(torch.nn.Module):
     def __init__(self, sizes):
         super().__init__()
         self.quant = torch.ao.quantization.QuantStub()
-        self.layers = torch.nn.ModuleList(torch.nn.Linear(a, b) for a, b in zip(sizes, sizes[1:]))
+        pairs = zip(sizes, sizes[1:], strict=False)
+        self.layers = torch.nn.ModuleList(torch.nn.Linear(a, b) for a, b in pairs)
         self.relu = torch.nn.ReLU()
         self.dequant = torch.ao.quantization.DeQuantStub()
 

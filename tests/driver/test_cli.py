@@ -1,0 +1,92 @@
+"""The npu command line and the digits example."""
+
+import numpy as np
+import pytest
+from npu_builders import ort_run, qoperator_model, random_layer
+
+from driver.cli import main, parse_config
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture
+def float_model(tmp_path):
+    """A QuantizeLinear -> QGemm -> DequantizeLinear model with float input and output."""
+    from onnx import TensorProto, helper
+    layer = random_layer(np.random.default_rng(0), 10, 7)
+    inner = qoperator_model(layer)
+    graph = inner.graph
+    gemm = graph.node[0]
+    gemm.input[0], gemm.output[0] = "xq", "yq"
+    nodes = [helper.make_node("QuantizeLinear", ["x", "sx", "zx"], ["xq"]), gemm,
+             helper.make_node("DequantizeLinear", ["yq", "sy", "zy"], ["y"])]
+    model = helper.make_model(
+        helper.make_graph(nodes, "m",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 10])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 7])],
+                          list(graph.initializer)),
+        opset_imports=list(inner.opset_import))
+    path = tmp_path / "model.onnx"
+    onnx.save(model, str(path))
+    return path, model
+
+
+def test_run_reproduces_onnxruntime(float_model, tmp_path, capsys):
+    path, model = float_model
+    x = np.random.default_rng(1).normal(size=(300, 10)).astype(np.float32) * 4
+    np.save(tmp_path / "x.npy", x)
+    status = main(["run", str(path), "--input", str(tmp_path / "x.npy"), "--output",
+                   str(tmp_path / "y.npy"), "--config", "rows=4,cols=4", "--rows-per-call", "64"])
+    assert status == 0
+    y = np.load(tmp_path / "y.npy")
+    assert y.dtype == np.float32 and y.shape == (300, 7)
+    np.testing.assert_array_equal(y, ort_run(model, x))
+    summary = capsys.readouterr().err
+    assert "MACs" in summary and f"{300 * 10 * 7:,}" in summary and "utilization" in summary
+
+
+def test_disasm_prints_commands(float_model, capsys):
+    assert main(["disasm", str(float_model[0]), "--batch", "3"]) == 0
+    text = capsys.readouterr().out
+    assert "pass 1" in text and "LOAD_WEIGHT" in text and "STORE" in text
+
+
+def test_info_lists_backends(capsys):
+    assert main(["info", "--config", "rows=2,cols=3"]) == 0
+    text = capsys.readouterr().out
+    for name in ("golden", "verilator", "icarus", "amaranth", "rows", "cols"):
+        assert name in text
+
+
+def test_backend_wrong(float_model, tmp_path, capsys):
+    np.save(tmp_path / "x.npy", np.zeros((2, 10), dtype=np.float32))
+    status = main(["run", str(float_model[0]), "--input", str(tmp_path / "x.npy"),
+                   "--output", str(tmp_path / "y.npy"), "--backend", "tpu"])
+    assert status == 1 and "unknown backend 'tpu'" in capsys.readouterr().err
+
+
+def test_input_shape_wrong(float_model, tmp_path, capsys):
+    np.save(tmp_path / "x.npy", np.zeros((2, 3, 10), dtype=np.float32))
+    status = main(["run", str(float_model[0]), "--input", str(tmp_path / "x.npy"),
+                   "--output", str(tmp_path / "y.npy"), "--quiet"])
+    assert status == 1 and "must be [batch, features]" in capsys.readouterr().err
+
+
+def test_config_wrong():
+    with pytest.raises(Exception, match="bad configuration item 'depth=3'"):
+        parse_config("depth=3")
+
+
+def test_digits_example_on_golden():
+    pytest.importorskip("sklearn")
+    pytest.importorskip("torch")
+    from examples.digits.run import main as digits
+    lines = []
+    result = digits("golden", echo=lines.append)
+    assert result["images"] == 1797
+    assert result["torch_equal"] == result["onnx_equal"] == 1797
+    assert result["chip_torch"] == result["torch_int8"] > 0.9
+    assert result["chip_onnx"] == result["onnx_int8"] > 0.9
+    assert abs(result["float"] - result["torch_int8"]) < 0.03
+    assert any("identical to PyTorch on 1797/1797" in line for line in lines)
