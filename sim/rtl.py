@@ -12,9 +12,11 @@ import json
 import os
 import re
 import shutil
-import subprocess
+import socket
 import sys
 import tempfile
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +26,7 @@ from hw.config import NpuConfig
 from hw.isa import StatusRecord
 
 __all__ = ["SIMULATORS", "SimulatorMissing", "RtlSimulation", "RtlRun", "generate_verilog",
-           "simulator_problem", "verilator_bin_dir"]
+           "simulator_problem", "verilator_bin_dir", "RtlSession"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BUILD_ROOT = REPO_ROOT / "build" / "rtl"
@@ -106,7 +108,6 @@ class RtlRun:
     status: StatusRecord
     cycles: int
     array_cycles: int
-    trace: Path | None = None
 
 
 class RtlSimulation:
@@ -219,46 +220,138 @@ class RtlSimulation:
         tests, failures = get_results(results)
         return tests, failures, results
 
+    def session(self, *, trace_path=None):
+        """Start a simulated chip that serves runs until closed (see :class:`RtlSession`)."""
+        return RtlSession(self, trace_path=trace_path)
+
     def run_program(self, commands, data_in=b"", *, stall_probability=0.0, seed=0,
                     trace_path=None):
-        """Run one command stream on a freshly reset chip.
+        """Run one command stream on a freshly reset chip; returns an :class:`RtlRun`."""
+        with self.session(trace_path=trace_path) as session:
+            return session.run(commands, data_in, stall_probability=stall_probability,
+                               seed=seed)
 
-        Returns
-        -------
-        RtlRun
+
+class RtlSession:
+    """A simulator process holding one chip, driven over a loopback socket.
+
+    The chip is reset once; buffers, parameters and errors persist between
+    :meth:`run` calls.  The simulator's startup cost is paid once per session.
+
+    Parameters
+    ----------
+    simulation : RtlSimulation
+        The build to run.
+    trace_path : path-like, optional
+        Copy the waveform (VCD from Verilator, FST from Icarus) here on close;
+        needs a simulation built with ``trace=True``.
+    """
+
+    STARTUP_TIMEOUT = 120.0
+
+    def __init__(self, simulation, *, trace_path=None):
+        self.simulation = simulation.build()
+        self.trace_path = Path(trace_path) if trace_path is not None else None
+        self._tmp = tempfile.TemporaryDirectory(prefix="npu-session-")
+        self.test_dir = Path(self._tmp.name)
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(1)
+        port = self._listener.getsockname()[1]
+        self._outcome = {}
+        self._thread = threading.Thread(target=self._simulate, args=(port,), daemon=True)
+        self._thread.start()
+        self._conn = self._accept()
+        self._answers = self._conn.makefile("r")
+        self._runs = 0
+
+    def _simulate(self, port):
+        try:
+            self._outcome["result"] = self.simulation.run_tests(
+                PROGRAM_MODULE, test_dir=self.test_dir,
+                extra_env={"NPU_SERVER_PORT": str(port)})
+        except BaseException as exc:  # reported by _accept / run
+            self._outcome["error"] = exc
+
+    def _log_tail(self):
+        log = self.test_dir / "sim.log"
+        return log.read_text(errors="replace")[-4000:] if log.exists() else "(no simulator log)"
+
+    def _accept(self):
+        self._listener.settimeout(0.5)
+        deadline = time.monotonic() + self.STARTUP_TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                conn, _ = self._listener.accept()
+                conn.settimeout(None)
+                return conn
+            except socket.timeout:
+                if not self._thread.is_alive():
+                    break
+        self.close()
+        raise RuntimeError(f"the {self.simulation.simulator} simulation did not start:\n"
+                           f"{self._outcome.get('error') or self._log_tail()}")
+
+    def run(self, commands, data_in=b"", *, stall_probability=0.0, seed=0,
+            max_idle_cycles=100_000):
+        """Run a command stream on the chip; returns an :class:`RtlRun`.
 
         Raises
         ------
         RuntimeError
             If the simulation failed (the message holds the simulator's log tail).
         """
-        with tempfile.TemporaryDirectory(prefix="npu-run-") as tmp:
-            tmp = Path(tmp)
-            request, response = tmp / "program.npz", tmp / "result.npz"
-            np.savez(request, commands=np.array([int(c) for c in commands], dtype=np.uint64),
-                     data_in=np.frombuffer(bytes(data_in), dtype=np.uint8))
-            tests, failures, _ = self.run_tests(
-                PROGRAM_MODULE, test_dir=tmp, seed=seed,
-                extra_env={"NPU_PROGRAM": str(request), "NPU_RESULT": str(response),
-                           "NPU_STALL_PROBABILITY": str(stall_probability)})
-            if failures or not response.exists():
-                log = (tmp / "sim.log").read_text(errors="replace") if (tmp / "sim.log").exists() else ""
-                raise RuntimeError(f"{self.simulator} simulation failed:\n{log[-4000:]}")
-            result = np.load(response)
-            trace = None
-            if self.trace and trace_path is not None:
-                produced = tmp / "dump.vcd" if self.simulator == "verilator" \
-                    else self.build_dir / f"{TOPLEVEL}.fst"
-                if produced.exists():
-                    trace = Path(trace_path)
-                    trace.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(produced, trace)
-            return RtlRun(data_out=result["data_out"].tobytes(),
-                          status=StatusRecord(error=int(result["error"]),
-                                              error_opcode=int(result["error_opcode"]),
-                                              commands=int(result["executed"])),
-                          cycles=int(result["cycles"]), array_cycles=int(result["array_cycles"]),
-                          trace=trace)
+        self._runs += 1
+        request_path = self.test_dir / f"program-{self._runs}.npz"
+        result_path = self.test_dir / f"result-{self._runs}.npz"
+        np.savez(request_path, commands=np.array([int(c) for c in commands], dtype=np.uint64),
+                 data_in=np.frombuffer(bytes(data_in), dtype=np.uint8))
+        request = {"program": str(request_path), "result": str(result_path),
+                   "stall_probability": stall_probability, "seed": seed,
+                   "max_idle_cycles": max_idle_cycles}
+        self._conn.sendall((json.dumps(request) + "\n").encode())
+        line = self._answers.readline()
+        if not line:
+            raise RuntimeError(f"the {self.simulation.simulator} simulation ended "
+                               f"unexpectedly:\n{self._log_tail()}")
+        answer = json.loads(line)
+        if not answer["ok"]:
+            raise RuntimeError(f"{self.simulation.simulator} run failed: {answer['error']}")
+        result = np.load(result_path)
+        request_path.unlink()
+        result_path.unlink()
+        return RtlRun(data_out=result["data_out"].tobytes(),
+                      status=StatusRecord(error=int(result["error"]),
+                                          error_opcode=int(result["error_opcode"]),
+                                          commands=int(result["executed"])),
+                      cycles=int(result["cycles"]), array_cycles=int(result["array_cycles"]))
+
+    def close(self):
+        """End the simulation (writing the waveform, if any)."""
+        if getattr(self, "_conn", None) is not None:
+            try:
+                self._conn.sendall(b'{"quit": true}\n')
+            except OSError:
+                pass
+            self._thread.join(timeout=60)
+            self._conn.close()
+            self._conn = None
+        self._listener.close()
+        if self.trace_path is not None and self.simulation.trace:
+            produced = self.test_dir / "dump.vcd" if self.simulation.simulator == "verilator" \
+                else self.simulation.build_dir / f"{TOPLEVEL}.fst"
+            if produced.exists():
+                self.trace_path.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(produced, self.trace_path)
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def main(argv=None):
