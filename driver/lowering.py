@@ -15,6 +15,7 @@ import numpy as np
 
 from hw.config import PARAM_RECORD_BYTES, STATUS_RECORD_BYTES, NpuConfig
 from hw.isa import LoadAct, LoadParams, LoadWeight, Matmul, ReadStatus, StatusRecord, Store
+from sim.programs import pack_rows
 
 from .layers import ColumnTable, QuantLinear, check_chain
 
@@ -76,15 +77,6 @@ def tile_plan(in_features, out_features, batch, config):
                     resident=resident, acc_banks=acc_banks)
 
 
-def _pack_rows(rows, config):
-    """Byte rows, each padded with zeros to whole data-stream beats."""
-    rows = np.ascontiguousarray(rows).view(np.uint8)
-    stride = config.beats(rows.shape[1]) * config.data_bytes
-    padded = np.zeros((rows.shape[0], stride), dtype=np.uint8)
-    padded[:, :rows.shape[1]] = rows
-    return padded.tobytes()
-
-
 @dataclass
 class ChipPass:
     """One layer over one batch: a command stream and the recipe for its data stream.
@@ -120,8 +112,7 @@ class ChipPass:
         parts = []
         for seg in self.segments:
             if isinstance(seg, ActivationBlock):
-                parts.append(_pack_rows(x[seg.m0:seg.m0 + seg.m, seg.k0:seg.k0 + seg.k],
-                                        self.config))
+                parts.append(pack_rows(self.config, x[seg.m0:seg.m0 + seg.m, seg.k0:seg.k0 + seg.k]))
             else:
                 parts.append(seg)
         return b"".join(parts)
@@ -186,7 +177,7 @@ def _lower_linear(layer, batch, config):
         for j, (n0, n) in enumerate(plan.n_tiles):
             # Weight loading subtracts the zero points of the records loaded before it.
             ins.append(LoadParams(count=n))
-            segs.append(_pack_rows(record_rows[n0:n0 + n], config))
+            segs.append(pack_rows(config, record_rows[n0:n0 + n]))
             t = 0
             for group in groups:
                 if len(groups) > 1:
@@ -199,7 +190,7 @@ def _lower_linear(layer, batch, config):
                         next_slot += 1
                     if load:
                         ins.append(LoadWeight(slot=slot, k=k, n=n, signed=w_signed))
-                        segs.append(_pack_rows(weight_t[k0:k0 + k, n0:n0 + n], config))
+                        segs.append(pack_rows(config, weight_t[k0:k0 + k, n0:n0 + n]))
                     ins.append(Matmul(act_addr=index * m, count=m, slot=slot, acc_addr=acc_addr,
                                       accumulate=int(t > 0)))
                     t += 1

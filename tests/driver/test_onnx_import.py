@@ -224,9 +224,14 @@ def test_quantized_input_and_output_model():
     assert net.input == layer.input and net.output == layer.output
 
 
-def replace_node(model, index, node):
-    del model.graph.node[index]
-    model.graph.node.insert(index, node)
+def qgemm_with(seed, *, inputs=None, **attributes):
+    """A one-QGemm model whose node is rebuilt with other inputs or attributes."""
+    model = qoperator_model(random_layer(np.random.default_rng(seed), 4, 3))
+    node = model.graph.node[0]
+    rebuilt = helper.make_node("QGemm", list(node.input) if inputs is None else inputs, ["y"],
+                               domain="com.microsoft", **attributes)
+    del model.graph.node[0]
+    model.graph.node.insert(0, rebuilt)
     return model
 
 
@@ -238,37 +243,22 @@ def test_unsupported_node_wrong():
 
 
 def test_qgemm_float_output_wrong():
-    layer = random_layer(np.random.default_rng(6), 4, 3)
-    model = qoperator_model(layer)
-    node = model.graph.node[0]
-    inputs = list(node.input[:7])
-    replace_node(model, 0, helper.make_node("QGemm", inputs, ["y"], domain="com.microsoft",
-                                            name="gemm1", transB=1))
+    inputs = list(qoperator_model(random_layer(np.random.default_rng(6), 4, 3)).graph.node[0].input)
+    model = qgemm_with(6, inputs=inputs[:7], name="gemm1", transB=1)
     with pytest.raises(OnnxImportError, match=r"node 'gemm1' \(QGemm\): .*float output"):
         driver.load_onnx(model)
 
 
 def test_trans_a_wrong():
-    layer = random_layer(np.random.default_rng(7), 4, 3)
-    model = qoperator_model(layer)
-    node = model.graph.node[0]
-    replace_node(model, 0, helper.make_node("QGemm", list(node.input), ["y"],
-                                            domain="com.microsoft", name="gemm2", transA=1,
-                                            transB=1))
+    model = qgemm_with(7, name="gemm2", transA=1, transB=1)
     with pytest.raises(OnnxImportError, match=r"node 'gemm2' \(QGemm\): transA=1"):
         driver.load_onnx(model)
 
 
 def test_extra_graph_input_wrong():
-    layer = random_layer(np.random.default_rng(8), 4, 3)
-    model = qoperator_model(layer)
+    model = qgemm_with(8, transB=1)
     model.graph.input.append(helper.make_tensor_value_info("w2", TensorProto.INT8, [3, 4]))
-    node = model.graph.node[0]
-    inputs = list(node.input)
-    inputs[3] = "w2"
-    replace_node(model, 0, helper.make_node("QGemm", inputs, ["y"], domain="com.microsoft",
-                                            name="gemm3", transB=1))
-    with pytest.raises(OnnxImportError, match="one input and one output"):
+    with pytest.raises(OnnxImportError, match="one input and one output, not 2 and 1"):
         driver.load_onnx(model)
 
 
