@@ -112,7 +112,8 @@ class ChipPass:
         parts = []
         for seg in self.segments:
             if isinstance(seg, ActivationBlock):
-                parts.append(pack_rows(self.config, x[seg.m0:seg.m0 + seg.m, seg.k0:seg.k0 + seg.k]))
+                block = x[seg.m0:seg.m0 + seg.m, seg.k0:seg.k0 + seg.k]
+                parts.append(pack_rows(self.config, block))
             else:
                 parts.append(seg)
         return b"".join(parts)
