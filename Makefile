@@ -8,7 +8,7 @@ JOBS     ?= auto
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all demo test verilog lint bench clean distclean
+.PHONY: all demo demo-gemm test verilog lint bench clean distclean
 
 all: test
 
@@ -26,6 +26,9 @@ iverilog-installed:
 .PHONY: iverilog-installed
 
 demo: $(STAMP)
+	$(PY) -m sim.demo
+
+demo-gemm: $(STAMP)
 	$(PY) -m sim.demo
 
 test: $(STAMP) iverilog-installed
