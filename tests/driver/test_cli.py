@@ -90,3 +90,21 @@ def test_digits_example_on_golden():
     assert result["chip_onnx"] == result["onnx_int8"] > 0.9
     assert abs(result["float"] - result["torch_int8"]) < 0.03
     assert any("identical to PyTorch on 1797/1797" in line for line in lines)
+
+
+def test_trace_option_reaches_the_backend(float_model, tmp_path, monkeypatch):
+    import driver
+    opened = []
+    real_open = driver.open
+
+    def recording_open(name, config=None, **options):
+        opened.append((name, options))
+        return real_open("golden", config=config)
+
+    monkeypatch.setattr(driver, "open", recording_open)
+    np.save(tmp_path / "x.npy", np.zeros((2, 10), dtype=np.float32))
+    status = main(["run", str(float_model[0]), "--input", str(tmp_path / "x.npy"), "--output",
+                   str(tmp_path / "y.npy"), "--backend", "verilator", "--trace",
+                   str(tmp_path / "run.fst"), "--quiet"])
+    assert status == 0
+    assert opened == [("verilator", {"trace": str(tmp_path / "run.fst")})]
