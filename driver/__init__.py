@@ -9,6 +9,7 @@
 """
 
 from hw.config import NpuConfig
+from hw.isa import Rounding
 
 from .backends import BackendUnavailable, available_backends
 from .device import Device, NpuError, RunStats, open
@@ -33,4 +34,4 @@ def load_onnx(model, *, name=None):
 __all__ = ["QuantLinear", "ColumnTable", "Network", "QuantParams", "Activation", "QuantType",
            "from_torch", "load_onnx", "open", "Device", "RunStats", "Program", "lower",
            "NpuError", "QuantizationError", "BackendUnavailable", "available_backends",
-           "NpuConfig"]
+           "NpuConfig", "Rounding"]

@@ -176,3 +176,28 @@ def test_relu_before_linear_wrong():
 
     with pytest.raises(TypeError, match="a ReLU must follow a quantized Linear"):
         driver.from_torch(Net())
+
+
+def test_exact_ties_round_half_to_even_like_the_frameworks():
+    """Scales that make half the outputs exact ties: only HALF_EVEN matches qnnpack and ORT."""
+    from npu_builders import ort_run, qoperator_model
+    from torch.ao.nn.quantized import Linear
+    rng = np.random.default_rng(7)
+    w = rng.integers(-3, 4, size=(16, 8)).astype(np.int8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        qw = torch._make_per_tensor_quantized_tensor(torch.from_numpy(w), 0.25, 0)
+    module = Linear(8, 16)
+    module.set_weight_bias(qw, None)
+    module.scale, module.zero_point = 0.25, 128
+    x = rng.integers(120, 137, size=(2000, 8)).astype(np.uint8)
+    torch_out = torch_run(module, x, 0.5, 128)
+    for rounding in driver.Rounding:
+        layer = driver.QuantLinear(weight=w, weight_scale=0.25, input_scale=0.5,
+                                   input_zero_point=128, output_scale=0.25,
+                                   output_zero_point=128, scale_order="torch", rounding=rounding)
+        assert layer.scales[0] == 0.5       # t * 0.5: every odd t is a tie
+        chip = run_golden(layer, x)
+        ort_out = ort_run(qoperator_model(layer), x)
+        matches = np.array_equal(chip, torch_out) and np.array_equal(chip, ort_out)
+        assert matches == (rounding is driver.Rounding.HALF_EVEN)
