@@ -3,6 +3,7 @@ PYTHON   ?= python3
 VENV     := .venv
 PY       := $(VENV)/bin/python
 STAMP    := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 CONFIG   ?=
 JOBS     ?= auto
 
@@ -40,7 +41,12 @@ verilog: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check hw sim driver tests examples
 
-bench: $(STAMP) iverilog-installed
+# The benchmark's extra (SCALE-Sim) on top of the dev install, once per pyproject change.
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	@touch $@
+
+bench: $(BENCH_STAMP) iverilog-installed
 	$(PY) -m sim.bench --output build/bench
 
 clean:
