@@ -5,4 +5,5 @@ from pathlib import Path
 
 _TESTS = str(Path(__file__).resolve().parent)
 if _TESTS not in sys.path:
-    sys.path.insert(0, _TESTS)
+    # Appended, so that tests/driver and tests/sim never hide the real packages.
+    sys.path.append(_TESTS)

@@ -38,7 +38,7 @@ def test_backend_matches_golden_across_calls(name):
     expected = [model.run(p.commands, p.data_in) for p in programs]
     with open_backend(name, config=CONFIG) as backend:
         results = [backend.execute(p.commands, p.data_in) for p in programs]
-    for program, got, want in zip(programs, results, expected):
+    for program, got, want in zip(programs, results, expected, strict=True):
         assert got.data_out == want.data_out, program.disassemble()
         assert got.status == want.status
         assert got.cycles == want.cycles
@@ -55,8 +55,8 @@ def test_backend_stalls_do_not_change_results(name):
         results = [backend.execute(p.commands, p.data_in) for p in programs]
     assert [r.data_out for r in results] == [e.data_out for e in expected]
     # Stalls can only add cycles to the unstalled count.
-    assert all(r.cycles >= e.cycles for r, e in zip(results, expected))
-    assert any(r.cycles > e.cycles for r, e in zip(results, expected))
+    assert all(r.cycles >= e.cycles for r, e in zip(results, expected, strict=True))
+    assert any(r.cycles > e.cycles for r, e in zip(results, expected, strict=True))
 
 
 @pytest.mark.parametrize("name, magic", [("amaranth", b"$"), ("icarus", b"\x00"),
