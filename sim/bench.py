@@ -372,12 +372,17 @@ def scalesim_comparison(plan, workdir):
 
 # -- the simulated RTL ------------------------------------------------------------------------
 
-def _rtl_build_cached(name, config):
-    """Whether ``name`` has a build for ``config`` already (its start then excludes it)."""
-    if name == "amaranth":
+def _build_stamp(name, config):
+    """When ``name``'s build for ``config`` was last made (None: never, or no build step).
+
+    Opening a backend rebuilds only when the generated Verilog changed; comparing this
+    before and after tells whether the start time includes a build.
+    """
+    if name not in ("verilator", "icarus"):
         return None
     from sim.rtl import RtlSimulation
-    return (RtlSimulation(config=config, simulator=name).build_dir / "built.json").exists()
+    marker = RtlSimulation(config=config, simulator=name).build_dir / "built.json"
+    return marker.stat().st_mtime_ns if marker.exists() else None
 
 
 def _run_and_check(chip, program, config):
@@ -405,15 +410,16 @@ def measure_backends(plan, rng, on_step=None):
     for name in RTL_BACKENDS:
         if on_step:
             on_step(f"{name}: build (if needed), start, {len(plan.validation) + 1} GEMMs")
-        cached = _rtl_build_cached(name, config)
+        stamp = _build_stamp(name, config)
         started = time.perf_counter()
         try:
             chip = open_backend(name, config=config)
-        except BackendUnavailable as exc:
+        except (BackendUnavailable, RuntimeError) as exc:  # missing tool, failed start
             speed.append({"backend": name, "available": False, "reason": str(exc)})
             continue
         with chip:
             start_seconds = time.perf_counter() - started
+            cached = None if name == "amaranth" else stamp == _build_stamp(name, config)
             for gemm, program in validation_programs:
                 validation.append({"backend": name, "gemm": str(gemm),
                                    **_run_and_check(chip, program, config)})
@@ -461,94 +467,91 @@ def breakdown_rows(plan):
 
 # -- plots ------------------------------------------------------------------------------------
 
-def _pyplot():
+@contextlib.contextmanager
+def _figure(path, figsize, ncols=1):
+    """Axes of a new figure that is laid out, written to ``path`` (PNG) and closed on exit."""
     import matplotlib
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # files only: benchmarks run without a display
     import matplotlib.pyplot as plt
-    return plt
+    fig, axes = plt.subplots(1, ncols, figsize=figsize)
+    try:
+        yield axes
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+    finally:
+        plt.close(fig)
 
 
 def plot_utilization(sweep, path):
-    plt = _pyplot()
-    fig, (squares, layers) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for array in dict.fromkeys(row["array"] for row in sweep):
-        points = [r for r in sweep if r["array"] == array and r["family"] == "square"]
-        squares.plot([r["m"] for r in points], [100 * r["utilization"] for r in points],
-                     marker="o", label=f"{array} array")
-    squares.set(xscale="log", xlabel="M = K = N", ylabel="array utilization (%)",
-                title="square GEMMs", ylim=(0, 100))
-    squares.set_xticks([r["m"] for r in sweep if r["family"] == "square"],
-                       labels=[str(r["m"]) for r in sweep if r["family"] == "square"])
-    squares.minorticks_off()
-    squares.legend()
-    styles = {"4x4": ":", "8x8": "-", "16x16": "--"}
-    widths = dict.fromkeys(row["k"] for row in sweep if row["family"] == "mlp")
-    colours = {width: f"C{i}" for i, width in enumerate(widths)}
-    for array in dict.fromkeys(row["array"] for row in sweep):
-        for width, colour in colours.items():
-            points = [r for r in sweep if r["array"] == array and r["family"] == "mlp"
-                      and r["k"] == width]
-            layers.plot([r["m"] for r in points], [100 * r["utilization"] for r in points],
-                        linestyle=styles.get(array, "-"), color=colour, marker=".",
-                        label=f"{width}->{width}, {array}")
-    layers.set(xscale="log", xlabel="batch (M)", ylabel="array utilization (%)",
-               title="MLP layers K = N (colour) on each array (line style)", ylim=(0, 100))
-    layers.legend(fontsize="x-small", ncol=3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    """Utilization of the square GEMMs against size, and of MLP layers against batch."""
+    with _figure(path, (12, 4.5), ncols=2) as (squares, layers):
+        for array in dict.fromkeys(row["array"] for row in sweep):
+            points = [r for r in sweep if r["array"] == array and r["family"] == "square"]
+            squares.plot([r["m"] for r in points], [100 * r["utilization"] for r in points],
+                         marker="o", label=f"{array} array")
+        squares.set(xscale="log", xlabel="M = K = N", ylabel="array utilization (%)",
+                    title="square GEMMs", ylim=(0, 100))
+        squares.set_xticks([r["m"] for r in sweep if r["family"] == "square"],
+                           labels=[str(r["m"]) for r in sweep if r["family"] == "square"])
+        squares.minorticks_off()
+        squares.legend()
+        styles = {"4x4": ":", "8x8": "-", "16x16": "--"}
+        widths = dict.fromkeys(row["k"] for row in sweep if row["family"] == "mlp")
+        colours = {width: f"C{i}" for i, width in enumerate(widths)}
+        for array in dict.fromkeys(row["array"] for row in sweep):
+            for width, colour in colours.items():
+                points = [r for r in sweep if r["array"] == array and r["family"] == "mlp"
+                          and r["k"] == width]
+                layers.plot([r["m"] for r in points], [100 * r["utilization"] for r in points],
+                            linestyle=styles.get(array, "-"), color=colour, marker=".",
+                            label=f"{width}->{width}, {array}")
+        layers.set(xscale="log", xlabel="batch (M)", ylabel="array utilization (%)",
+                   title="MLP layers K = N (colour) on each array (line style)", ylim=(0, 100))
+        layers.legend(fontsize="x-small", ncol=3)
 
 
 def plot_scalesim(rows, path):
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(max(7, 0.9 * len(rows)), 4.5))
-    x = np.arange(len(rows))
-    series = [("SCALE-Sim compute (ws)", "scalesim_compute_cycles"),
-              ("ours: MATMUL commands only", "our_matmul_cycles"),
-              ("ours: whole command stream", "our_cycles")]
-    for i, (label, key) in enumerate(series):
-        ax.bar(x + (i - 1) * 0.27, [r[key] for r in rows], width=0.27, label=label)
-    ax.set_xticks(x, [f"{r['array']}\n{r['gemm']}" for r in rows], fontsize="small")
-    ax.set(yscale="log", ylabel="cycles", title="SCALE-Sim and the Npu's cycle model")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    """SCALE-Sim's compute cycles next to our MATMUL-only and whole-stream cycles."""
+    with _figure(path, (max(7, 0.9 * len(rows)), 4.5)) as ax:
+        x = np.arange(len(rows))
+        series = [("SCALE-Sim compute (ws)", "scalesim_compute_cycles"),
+                  ("ours: MATMUL commands only", "our_matmul_cycles"),
+                  ("ours: whole command stream", "our_cycles")]
+        for i, (label, key) in enumerate(series):
+            ax.bar(x + (i - 1) * 0.27, [r[key] for r in rows], width=0.27, label=label)
+        ax.set_xticks(x, [f"{r['array']}\n{r['gemm']}" for r in rows], fontsize="small")
+        ax.set(yscale="log", ylabel="cycles", title="SCALE-Sim and the Npu's cycle model")
+        ax.legend()
 
 
 def plot_speed(speed, golden, path):
-    plt = _pyplot()
+    """Simulated cycles per wall-clock second of every simulator and the golden model."""
     ran = [s for s in speed if s["available"]]
     names = [s["backend"] for s in ran] + ["golden model"]
     rates = [s["cycles_per_second"] for s in ran] + [golden["cycles_per_second"]]
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    ax.barh(names, rates, color=[f"C{i}" for i in range(len(names))])
-    for y, rate in enumerate(rates):
-        ax.text(rate, y, f" {rate:,.0f}", va="center", fontsize="small")
-    ax.set(xscale="log", xlabel="simulated cycles per wall-clock second",
-           title="simulation speed (8x8 array)", xlim=(None, 5 * max(rates)))
-    ax.invert_yaxis()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with _figure(path, (7, 3.2)) as ax:
+        ax.barh(names, rates, color=[f"C{i}" for i in range(len(names))])
+        for y, rate in enumerate(rates):
+            ax.text(rate, y, f" {rate:,.0f}", va="center", fontsize="small")
+        ax.set(xscale="log", xlabel="simulated cycles per wall-clock second",
+               title=f"simulation speed ({_array(DEFAULT_CONFIG)} array)",
+               xlim=(None, 5 * max(rates)))  # room for the labels right of the bars
+        ax.invert_yaxis()
 
 
 def plot_breakdown(rows, path):
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    x = np.arange(len(rows))
-    bottom = np.zeros(len(rows))
-    for i, category in enumerate(CATEGORIES):
-        share = np.array([100 * r["parts"][category] / r["cycles"] for r in rows])
-        ax.bar(x, share, bottom=bottom, label=category, color=f"C{i}")
-        bottom += share
-    ax.set_xticks(x, [f"{r['gemm']}\n{r['cycles']:,} cycles" for r in rows], fontsize="small")
-    ax.set(ylabel="share of cycles (%)", ylim=(0, 100),
-           title=f"where the cycles go ({rows[0]['array']} array)")
-    ax.legend(bbox_to_anchor=(1.01, 1), loc="upper left", fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    """Each breakdown GEMM as a bar stacked by :data:`CATEGORIES`, in percent of its cycles."""
+    with _figure(path, (8, 4.5)) as ax:
+        x = np.arange(len(rows))
+        bottom = np.zeros(len(rows))
+        for i, category in enumerate(CATEGORIES):
+            share = np.array([100 * r["parts"][category] / r["cycles"] for r in rows])
+            ax.bar(x, share, bottom=bottom, label=category, color=f"C{i}")
+            bottom += share
+        ax.set_xticks(x, [f"{r['gemm']}\n{r['cycles']:,} cycles" for r in rows], fontsize="small")
+        ax.set(ylabel="share of cycles (%)", ylim=(0, 100),
+               title=f"where the cycles go ({rows[0]['array']} array)")
+        ax.legend(bbox_to_anchor=(1.01, 1), loc="upper left", fontsize="small")
 
 
 # -- the report -------------------------------------------------------------------------------
@@ -686,9 +689,10 @@ def write_report(results, output):
             f"Each simulator runs the same {Gemm(**meta['plan']['speed'])} GEMM on the "
             f"{_array(DEFAULT_CONFIG)} array after the validation runs above (so it is warm); "
             "cycles per wall-clock second exclude building and starting, which are listed "
-            "separately (Verilog generation and compilation when no build was cached, "
-            "elaboration for Amaranth). A Python cocotb testbench drives the RTL "
-            "simulators every cycle, which bounds their speed.", ""]
+            "separately (for Verilator and Icarus: generating the Verilog, compiling it when "
+            "no cached build matches, starting the simulator; for Amaranth: elaboration). "
+            "A Python cocotb testbench drives the RTL simulators every cycle, which bounds "
+            "their speed.", ""]
     speed_rows = []
     for s in speed:
         if not s["available"]:
@@ -826,6 +830,7 @@ def _consistent(results):
 
 
 def main(argv=None):
+    """Command line: run the benchmarks, print the headlines; exit 1 if a count disagrees."""
     parser = argparse.ArgumentParser(prog="python -m sim.bench",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--output", "-o", type=Path, default=Path("build/bench"),
