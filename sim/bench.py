@@ -47,7 +47,8 @@ __all__ = ["Gemm", "BenchPlan", "FULL_PLAN", "QUICK_PLAN", "CATEGORIES", "gemm_c
 CONFIGS = (NpuConfig(rows=4, cols=4), NpuConfig(), NpuConfig(rows=16, cols=16))
 #: The configuration of the validation, speed and breakdown sections.
 DEFAULT_CONFIG = NpuConfig()
-#: Simulated-RTL backends, in the order they are measured.
+#: Simulated-RTL backends, in the order they are measured: the Verilog on Verilator and
+#: Icarus, the Amaranth description in Amaranth's simulator.
 RTL_BACKENDS = ("verilator", "icarus", "amaranth")
 #: Where the cycles of a GEMM go; every cycle of the cycle model lands in exactly one.
 CATEGORIES = ("fetch", "load activations", "load weights", "load parameters",
@@ -396,8 +397,8 @@ def _run_and_check(chip, program, config):
             and result.status.error == ErrorCode.NONE, "seconds": seconds}
 
 
-def measure_backends(plan, rng, on_step=None):
-    """Sections 2 and 4: every RTL backend runs the validation GEMMs, then the speed GEMM.
+def measure_backends(plan, rng, backends=RTL_BACKENDS, on_step=None):
+    """Sections 2 and 4: each backend runs the validation GEMMs, then the speed GEMM.
 
     The validation runs also warm the simulator up, so the timed run measures the
     steady state.  Returns ``(validation rows, speed rows)``.
@@ -407,7 +408,7 @@ def measure_backends(plan, rng, on_step=None):
     validation_programs = [(gemm, _random_program(config, gemm, rng)) for gemm in plan.validation]
     speed_program = _random_program(config, plan.speed, rng)
     validation, speed = [], []
-    for name in RTL_BACKENDS:
+    for name in backends:
         if on_step:
             on_step(f"{name}: build (if needed), start, {len(plan.validation) + 1} GEMMs")
         stamp = _build_stamp(name, config)
@@ -638,10 +639,9 @@ def write_report(results, output):
               _percent(r["utilization"])) for r in sweep if r["array"] == array]), ""]
 
     out += ["## 2. The cycle model against the simulated RTL", "",
-            f"Random GEMMs on the {_array(DEFAULT_CONFIG)} array, each run on the simulated "
-            "Verilog (Verilator, Icarus) and on the Amaranth description, with the chip's "
-            "cycle counter next to the cycle model's count, and every output byte against "
-            "the golden model.", ""]
+            f"Random GEMMs on the {_array(DEFAULT_CONFIG)} array, each run on "
+            f"{', '.join(meta['backends'])} with the chip's cycle counter next to the cycle "
+            "model's count, and every output byte against the golden model.", ""]
     if validation:
         out += [_markdown_table(
             ["backend", "GEMM", "measured cycles", "cycle model", "equal", "bytes match"],
@@ -749,7 +749,8 @@ def _scalesim_problem():
     return None
 
 
-def run_bench(output, *, quick=False, scalesim=True, console=None, seed=0):
+def run_bench(output, *, quick=False, scalesim=True, backends=RTL_BACKENDS, console=None,
+              seed=0):
     """Run every section, write the report, results and plots to ``output``.
 
     Parameters
@@ -760,6 +761,8 @@ def run_bench(output, *, quick=False, scalesim=True, console=None, seed=0):
         Run :data:`QUICK_PLAN` instead of :data:`FULL_PLAN`.
     scalesim : bool
         Compare against SCALE-Sim (the report says so when it did not run).
+    backends : sequence of str
+        Simulators of sections 2 and 4, from :data:`RTL_BACKENDS`.
     console : rich.console.Console, optional
     seed : int
         Seed of the random GEMM operands.
@@ -775,7 +778,8 @@ def run_bench(output, *, quick=False, scalesim=True, console=None, seed=0):
     plan = QUICK_PLAN if quick else FULL_PLAN
     rng = np.random.default_rng(seed)
     started = time.perf_counter()
-    results = {"meta": {"quick": quick, "seed": seed, "cpus": os.cpu_count(),
+    results = {"meta": {"quick": quick, "seed": seed, "backends": list(backends),
+                        "cpus": os.cpu_count(),
                         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                         "python": platform.python_version(),
                         "load_average": " / ".join(f"{x:.1f}" for x in os.getloadavg()),
@@ -793,7 +797,8 @@ def run_bench(output, *, quick=False, scalesim=True, console=None, seed=0):
         step("cycle model: utilization sweep")
         results["utilization"] = model_sweep(plan, rng)
         progress.advance(task)
-        results["validation"], results["speed"] = measure_backends(plan, rng, on_step=step)
+        results["validation"], results["speed"] = measure_backends(plan, rng, backends,
+                                                                   on_step=step)
         progress.advance(task)
         step("golden model: wall time")
         results["golden"] = time_golden(plan, rng)
@@ -838,11 +843,19 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="a reduced run (for tests)")
     parser.add_argument("--no-scalesim", dest="scalesim", action="store_false",
                         help="skip the SCALE-Sim comparison")
+    parser.add_argument("--backends", default=",".join(RTL_BACKENDS),
+                        help="comma-separated simulators to validate and time "
+                             f"(default {','.join(RTL_BACKENDS)})")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    backends = [name for name in args.backends.split(",") if name]
+    unknown = set(backends) - set(RTL_BACKENDS)
+    if unknown:
+        parser.error(f"unknown backends {', '.join(sorted(unknown))}; "
+                     f"choose from {', '.join(RTL_BACKENDS)}")
     console = Console()
-    results = run_bench(args.output, quick=args.quick, scalesim=args.scalesim, console=console,
-                        seed=args.seed)
+    results = run_bench(args.output, quick=args.quick, scalesim=args.scalesim,
+                        backends=backends, console=console, seed=args.seed)
     table = Table(title=f"systolic-npu benchmarks -> {args.output / 'report.md'}",
                   show_header=False)
     for name, value in _headline(results).items():
