@@ -1,0 +1,184 @@
+"""Simulation scaffolding shared by the component testbenches.
+
+:func:`simulate` runs testbenches on a component under a deadlock watchdog;
+:func:`producer` and :func:`consumer` wrap the stalling stream helpers of
+``streams.py`` as testbenches; :class:`Monitor` records the transfers of streams in
+the order they happen and checks the stream rules on the way (once ``valid`` rises,
+it and the payload hold until the transfer); the conversion helpers turn
+``data.Const`` values into Python integers, lists and bytes; :func:`valid_instruction`
+and :func:`invalidated` build valid commands and invalid requantization records.
+"""
+
+import dataclasses
+
+from amaranth.lib import data
+from amaranth.sim import Simulator
+from streams import StreamStalls, put_all, stream_get
+
+from hw import isa
+from hw.isa import Opcode
+
+__all__ = ["simulate", "producer", "consumer", "wait_for", "Monitor", "as_int", "elements",
+           "as_bytes", "wrap", "valid_instruction", "invalidated"]
+
+#: Clock period of every simulation, in seconds.
+PERIOD = 1e-6
+#: Cycles after which :func:`simulate` declares the testbenches deadlocked.
+MAX_CYCLES = 200_000
+
+
+def simulate(dut, *testbenches, background=(), max_cycles=MAX_CYCLES):
+    """Run ``testbenches`` (and ``background`` ones) on ``dut`` until the former finish.
+
+    Raises
+    ------
+    AssertionError
+        If a testbench assertion fails, or the testbenches have not finished after
+        ``max_cycles`` cycles (a deadlock: a stream that never moves).
+    """
+    sim = Simulator(dut)
+    sim.add_clock(PERIOD)
+    for testbench in testbenches:
+        sim.add_testbench(testbench)
+    for testbench in background:
+        sim.add_testbench(testbench, background=True)
+
+    async def watchdog(ctx):
+        await ctx.delay(max_cycles * PERIOD)
+        raise AssertionError(f"testbenches still waiting after {max_cycles} cycles")
+
+    sim.add_testbench(watchdog, background=True)
+    sim.run()
+
+
+def producer(stream, payloads, *, seed, probability=0.3):
+    """A testbench that puts ``payloads`` on ``stream`` with random idle cycles."""
+    async def testbench(ctx):
+        await put_all(ctx, stream, payloads, StreamStalls(seed=seed, probability=probability))
+    return testbench
+
+
+def consumer(stream, count, into, *, seed, probability=0.3):
+    """A testbench that takes ``count`` payloads from ``stream`` with random backpressure,
+    appending each to the list ``into`` as it arrives."""
+    async def testbench(ctx):
+        stalls = StreamStalls(seed=seed, probability=probability)
+        for _ in range(count):
+            into.append(await stream_get(ctx, stream, stalls))
+    return testbench
+
+
+async def wait_for(ctx, condition):
+    """Tick until the Python predicate ``condition()`` holds (for hand-offs between
+    testbenches)."""
+    while not condition():
+        await ctx.tick()
+
+
+class Monitor:
+    """Records transfers on named streams, in order, and checks the stream rules.
+
+    Parameters
+    ----------
+    streams : dict of str to stream interface
+    extras : dict of str to signal, optional
+        Sampled at the same clock edge as each transfer and logged with it.
+    on_transfer : callable, optional
+        Called as ``on_transfer(name, payload, extras)`` at each transfer, so that a
+        test can check as the simulation runs and fail at the first wrong transfer.
+
+    Attributes
+    ----------
+    log : list of (edge, name, payload, extras)
+        Every transfer with the number of the clock edge it happened at, in order
+        (same-edge transfers in ``streams`` order).
+    """
+
+    def __init__(self, streams, extras=None, on_transfer=None):
+        self.streams = dict(streams)
+        self.extras = dict(extras or {})
+        self.on_transfer = on_transfer
+        self.log = []
+
+    def transfers(self, name):
+        """The payloads transferred on stream ``name``, in order."""
+        return [payload for _, n, payload, _ in self.log if n == name]
+
+    async def process(self, ctx):
+        names = list(self.streams)
+        signals = [s for stream in self.streams.values()
+                   for s in (stream.valid, stream.ready, stream.payload)]
+        signals += self.extras.values()
+        held = {}
+        edge = 0
+        async for _, _, *values in ctx.tick().sample(*signals):
+            edge += 1
+            extras = dict(zip(self.extras, values[3 * len(names):], strict=True))
+            for i, name in enumerate(names):
+                valid, ready, payload = values[3 * i:3 * i + 3]
+                if name in held:
+                    assert valid, f"{name}: valid fell before the transfer"
+                    assert payload == held[name], f"{name}: payload changed before the transfer"
+                if valid and ready:
+                    self.log.append((edge, name, payload, extras))
+                    if self.on_transfer is not None:
+                        self.on_transfer(name, payload, extras)
+                    held.pop(name, None)
+                elif valid:
+                    held[name] = payload
+                else:
+                    held.pop(name, None)
+
+
+def as_int(value):
+    """The bits of a ``data.Const`` (or an int) as a non-negative integer."""
+    return value.as_bits() if isinstance(value, data.Const) else int(value)
+
+
+def elements(value):
+    """The elements of an ``ArrayLayout`` constant as a list."""
+    return [value[i] for i in range(value.shape().length)]
+
+
+def as_bytes(value, nbytes):
+    """The first ``nbytes`` bytes of a constant, least significant first."""
+    return (as_int(value) & ((1 << 8 * nbytes) - 1)).to_bytes(nbytes, "little")
+
+
+def wrap(value, bits):
+    """Two's complement wrap of an integer to ``bits`` bits."""
+    half = 1 << (bits - 1)
+    return ((int(value) + half) % (1 << bits)) - half
+
+
+def valid_instruction(config, opcode, randint):
+    """An instruction of ``opcode`` that is valid on ``config``, its fields drawn with
+    ``randint(low, high)`` (inclusive: ``random.Random.randint`` or a Hypothesis draw)."""
+    c = config
+    if opcode == Opcode.LOAD_PARAMS:
+        return isa.LoadParams(count=randint(1, c.cols))
+    if opcode == Opcode.LOAD_ACT:
+        count = randint(1, c.act_depth)
+        return isa.LoadAct(addr=randint(0, c.act_depth - count), count=count,
+                           length=randint(1, c.rows), signed=randint(0, 1))
+    if opcode == Opcode.LOAD_WEIGHT:
+        return isa.LoadWeight(slot=randint(0, c.weight_tiles - 1), k=randint(1, c.rows),
+                              n=randint(1, c.cols), signed=randint(0, 1))
+    if opcode == Opcode.MATMUL:
+        count = randint(1, min(c.act_depth, c.acc_depth))
+        return isa.Matmul(act_addr=randint(0, c.act_depth - count), count=count,
+                          slot=randint(0, c.weight_tiles - 1),
+                          acc_addr=randint(0, c.acc_depth - count), accumulate=randint(0, 1))
+    if opcode == Opcode.STORE:
+        count = randint(1, c.acc_depth)
+        return isa.Store(acc_addr=randint(0, c.acc_depth - count), count=count,
+                         n=randint(1, c.cols), raw=randint(0, 1))
+    return isa.INSTRUCTIONS[opcode]()
+
+
+def invalidated(record, choose):
+    """``record`` made invalid in one of the ways :attr:`hw.isa.ParamRecord.valid` rejects:
+    shift 0, or rounding 3 while that is no defined mode; ``choose`` picks from a list."""
+    ways = [w for w in ({"shift": 0}, {"rounding": 3})
+            if not dataclasses.replace(record, **w).valid]
+    return dataclasses.replace(record, **choose(ways))
