@@ -106,7 +106,9 @@ class QuantLinear:
     alpha : float
         ONNX QGemm's ``alpha``.
     rounding : Rounding
-        The chip's rounding of the requantized value.
+        The chip's rounding of the requantized value.  ``FLOAT32`` (the default)
+        reproduces the float32 arithmetic of PyTorch's qnnpack and onnxruntime bit for
+        bit; the others round the exact product.
     name : str
         Name used in error messages and summaries.
 
@@ -124,7 +126,7 @@ class QuantLinear:
                  input_scale, input_zero_point, input_dtype="uint8",
                  output_scale, output_zero_point, output_dtype="uint8",
                  activation="none", clip=None, scale_order="onnxruntime", alpha=1.0,
-                 rounding=Rounding.HALF_EVEN, name="linear"):
+                 rounding=Rounding.FLOAT32, name="linear"):
         self.name = str(name)
         if not isinstance(weight, np.ndarray):
             raise TypeError(f"{self.name}: weight must be a NumPy array, "
@@ -219,26 +221,30 @@ class QuantLinear:
         centred = self.weight.astype(np.int64) - self.weight_zero_point[:, None]
         return x.astype(np.int64) @ centred.T
 
-    def reference(self, x, *, arithmetic="exact"):
+    def reference(self, x, *, arithmetic="chip"):
         """The layer's output computed in NumPy.
 
         Parameters
         ----------
         x : numpy.ndarray [batch, in_features]
         arithmetic : str
-            ``"exact"``: the chip's integer requantization.  ``"float32"``: the float32
-            requantization of PyTorch's qnnpack and onnxruntime's integer kernels.
+            ``"chip"``: the chip's integer requantization with the layer's rounding
+            (bit for bit what the chip returns).  ``"exact"``: the exact product rounded
+            half to even, for comparison.  ``"float32"``: the float32 requantization of
+            PyTorch's qnnpack and onnxruntime's integer kernels, emulated in NumPy.
         """
         acc = self.accumulate(x)
-        if arithmetic == "exact":
+        if arithmetic in ("chip", "exact"):
+            rounding = self.rounding if arithmetic == "chip" else Rounding.HALF_EVEN
             y = requantize_exact(acc, self.folded_bias, [r.multiplier for r in self.records],
-                                 [r.shift for r in self.records], int(self.rounding),
+                                 [r.shift for r in self.records], int(rounding),
                                  self.output.zero_point, self.low, self.high)
         elif arithmetic == "float32":
             y = requantize_float32(acc, self.folded_bias, self.scales, self.output.zero_point,
                                    self.low, self.high)
         else:
-            raise ValueError(f"arithmetic must be 'exact' or 'float32', not {arithmetic!r}")
+            raise ValueError("arithmetic must be 'chip', 'exact' or 'float32', "
+                             f"not {arithmetic!r}")
         return y.astype(self.output.qtype.dtype)
 
     # -- PyTorch ---------------------------------------------------------------------------
@@ -388,7 +394,7 @@ class Network:
         """Dequantize a quantized output as the model does."""
         return self.output.dequantize(y)
 
-    def reference(self, x, *, arithmetic="exact"):
+    def reference(self, x, *, arithmetic="chip"):
         """Run the chain in NumPy (see :meth:`QuantLinear.reference`)."""
         for layer in self.layers:
             x = layer.reference(x, **({} if isinstance(layer, ColumnTable)

@@ -211,7 +211,7 @@ def clamp_bounds(qtype, output_zero, output_scale, activation=Activation.NONE, c
 
 
 def param_records(*, folded_bias, scales, weight_zero, output_zero, low, high,
-                  rounding=Rounding.HALF_EVEN, layer="layer"):
+                  rounding=Rounding.FLOAT32, layer="layer"):
     """One :class:`~hw.isa.ParamRecord` per output column."""
     records = []
     for column, (b, s, zw) in enumerate(zip(folded_bias, scales, weight_zero, strict=False)):

@@ -58,7 +58,7 @@ class ErrorCode(enum.IntEnum):
     ZERO_SIZE = 3       #: a count or dimension is zero
     OVERSIZE = 4        #: a dimension exceeds the array (k > rows, n > cols, ...)
     ADDR_RANGE = 5      #: a buffer address range or weight slot lies outside the buffer
-    BAD_PARAM = 6       #: a requantization record has shift 0 or an undefined rounding mode
+    BAD_PARAM = 6       #: a requantization record has shift 0
 
     @property
     def description(self):
@@ -74,10 +74,20 @@ class ErrorCode(enum.IntEnum):
 
 
 class Rounding(enum.IntEnum):
-    """Rounding of ``t * M0 / 2**shift`` to an integer."""
-    HALF_EVEN = 0   #: ties to even (onnxruntime, numpy.rint)
-    HALF_AWAY = 1   #: ties away from zero (TFLite reference)
-    HALF_UP = 2     #: ties towards +infinity
+    """How ``t * multiplier / 2**shift`` becomes an integer.
+
+    The first three round the exact product.  ``FLOAT32`` reproduces the float32
+    arithmetic of PyTorch (qnnpack) and onnxruntime, which convert the int32 sum to
+    float32, multiply by a float32 scale and round the float result: ``t`` is
+    rounded to 24 significant bits, multiplied exactly, the product rounded to 24
+    significant bits and then to an integer, every rounding ties to even.  With a
+    multiplier of at most 24 significant bits (a float32 mantissa) this equals
+    ``rint(float32(t) * float32(multiplier * 2**-shift))`` bit for bit.
+    """
+    HALF_EVEN = 0   #: exact product, ties to even (numpy.rint of the exact value)
+    HALF_AWAY = 1   #: exact product, ties away from zero (TFLite reference)
+    HALF_UP = 2     #: exact product, ties towards +infinity
+    FLOAT32 = 3     #: float32 arithmetic of PyTorch qnnpack and onnxruntime
 
 
 @dataclass(frozen=True)
@@ -330,7 +340,7 @@ PARAM_FIELDS = (
     Field("multiplier", 31, doc="M0_j, so that M_j = M0_j * 2**-shift_j"),
     Field("reserved0", 1),
     Field("shift", 6, doc="shift_j, 1..63"),
-    Field("rounding", 2, doc="a Rounding value"),
+    Field("rounding", 2, doc="a Rounding value (0 half-even, 1 half-away, 2 half-up, 3 float32)"),
     Field("weight_zero", 9, signed=True, doc="weight zero point, subtracted as weights load"),
     Field("output_zero", 9, signed=True, doc="output zero point z_y"),
     Field("low", 9, signed=True, doc="lower clamp bound"),
@@ -364,7 +374,7 @@ class ParamRecord:
     @property
     def valid(self):
         """Whether the chip accepts this record (else it raises ``BAD_PARAM``)."""
-        return 1 <= self.shift <= 63 and self.rounding in tuple(Rounding)
+        return 1 <= self.shift <= 63
 
     def encode(self):
         """The record as 16 little-endian bytes."""

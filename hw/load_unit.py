@@ -36,7 +36,8 @@ class LoadUnit(wiring.Component):
       (wrapped to 9 bits) for columns ``c < n`` and zero beyond; rows from ``k`` up to
       ``rows`` are written with zeros without taking data.
     * ``PARAMS``: record ``c`` updates column ``c``'s parameter registers if it is
-      valid and no error is latched; an invalid record raises ``param_error``.
+      valid (shift 1..63) and no error is latched; an invalid record raises
+      ``param_error``.
 
     Members
     -------
@@ -99,7 +100,7 @@ class LoadUnit(wiring.Component):
             m.d.comb += self.weight_write.data[col].eq(Mux(col < command.length, widened, 0))
 
         record = data.View(isa.param_layout(), vector.as_value()[:8 * PARAM_RECORD_BYTES])
-        record_valid = (record.shift != 0) & (record.rounding <= max(isa.Rounding))
+        record_valid = record.shift != 0
 
         with m.FSM():
             with m.State("IDLE"):

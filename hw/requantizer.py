@@ -11,8 +11,11 @@ from .serializer import out_vector_layout
 __all__ = ["Requantizer", "requant_input_layout"]
 
 _INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
-#: Pipeline depth: saturating bias add, multiply, round, offset and clamp.
-STAGES = 4
+#: Pipeline depth: saturating bias add, float32 rounding of the sum, multiply, float32
+#: rounding of the product, rounding to an integer, offset and clamp.
+STAGES = 6
+#: Significant bits of a float32 (23 stored mantissa bits and the implicit one).
+FLOAT32_SIGNIFICANT_BITS = 24
 
 
 def requant_input_layout(config):
@@ -96,9 +99,12 @@ class Requantizer(wiring.Component):
         return m
 
     def _lane(self, m, advance, j, acc, params):
-        """The four pipeline stages of column ``j``; returns the output byte register."""
+        """The pipeline stages of column ``j``; returns the output byte register."""
+        as_float32 = params.rounding == isa.Rounding.FLOAT32
         t = Signal(signed(ACC_WIDTH), name=f"sat_{j}")
+        t_operand = Signal(signed(ACC_WIDTH + 1), name=f"t_operand_{j}")
         product = Signal(signed(64), name=f"product_{j}")
+        p_operand = Signal(signed(64), name=f"p_operand_{j}")
         rounded = Signal(signed(64), name=f"rounded_{j}")
         clamped = Signal(signed(9), name=f"clamped_{j}")
 
@@ -111,15 +117,15 @@ class Requantizer(wiring.Component):
         half = Signal(unsigned(64), name=f"half_{j}")
         tie_up = Signal(name=f"tie_up_{j}")
         m.d.comb += [
-            floor.eq(product >> shift),
-            frac.eq(product.as_unsigned() & ((Const(1, unsigned(64)) << shift) - 1)),
+            floor.eq(p_operand >> shift),
+            frac.eq(p_operand.as_unsigned() & ((Const(1, unsigned(64)) << shift) - 1)),
             half.eq(Const(1, unsigned(64)) << (shift - 1)[:6]),
         ]
         with m.Switch(params.rounding):
-            with m.Case(isa.Rounding.HALF_EVEN):
+            with m.Case(isa.Rounding.HALF_EVEN, isa.Rounding.FLOAT32):
                 m.d.comb += tie_up.eq(floor[0])
             with m.Case(isa.Rounding.HALF_AWAY):
-                m.d.comb += tie_up.eq(~product[-1])
+                m.d.comb += tie_up.eq(~p_operand[-1])
             with m.Default():
                 m.d.comb += tie_up.eq(1)
 
@@ -133,8 +139,39 @@ class Requantizer(wiring.Component):
         with m.If(advance):
             m.d.sync += [
                 t.eq(Mux(total > _INT32_MAX, _INT32_MAX, Mux(total < _INT32_MIN, _INT32_MIN, total))),
-                product.eq(t * params.multiplier),
+                t_operand.eq(Mux(as_float32, _round_to_float32(m, t, f"t_{j}"), t)),
+                product.eq(t_operand * params.multiplier),
+                p_operand.eq(Mux(as_float32, _round_to_float32(m, product, f"p_{j}"), product)),
                 rounded.eq(floor + ((frac > half) | ((frac == half) & tie_up))),
                 clamped.eq(Mux(at_least_low > params.high, params.high, at_least_low)),
             ]
         return clamped[:8]
+
+
+def _round_to_float32(m, value, name):
+    """``value`` rounded to 24 significant bits, ties to even: what a float32 holds.
+
+    A priority encoder finds the magnitude's length; the bits below the top 24
+    are rounded away like :func:`sim.golden.round_significant` does.
+    """
+    width = len(value)
+    magnitude = Signal(unsigned(width), name=f"{name}_magnitude")
+    length = Signal(range(width + 1), name=f"{name}_length")
+    drop = Signal(range(width + 1), name=f"{name}_drop")
+    floor = Signal(signed(width), name=f"{name}_floor")
+    frac = Signal(unsigned(width), name=f"{name}_frac")
+    half = Signal(unsigned(width), name=f"{name}_half")
+    result = Signal(signed(width + 1), name=f"{name}_float32")
+    m.d.comb += magnitude.eq(Mux(value < 0, -value, value))
+    for bit in range(width):  # the highest set bit wins
+        with m.If(magnitude[bit]):
+            m.d.comb += length.eq(bit + 1)
+    up = (drop != 0) & ((frac > half) | ((frac == half) & floor[0]))
+    m.d.comb += [
+        drop.eq(Mux(length > FLOAT32_SIGNIFICANT_BITS, length - FLOAT32_SIGNIFICANT_BITS, 0)),
+        floor.eq(value >> drop),
+        frac.eq(value.as_unsigned() & ((Const(1, unsigned(width)) << drop) - 1)),
+        half.eq(Const(1, unsigned(width)) << (drop - 1).as_unsigned()[:len(drop)]),
+        result.eq((floor + up) << drop),
+    ]
+    return result

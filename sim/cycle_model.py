@@ -10,6 +10,7 @@ bound.
 
 from hw.config import PARAM_RECORD_BYTES, STATUS_RECORD_BYTES, NpuConfig
 from hw.isa import Opcode
+from hw.requantizer import STAGES as REQUANTIZER_STAGES
 
 __all__ = ["FETCH_CYCLES", "command_cycles", "program_cycles", "matmul_overhead"]
 
@@ -17,9 +18,9 @@ __all__ = ["FETCH_CYCLES", "command_cycles", "program_cycles", "matmul_overhead"
 FETCH_CYCLES = 2
 #: Deserializer request, and the write of the last vector after its last beat.
 _LOAD_OVERHEAD = 2
-#: Memory reader, requantizer pipeline (4 stages) and serializer register, plus
-#: the cycle in which the datapath reports idle.
-_STORE_OVERHEAD = 6
+#: Memory reader, requantizer pipeline and serializer register, plus the cycle in
+#: which the datapath reports idle.
+_STORE_OVERHEAD = REQUANTIZER_STAGES + 2
 
 
 def matmul_overhead(config):

@@ -53,6 +53,34 @@ def widen_weights(raw, signed, weight_zero):
     return _wrap(ext - np.asarray(weight_zero, dtype=np.int64), 9)
 
 
+def _bit_length(values):
+    """Bit length of ``|values|`` (int64 arrays, exact for every magnitude below 2**63)."""
+    magnitude = np.abs(np.asarray(values, dtype=np.int64)).astype(np.uint64)
+    length = np.zeros(magnitude.shape, dtype=np.int64)
+    for step in (32, 16, 8, 4, 2, 1):
+        wide = magnitude >= (np.uint64(1) << np.uint64(step))
+        length += np.where(wide, step, 0)
+        magnitude = np.where(wide, magnitude >> np.uint64(step), magnitude)
+    return length + (magnitude > 0)
+
+
+def _round_half_even_shift(values, shift):
+    """``values / 2**shift`` rounded to the nearest integer, ties to even (shift >= 0)."""
+    values = np.asarray(values, dtype=np.int64)
+    shift = np.asarray(shift, dtype=np.int64)
+    floor = values >> shift
+    frac = values - (floor << shift)
+    half = np.where(shift > 0, np.int64(1) << np.maximum(shift - 1, 0), 1)
+    up = (shift > 0) & ((frac > half) | ((frac == half) & (floor & 1).astype(bool)))
+    return floor + up
+
+
+def round_significant(values, bits=24):
+    """Round int64 ``values`` to ``bits`` significant bits, ties to even (float32: 24)."""
+    drop = np.maximum(_bit_length(values) - bits, 0)
+    return _round_half_even_shift(values, drop) << drop
+
+
 def requantize(acc, bias, multiplier, shift, rounding, output_zero, low, high):
     """Requantize int32 accumulators per column, exactly as the hardware does.
 
@@ -60,16 +88,21 @@ def requantize(acc, bias, multiplier, shift, rounding, output_zero, low, high):
 
     ``t = sat32(acc + bias)``, ``p = t * multiplier``, ``r = round(p / 2**shift)`` with the
     column's :class:`~hw.isa.Rounding`, ``y = min(max(r + output_zero, low), high)``.
+    In ``FLOAT32`` mode ``t`` and ``p`` are first rounded to 24 significant bits.
     """
     acc = np.asarray(acc, dtype=np.int64)
     shift = np.asarray(shift, dtype=np.int64)
     rounding = np.asarray(rounding, dtype=np.int64)
+    as_float32 = rounding == isa.Rounding.FLOAT32
     t = np.clip(acc + np.asarray(bias, dtype=np.int64), _INT32_MIN, _INT32_MAX)
+    t = np.where(as_float32, round_significant(t), t)
     p = t * np.asarray(multiplier, dtype=np.int64)          # |p| < 2**62: exact in int64
+    p = np.where(as_float32, round_significant(p), p)
     q = p >> shift                                          # floor division by 2**shift
     frac = p - (q << shift)
     half = np.int64(1) << (shift - 1)
-    tie_up = np.where(rounding == isa.Rounding.HALF_EVEN, q & 1,
+    ties_to_even = (rounding == isa.Rounding.HALF_EVEN) | as_float32
+    tie_up = np.where(ties_to_even, q & 1,
                       np.where(rounding == isa.Rounding.HALF_AWAY, p >= 0, 1)).astype(bool)
     r = q + ((frac > half) | ((frac == half) & tie_up))
     y = np.minimum(np.maximum(r + np.asarray(output_zero, dtype=np.int64), low), high)

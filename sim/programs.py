@@ -71,7 +71,7 @@ def random_params(rng, n, *, output_signed=False):
             bias=int(rng.integers(-5000, 5000)),
             multiplier=int(rng.integers(1 << 30, 1 << 31)),
             shift=int(rng.integers(36, 44)),
-            rounding=int(rng.integers(0, 3)),
+            rounding=int(rng.integers(0, 4)),
             weight_zero=0,
             output_zero=zero, low=low, high=high))
     return records

@@ -9,6 +9,9 @@ The definition (``/work/shared/NOTES.md`` section 2 and :class:`hw.isa.ParamReco
     t = saturate_int32(acc + bias)
     r = round(t * multiplier / 2**shift)        # rounding mode chosen per column
     y = min(max(r + output_zero, low), high)
+
+In FLOAT32 rounding, ``t`` and ``t * multiplier`` are first rounded to 24 significant
+bits (what a float32 holds), ties to even, and the final rounding is half to even.
 """
 
 from fractions import Fraction
@@ -16,7 +19,8 @@ from math import floor
 
 from hw.isa import Rounding
 
-__all__ = ["requantize_reference", "saturate_int32", "round_fraction", "INT32_MIN", "INT32_MAX"]
+__all__ = ["requantize_reference", "saturate_int32", "round_fraction", "round_significant",
+           "INT32_MIN", "INT32_MAX"]
 
 INT32_MIN = -(2 ** 31)
 INT32_MAX = 2 ** 31 - 1
@@ -48,8 +52,8 @@ def round_fraction(value, rounding):
     value : fractions.Fraction
         The exact value to round.
     rounding : Rounding or int
-        What to do with exact ties: ``HALF_EVEN`` to the even neighbour, ``HALF_AWAY``
-        away from zero, ``HALF_UP`` towards +infinity.
+        What to do with exact ties: ``HALF_EVEN`` (and ``FLOAT32``) to the even
+        neighbour, ``HALF_AWAY`` away from zero, ``HALF_UP`` towards +infinity.
 
     Returns
     -------
@@ -69,11 +73,17 @@ def round_fraction(value, rounding):
     if distance > _HALF:
         return below + 1
     # An exact tie between ``below`` and ``below + 1``.
-    if rounding == Rounding.HALF_EVEN:
+    if rounding in (Rounding.HALF_EVEN, Rounding.FLOAT32):
         return below if below % 2 == 0 else below + 1
     if rounding == Rounding.HALF_AWAY:
         return below + 1 if value > 0 else below
     return below + 1                  # HALF_UP
+
+
+def round_significant(value, bits=24):
+    """An integer rounded to ``bits`` significant bits, ties to even (float32: 24)."""
+    drop = max(abs(value).bit_length() - bits, 0)
+    return round_fraction(Fraction(value, 2 ** drop), Rounding.HALF_EVEN) * 2 ** drop
 
 
 def requantize_reference(acc, *, bias, multiplier, shift, rounding, output_zero, low, high):
@@ -102,6 +112,9 @@ def requantize_reference(acc, *, bias, multiplier, shift, rounding, output_zero,
         The requantized value (before it is truncated to a byte on the output stream).
     """
     t = saturate_int32(int(acc) + int(bias))
-    scaled = Fraction(t * int(multiplier), 2 ** int(shift))
+    product = t * int(multiplier)
+    if Rounding(rounding) == Rounding.FLOAT32:
+        product = round_significant(round_significant(t) * int(multiplier))
+    scaled = Fraction(product, 2 ** int(shift))
     r = round_fraction(scaled, rounding)
     return min(max(r + int(output_zero), int(low)), int(high))

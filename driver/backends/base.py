@@ -1,7 +1,7 @@
 """The backend interface and the registry of backends."""
 
-from dataclasses import dataclass
 import importlib
+from dataclasses import dataclass
 
 from hw.config import NpuConfig
 from hw.isa import StatusRecord

@@ -254,14 +254,21 @@ def test_param_record_valid_shifts(shift):
 
 
 @pytest.mark.parametrize("rounding", range(4))
-def test_param_record_valid_roundings(rounding):
-    assert isa.ParamRecord(rounding=rounding).valid == (rounding in {0, 1, 2})
+def test_param_record_every_rounding_code_is_defined(rounding):
+    # The 2-bit field has no undefined code: FLOAT32 took the last one.
+    assert isa.ParamRecord(rounding=rounding).valid
+    assert Rounding(rounding).name
+
+
+@pytest.mark.parametrize("shift", [0, 1, 63])
+def test_param_record_valid_shifts(shift):
+    assert isa.ParamRecord(shift=shift).valid == (shift != 0)
 
 
 def test_rounding_values_fit_their_field():
     field = {f.name: f for f in isa.PARAM_FIELDS}["rounding"]
     assert all(field.min <= r <= field.max for r in Rounding)
-    assert len(set(Rounding)) == 3
+    assert len(set(Rounding)) == field.max + 1
 
 
 # -- status record --------------------------------------------------------------------------

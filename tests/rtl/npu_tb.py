@@ -174,7 +174,7 @@ async def malformed_commands_set_sticky_errors(dut):
 
 @cocotb.test()
 async def invalid_requantization_records(dut):
-    """A record with shift 0 or rounding 3 raises BAD_PARAM; it and later records are not written."""
+    """A record with shift 0 raises BAD_PARAM; it and later records are not written."""
     check = Checker(dut)
     await check.start()
     c = check.config
@@ -185,7 +185,7 @@ async def invalid_requantization_records(dut):
     program.add(isa.LoadParams(count=n),
                 b"".join(pack_rows(c, np.frombuffer(p.encode(), np.uint8)[None]) for p in good))
     await check.check(program.commands, program.data_in, label="good records")
-    for bad_field in ({"shift": 0}, {"rounding": 3}):
+    for bad_field in ({"shift": 0}, {"shift": 0, "rounding": 3, "bias": -1}):
         records = [p.encode() for p in good]
         raw = bytearray(records[n // 2])
         fields = isa._unpack(isa.PARAM_FIELDS, int.from_bytes(raw, "little"))

@@ -46,15 +46,15 @@ def params_of(multiplier, shift, rounding, bias=0, **clamp):
 
 #: Exact ties and what each rounding mode makes of them.
 TIES = {
-    #  value            HALF_EVEN HALF_AWAY HALF_UP
-    Fraction(-7, 2): (-4, -4, -3),
-    Fraction(-5, 2): (-2, -3, -2),
-    Fraction(-3, 2): (-2, -2, -1),
-    Fraction(-1, 2): (0, -1, 0),
-    Fraction(1, 2): (0, 1, 1),
-    Fraction(3, 2): (2, 2, 2),
-    Fraction(5, 2): (2, 3, 3),
-    Fraction(7, 2): (4, 4, 4),
+    #  value            HALF_EVEN HALF_AWAY HALF_UP FLOAT32
+    Fraction(-7, 2): (-4, -4, -3, -4),
+    Fraction(-5, 2): (-2, -3, -2, -2),
+    Fraction(-3, 2): (-2, -2, -1, -2),
+    Fraction(-1, 2): (0, -1, 0, 0),
+    Fraction(1, 2): (0, 1, 1, 0),
+    Fraction(3, 2): (2, 2, 2, 2),
+    Fraction(5, 2): (2, 3, 3, 2),
+    Fraction(7, 2): (4, 4, 4, 4),
 }
 
 
@@ -76,7 +76,7 @@ def test_reference_rounds_non_ties_to_nearest(value, expected, rounding):
 
 def test_reference_rejects_undefined_rounding():
     with pytest.raises(ValueError):
-        requantize_reference(1, **params_of(1, 1, 3))
+        requantize_reference(1, **params_of(1, 1, 4))
 
 
 def test_reference_saturates_before_scaling():
@@ -291,3 +291,48 @@ def test_matches_reference_next_to_rounding_boundaries(multiplier, shift, target
     acc = saturate_int32(t - bias)
     params = params_of(multiplier, shift, rounding, bias=bias)
     assert golden_one(acc, **params) == requantize_reference(acc, **params)
+
+
+# -- FLOAT32 rounding: the frameworks' float32 arithmetic ----------------------------------
+
+def _float32_framework(t, multiplier, shift):
+    """What qnnpack and onnxruntime compute: rint(float32(t) * float32(scale))."""
+    scale = np.float32(multiplier * 2.0 ** -shift)
+    assert float(scale) == multiplier * 2.0 ** -shift, "scale must be a float32 value"
+    return int(np.rint(np.float32(t) * scale))
+
+
+@pytest.mark.parametrize("t", [
+    2 ** 24 + 1, 2 ** 24 + 3, -(2 ** 24 + 1), -(2 ** 24 + 3),   # float32 conversion ties
+    2 ** 25 + 2, 2 ** 25 + 6, 2 ** 31 - 1, INT32_MIN, 2 ** 24 - 1, 12345, -1, 0,
+])
+@pytest.mark.parametrize("multiplier, shift", [
+    ((1 << 23) << 7, 31), (((1 << 24) - 1) << 7, 40), (0xABCDEF << 7, 33), (0x800001 << 7, 52),
+])
+def test_float32_rounding_matches_float32_arithmetic(t, multiplier, shift):
+    expected = _float32_framework(t, multiplier, shift)
+    params = params_of(multiplier, shift, Rounding.FLOAT32, low=-(2 ** 62), high=2 ** 62,
+                       output_zero=0)
+    assert requantize_reference(t, **params) == expected
+    assert golden_one(t, **params) == expected
+
+
+@settings(max_examples=400, deadline=None)
+@given(t=st.integers(INT32_MIN, INT32_MAX), mantissa=st.integers(1 << 23, (1 << 24) - 1),
+       shift=st.integers(31, 63))
+def test_float32_rounding_matches_float32_arithmetic_property(t, mantissa, shift):
+    multiplier = mantissa << 7
+    params = params_of(multiplier, shift, Rounding.FLOAT32, low=-(2 ** 62), high=2 ** 62,
+                       output_zero=0)
+    assert golden_one(t, **params) == _float32_framework(t, multiplier, shift)
+
+
+def test_float32_rounding_differs_from_exact_rounding_somewhere():
+    # The float32 path rounds t and the product: on values past 2**24 that shows.
+    rng = np.random.default_rng(5)
+    t = rng.integers(2 ** 28, 2 ** 31, 2000)
+    exact = requantize(t, 0, 0xABCDEF << 7, 36, Rounding.HALF_EVEN, 0, -(2 ** 62), 2 ** 62)
+    as_float = requantize(t, 0, 0xABCDEF << 7, 36, Rounding.FLOAT32, 0, -(2 ** 62), 2 ** 62)
+    assert (exact != as_float).any()
+    # ...but only by float32's own precision (two roundings of 2**-24 relative, and rint).
+    assert (np.abs(exact - as_float) <= np.abs(exact) * 2.0 ** -22 + 1).all()
