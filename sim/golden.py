@@ -81,6 +81,26 @@ def round_significant(values, bits=24):
     return _round_half_even_shift(values, drop) << drop
 
 
+def unpack_param_records(block):
+    """Fields of many 16-byte :data:`~hw.isa.PARAM_FIELDS` records at once.
+
+    ``block`` is ``[count, 16]`` uint8; returns ``{field name: int64 array [count]}``.
+    """
+    words = [np.zeros(len(block), dtype=np.uint64), np.zeros(len(block), dtype=np.uint64)]
+    for byte in range(PARAM_RECORD_BYTES):
+        words[byte // 8] |= block[:, byte].astype(np.uint64) << np.uint64(8 * (byte % 8))
+    fields, offset = {}, 0
+    for f in isa.PARAM_FIELDS:
+        word, bit = words[offset // 64], offset % 64
+        assert bit + f.width <= 64, "no record field crosses a 64-bit boundary"
+        value = ((word >> np.uint64(bit)) & np.uint64((1 << f.width) - 1)).astype(np.int64)
+        if f.signed:
+            value = np.where(value >> (f.width - 1), value - (1 << f.width), value)
+        fields[f.name] = value
+        offset += f.width
+    return fields
+
+
 def requantize(acc, bias, multiplier, shift, rounding, output_zero, low, high):
     """Requantize int32 accumulators per column, exactly as the hardware does.
 
@@ -178,6 +198,7 @@ class GoldenNpu:
         self.commands = 0
         self.macs = 0
         self.cycles = 0
+        self._check_cache = {}
 
     # -- data stream helpers -------------------------------------------------------------
 
@@ -241,9 +262,17 @@ class GoldenNpu:
         return isa.StatusRecord(error=int(self.error), error_opcode=self.error_opcode,
                                 commands=self.commands & 0xFFFF_FFFF)
 
+    def _checked(self, word):
+        """``check_command`` of ``word``, remembered: tiled programs repeat their words."""
+        try:
+            return self._check_cache[word]
+        except KeyError:
+            result = self._check_cache[word] = check_command(word, self.config)
+            return result
+
     def step(self, word):
         """Execute one command word (``run`` sets up the streams)."""
-        code, ins = check_command(word, self.config)
+        code, ins = self._checked(word)
         opcode = word & ((1 << isa.OPCODE_WIDTH) - 1)
         executed = False
         if code != ErrorCode.NONE:
@@ -268,14 +297,15 @@ class GoldenNpu:
 
     def _exec_load_params(self, ins):
         block = self._take(ins.count, PARAM_RECORD_BYTES, "LOAD_PARAMS")
-        for column, raw in enumerate(block):
-            record = isa.ParamRecord.decode(raw.tobytes())
-            if not record.valid:
-                self._raise(ErrorCode.BAD_PARAM, Opcode.LOAD_PARAMS)
-            if self.error != ErrorCode.NONE:
-                continue  # records are written only while no error is latched
-            for name, values in self.params.items():
-                values[column] = getattr(record, name)
+        fields = unpack_param_records(block)
+        invalid = np.flatnonzero(fields["shift"] == 0)
+        # Records are written only while no error is latched: up to the first invalid one.
+        written = 0 if self.error != ErrorCode.NONE else (
+            invalid[0] if invalid.size else ins.count)
+        if invalid.size:
+            self._raise(ErrorCode.BAD_PARAM, Opcode.LOAD_PARAMS)
+        for name, values in self.params.items():
+            values[:written] = fields[name][:written]
 
     def _exec_load_act(self, ins):
         block = self._take(ins.count, ins.length, "LOAD_ACT")
