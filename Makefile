@@ -27,7 +27,7 @@ iverilog-installed:
 .PHONY: iverilog-installed
 
 demo: $(STAMP)
-	$(PY) -m sim.demo
+	$(PY) -m examples.digits.run --backend verilator
 
 demo-gemm: $(STAMP)
 	$(PY) -m sim.demo

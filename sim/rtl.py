@@ -9,6 +9,7 @@ what the chip sent, so the driver's RTL backends are a thin layer over it.
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -157,7 +158,10 @@ class RtlSimulation:
             if key == "PATH":
                 os.environ["PATH"] = value
         from cocotb_tools.runner import get_runner
-        return get_runner(self.simulator)
+        runner = get_runner(self.simulator)
+        # Its per-run INFO lines (commands, results file) are noise to a driver user.
+        runner.log.setLevel(logging.WARNING)
+        return runner
 
     def build(self):
         """Generate and compile the Verilog, unless a build for this config exists."""
