@@ -1,6 +1,6 @@
 """The accumulator buffer: int32 rows written or accumulated by the array, read by stores."""
 
-from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -40,7 +40,7 @@ class AccumulatorBuffer(wiring.Component):
         A write or a read response is pending.
     """
 
-    def __init__(self, *, config, read_tag_shape=unsigned(0)):
+    def __init__(self, *, config, read_tag_shape=0):
         if not isinstance(config, NpuConfig):
             raise TypeError(f"config must be an NpuConfig, not {config!r}")
         self.config = config

@@ -72,7 +72,8 @@ class Controller(wiring.Component):
         c = self.config
         code = Signal(ErrorCode)
         opcode = word[:isa.OPCODE_WIDTH]
-        views = {op: data.View(isa.command_layout(cls), word) for op, cls in isa.INSTRUCTIONS.items()}
+        views = {op: data.View(isa.command_layout(cls), word)
+                 for op, cls in isa.INSTRUCTIONS.items()}
 
         def check(op, zero=(), oversize=(), out_of_range=()):
             rules = [(ErrorCode.RESERVED_BITS, [views[op].reserved != 0]),

@@ -32,7 +32,8 @@ def config_from_arguments(args):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m hw.generate", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m hw.generate",
+                                     description=__doc__.split("\n")[0])
     config_arguments(parser)
     parser.add_argument("--output", "-o", type=Path, default=Path("build/npu.v"),
                         help="Verilog file to write (default build/npu.v)")

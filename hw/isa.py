@@ -11,7 +11,7 @@ its ``FIELDS``.  Bits above the last field are reserved and must be zero.
 
 import enum
 import operator
-from dataclasses import dataclass, fields as dc_fields
+from dataclasses import dataclass
 
 from amaranth.hdl import signed, unsigned
 from amaranth.lib import data

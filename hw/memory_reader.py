@@ -1,6 +1,6 @@
 """Turns a synchronous memory read port into a request/response stream pair."""
 
-from amaranth import Module, Signal, unsigned
+from amaranth import Module, Signal
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -33,7 +33,7 @@ class MemoryReader(wiring.Component):
         A response is waiting.
     """
 
-    def __init__(self, *, addr_width, shape, tag_shape=unsigned(0)):
+    def __init__(self, *, addr_width, shape, tag_shape=0):
         if not isinstance(addr_width, int) or addr_width < 0:
             raise TypeError(f"addr_width must be a non-negative integer, not {addr_width!r}")
         self.tag_shape = tag_shape

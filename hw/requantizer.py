@@ -138,7 +138,8 @@ class Requantizer(wiring.Component):
 
         with m.If(advance):
             m.d.sync += [
-                t.eq(Mux(total > _INT32_MAX, _INT32_MAX, Mux(total < _INT32_MIN, _INT32_MIN, total))),
+                t.eq(Mux(total > _INT32_MAX, _INT32_MAX,
+                         Mux(total < _INT32_MIN, _INT32_MIN, total))),
                 t_operand.eq(Mux(as_float32, _round_to_float32(m, t, f"t_{j}"), t)),
                 product.eq(t_operand * params.multiplier),
                 p_operand.eq(Mux(as_float32, _round_to_float32(m, product, f"p_{j}"), product)),

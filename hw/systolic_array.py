@@ -36,15 +36,15 @@ class SystolicArray(wiring.Component):
     -------
     weight_in : In(stream.Signature(ArrayLayout(signed(9), cols)))
         One weight row per beat; the first beat ends in the bottom row.
-    act_in : In(stream.Signature(StructLayout({"values": ArrayLayout(signed(9), rows), "tag": tag_shape})))
-        Activation vectors.
-    result : Out(stream.Signature(StructLayout({"values": ArrayLayout(signed(32), cols), "tag": tag_shape})))
-        Result rows.
+    act_in : In(stream.Signature(StructLayout({"values": ..., "tag": tag_shape})))
+        Activation vectors, ``rows`` 9-bit operands each.
+    result : Out(stream.Signature(StructLayout({"values": ..., "tag": tag_shape})))
+        Result rows, ``cols`` int32 values each.
     busy : Out(1)
         A vector is in flight.
     """
 
-    def __init__(self, *, config, tag_shape=unsigned(0)):
+    def __init__(self, *, config, tag_shape=0):
         if not isinstance(config, NpuConfig):
             raise TypeError(f"config must be an NpuConfig, not {config!r}")
         if not isinstance(tag_shape, ShapeCastable):
@@ -111,12 +111,13 @@ class SystolicArray(wiring.Component):
             for c in range(cols):
                 pe = pes[r][c]
                 m.submodules[f"pe_{r}_{c}"] = pe
+                above = pes[r - 1][c] if r > 0 else None
                 m.d.comb += [
                     pe.en.eq(en),
                     pe.weight_shift.eq(shift_weights),
-                    pe.weight_in.eq(self.weight_in.payload[c] if r == 0 else pes[r - 1][c].weight_out),
+                    pe.weight_in.eq(above.weight_out if above else self.weight_in.payload[c]),
                     pe.act_in.eq(skewed if c == 0 else pes[r][c - 1].act_out),
-                    pe.psum_in.eq(Const(0, signed(ACC_WIDTH)) if r == 0 else pes[r - 1][c].psum_out),
+                    pe.psum_in.eq(above.psum_out if above else Const(0, signed(ACC_WIDTH))),
                 ]
 
         for c in range(cols):

@@ -13,7 +13,6 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from hw.config import NpuConfig
 from hw.generate import config_arguments, config_from_arguments
 from sim.golden import GoldenNpu
 from sim.programs import gemm_program, random_params

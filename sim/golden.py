@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hw import isa
-from hw.config import NpuConfig, PARAM_RECORD_BYTES
+from hw.config import PARAM_RECORD_BYTES, NpuConfig
 from hw.isa import ErrorCode, Opcode
 from sim.cycle_model import command_cycles
 

