@@ -36,8 +36,12 @@ class AccumulatorBuffer(wiring.Component):
         Always ready.
     read_requests : In(stream.Signature(StructLayout({"addr": ..., "tag": read_tag_shape})))
     read_responses : Out(stream.Signature(StructLayout({"data": ..., "tag": read_tag_shape})))
+    writing : Out(1)
+        A result row is being written.
+    reading : Out(1)
+        A read response is waiting.
     busy : Out(1)
-        A write or a read response is pending.
+        Writing or reading.
     """
 
     def __init__(self, *, config, read_tag_shape=0):
@@ -53,6 +57,8 @@ class AccumulatorBuffer(wiring.Component):
                 "values": self.row_shape, "tag": accumulate_tag_layout(config)}))),
             "read_requests": In(self._reader.requests.signature.flip()),
             "read_responses": Out(self._reader.responses.signature),
+            "writing": Out(1),
+            "reading": Out(1),
             "busy": Out(1),
         })
 
@@ -83,5 +89,9 @@ class AccumulatorBuffer(wiring.Component):
         for c in range(self.config.cols):
             m.d.comb += write.data[c].eq(
                 Mux(row.tag.accumulate, current.data[c] + row.values[c], row.values[c]))
-        m.d.comb += self.busy.eq(pending | reader.busy)
+        m.d.comb += [
+            self.writing.eq(pending),
+            self.reading.eq(reader.busy),
+            self.busy.eq(pending | reader.busy),
+        ]
         return m

@@ -16,7 +16,7 @@ __all__ = ["Controller"]
 
 
 class Controller(wiring.Component):
-    """Fetches, checks and dispatches commands, one at a time, in order.
+    """Fetches, checks and dispatches commands in order, one per cycle at best.
 
     Each command is checked against the configuration in the order of
     :class:`~hw.isa.ErrorCode` (opcode, reserved bits, zero sizes, oversize,
@@ -25,9 +25,27 @@ class Controller(wiring.Component):
     but ``NOP``, ``FENCE``, ``READ_STATUS`` and ``CLEAR_ERROR`` is consumed without
     effect and without taking data.
 
-    A command is fetched only when the datapath is idle, so execution is in order
-    and ``FENCE`` is implicit today; it keeps its place in the ISA for the
-    overlapped execution to come.
+    A well-formed command is dispatched as soon as its unit can take it and no
+    earlier command still uses what it touches, so loads, matmuls and stores
+    overlap where they are independent:
+
+    ============  ==========================================================
+    command       waits for
+    ============  ==========================================================
+    LOAD_ACT      the load unit, and the matmul unit to be idle (it reads
+                  the activation buffer)
+    LOAD_WEIGHT   the load unit, and no weight tile being read for the array
+    LOAD_PARAMS   the load unit, and the store path (it uses the parameters)
+    MATMUL        the matmul unit's preloader, the load unit (pending buffer
+                  writes) and the store path (pending accumulator reads)
+    STORE         the load unit, the store path and every result of earlier
+                  matmuls written to the accumulator
+    READ_STATUS   the load unit and the store path, so that its record
+                  follows every earlier output and error
+    CLEAR_ERROR   the load unit (an invalid record may still raise BAD_PARAM);
+                  a malformed command waits for it too, for the same reason
+    FENCE         everything
+    ============  ==========================================================
 
     Members
     -------
@@ -37,12 +55,12 @@ class Controller(wiring.Component):
         Decoded commands for the execution units.
     status_record : Out(stream.Signature(out_vector_layout(config)))
         The ``READ_STATUS`` record, towards the data-out serializer.
-    datapath_idle : In(1)
-        Every unit and pipeline is idle.
+    load_idle, matmul_idle, preloading, compute_drained, store_idle, all_idle : In(1)
+        What the datapath is doing (see :class:`~hw.npu.Npu`).
     param_error : In(1)
         The load unit met an invalid requantization record.
     busy : Out(1)
-        A command is being decoded or dispatched.
+        A fetched command waits to be dispatched.
     error, error_opcode : Out(8)
         The sticky error code and the opcode of the command that raised it.
     executed : Out(32)
@@ -59,7 +77,12 @@ class Controller(wiring.Component):
             "matmul": Out(stream.Signature(matmul_command_layout())),
             "store": Out(stream.Signature(store_command_layout())),
             "status_record": Out(stream.Signature(out_vector_layout(config))),
-            "datapath_idle": In(1),
+            "load_idle": In(1),
+            "matmul_idle": In(1),
+            "preloading": In(1),
+            "compute_drained": In(1),
+            "store_idle": In(1),
+            "all_idle": In(1),
             "param_error": In(1),
             "busy": Out(1),
             "error": Out(8),
@@ -162,45 +185,62 @@ class Controller(wiring.Component):
             m.d.sync += [self.error.eq(ErrorCode.BAD_PARAM),
                          self.error_opcode.eq(Opcode.LOAD_PARAMS)]
 
+        # One fetched command waits in `word`; a new one enters as the old one leaves.
+        pending = Signal()
         done = Signal()
+        m.d.comb += [
+            self.busy.eq(pending),
+            self.commands.ready.eq(~pending | done),
+        ]
+        with m.If(self.commands.valid & self.commands.ready):
+            m.d.sync += [word.eq(self.commands.payload), pending.eq(1)]
+        with m.Elif(done):
+            m.d.sync += pending.eq(0)
         with m.If(done):
             m.d.sync += self.executed.eq(self.executed + 1)
 
-        with m.FSM():
-            with m.State("FETCH"):
-                m.d.comb += self.commands.ready.eq(self.datapath_idle)
-                with m.If(self.commands.valid & self.commands.ready):
-                    m.d.sync += word.eq(self.commands.payload)
-                    m.next = "EXECUTE"
-            with m.State("EXECUTE"):
-                m.d.comb += self.busy.eq(1)
-                skip = (self.error != ErrorCode.NONE) & ~_any(
-                    opcode == op for op in isa.ALWAYS_EXECUTED)
-                with m.If(code != ErrorCode.NONE):
+        skip = (self.error != ErrorCode.NONE) & ~_any(opcode == op for op in isa.ALWAYS_EXECUTED)
+        with m.If(pending):
+            with m.If(code != ErrorCode.NONE):
+                # A LOAD_PARAMS still loading may yet raise BAD_PARAM, which came first.
+                with m.If(self.load_idle):
                     with m.If(self.error == ErrorCode.NONE):
                         m.d.sync += [self.error.eq(code), self.error_opcode.eq(opcode)]
                     m.d.comb += done.eq(1)
-                with m.Elif(skip):
-                    m.d.comb += done.eq(1)
-                with m.Else():
-                    with m.Switch(opcode):
-                        with m.Case(Opcode.LOAD_PARAMS, Opcode.LOAD_ACT, Opcode.LOAD_WEIGHT):
-                            m.d.comb += [self.load.valid.eq(1), done.eq(self.load.ready)]
-                        with m.Case(Opcode.MATMUL):
-                            m.d.comb += [self.matmul.valid.eq(1), done.eq(self.matmul.ready)]
-                        with m.Case(Opcode.STORE):
-                            m.d.comb += [self.store.valid.eq(1), done.eq(self.store.ready)]
-                        with m.Case(Opcode.READ_STATUS):
-                            m.d.comb += [self.status_record.valid.eq(1),
-                                         done.eq(self.status_record.ready)]
-                        with m.Case(Opcode.CLEAR_ERROR):
-                            m.d.sync += [self.error.eq(ErrorCode.NONE), self.error_opcode.eq(0)]
+            with m.Elif(skip):
+                m.d.comb += done.eq(1)
+            with m.Else():
+                with m.Switch(opcode):
+                    with m.Case(Opcode.LOAD_ACT):
+                        self._dispatch(m, self.load, done, self.load_idle & self.matmul_idle)
+                    with m.Case(Opcode.LOAD_WEIGHT):
+                        self._dispatch(m, self.load, done, self.load_idle & ~self.preloading)
+                    with m.Case(Opcode.LOAD_PARAMS):
+                        self._dispatch(m, self.load, done, self.load_idle & self.store_idle)
+                    with m.Case(Opcode.MATMUL):
+                        self._dispatch(m, self.matmul, done, self.load_idle & self.store_idle)
+                    with m.Case(Opcode.STORE):
+                        self._dispatch(m, self.store, done, self.load_idle & self.store_idle
+                                       & self.compute_drained)
+                    with m.Case(Opcode.READ_STATUS):
+                        self._dispatch(m, self.status_record, done,
+                                       self.load_idle & self.store_idle)
+                    with m.Case(Opcode.FENCE):
+                        m.d.comb += done.eq(self.all_idle)
+                    with m.Case(Opcode.CLEAR_ERROR):
+                        with m.If(self.load_idle):  # after any BAD_PARAM still to come
+                            m.d.sync += [self.error.eq(ErrorCode.NONE),
+                                         self.error_opcode.eq(0)]
                             m.d.comb += done.eq(1)
-                        with m.Default():  # NOP, FENCE
-                            m.d.comb += done.eq(1)
-                with m.If(done):
-                    m.next = "FETCH"
+                    with m.Default():  # NOP
+                        m.d.comb += done.eq(1)
         return m
+
+    @staticmethod
+    def _dispatch(m, unit, done, clear):
+        """Offer the command to ``unit`` once ``clear``; done when the unit takes it."""
+        with m.If(clear):
+            m.d.comb += [unit.valid.eq(1), done.eq(unit.ready)]
 
 
 def _any(conditions):

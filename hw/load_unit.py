@@ -51,6 +51,9 @@ class LoadUnit(wiring.Component):
         The column parameter registers (reset to ``isa.ParamRecord()``).
     error_latched : In(1)
     param_error : Out(1)
+    slot_written : Out(1)
+        A LOAD_WEIGHT into slot ``written_slot`` starts (the array may hold a stale copy).
+    written_slot : Out(8)
     busy : Out(1)
     """
 
@@ -75,6 +78,8 @@ class LoadUnit(wiring.Component):
                           init=[param_init] * c.cols),
             "error_latched": In(1),
             "param_error": Out(1),
+            "slot_written": Out(1),
+            "written_slot": Out(8),
             "busy": Out(1),
         })
 
@@ -104,7 +109,12 @@ class LoadUnit(wiring.Component):
 
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += self.cmd.ready.eq(1)
+                m.d.comb += [
+                    self.cmd.ready.eq(1),
+                    self.slot_written.eq(self.cmd.valid
+                                         & (self.cmd.payload.kind == LoadKind.WEIGHT)),
+                    self.written_slot.eq(self.cmd.payload.addr),
+                ]
                 with m.If(self.cmd.valid):
                     m.d.sync += [command.eq(self.cmd.payload), index.eq(0)]
                     m.next = "REQUEST"

@@ -10,7 +10,7 @@ from .config import COMMAND_WIDTH, OPERAND_WIDTH, NpuConfig
 from .controller import Controller
 from .deserializer import VectorDeserializer
 from .load_unit import LoadUnit
-from .matmul_unit import MatmulUnit
+from .matmul_unit import MatmulUnit, act_request_tag_layout
 from .memory_reader import MemoryReader
 from .requantizer import Requantizer
 from .serializer import VectorSerializer
@@ -96,9 +96,10 @@ class Npu(wiring.Component):
             shape=weight_shape, depth=c.weight_depth, init=[])
         m.submodules.act_reader = act_reader = MemoryReader(
             addr_width=ceil_log2(c.act_depth), shape=act_shape,
-            tag_shape=accumulate_tag_layout(c))
+            tag_shape=act_request_tag_layout(c))
         m.submodules.weight_reader = weight_reader = MemoryReader(
-            addr_width=ceil_log2(c.weight_depth), shape=weight_shape)
+            addr_width=ceil_log2(c.weight_depth), shape=weight_shape,
+            tag_shape=data.StructLayout({"bank": 1}))
 
         # Commands in, decoded commands to the units.
         wiring.connect(m, wiring.flipped(self.commands), controller.commands)
@@ -123,17 +124,20 @@ class Npu(wiring.Component):
         wiring.connect(m, matmul_unit.weight_requests, weight_reader.requests)
         wiring.connect(m, matmul_unit.act_requests, act_reader.requests)
         m.d.comb += [
-            array.weight_in.payload.eq(weight_reader.responses.payload.data),
+            array.weight_in.payload.values.eq(weight_reader.responses.payload.data),
+            array.weight_in.payload.bank.eq(weight_reader.responses.payload.tag.bank),
             array.weight_in.valid.eq(weight_reader.responses.valid),
             weight_reader.responses.ready.eq(array.weight_in.ready),
             array.act_in.payload.values.eq(act_reader.responses.payload.data),
-            array.act_in.payload.tag.eq(act_reader.responses.payload.tag),
+            array.act_in.payload.tag.eq(act_reader.responses.payload.tag.acc),
+            array.act_in.payload.bank.eq(act_reader.responses.payload.tag.bank),
             array.act_in.valid.eq(act_reader.responses.valid),
             act_reader.responses.ready.eq(array.act_in.ready),
+            matmul_unit.weights_pending.eq(weight_reader.busy),
+            matmul_unit.slot_written.eq(load_unit.slot_written),
+            matmul_unit.written_slot.eq(load_unit.written_slot),
         ]
         wiring.connect(m, array.result, accumulator.results)
-        m.d.comb += matmul_unit.drained.eq(
-            ~(weight_reader.busy | act_reader.busy | array.busy | accumulator.busy))
 
         # Store: accumulator -> requantizer -> serializer -> data-out.
         wiring.connect(m, store_unit.read_requests, accumulator.read_requests)
@@ -145,8 +149,8 @@ class Npu(wiring.Component):
             accumulator.read_responses.ready.eq(requantizer.rows.ready),
             requantizer.params.eq(load_unit.params),
         ]
-        # Rows and status records share the serializer; the controller only sends a
-        # status record when the datapath is idle, so the two never compete.
+        # Rows and status records share the serializer; the controller sends a status
+        # record only once the store path is empty, so the two never compete.
         with m.If(requantizer.vectors.valid):
             wiring.connect(m, requantizer.vectors, serializer.vectors)
         with m.Else():
@@ -159,7 +163,15 @@ class Npu(wiring.Component):
                              | store_unit.busy | array.busy | accumulator.busy
                              | weight_reader.busy | act_reader.busy | requantizer.busy
                              | serializer.busy),
-            controller.datapath_idle.eq(~datapath_busy),
+            controller.load_idle.eq(~(load_unit.busy | deserializer.busy)),
+            controller.matmul_idle.eq(~matmul_unit.busy),
+            controller.preloading.eq(matmul_unit.preloading),
+            controller.compute_drained.eq(~(matmul_unit.busy | weight_reader.busy
+                                            | act_reader.busy | array.busy
+                                            | accumulator.writing)),
+            controller.store_idle.eq(~(store_unit.busy | accumulator.reading
+                                       | requantizer.busy)),
+            controller.all_idle.eq(~datapath_busy),
             self.busy.eq(controller.busy | datapath_busy),
             self.error.eq(controller.error),
             self.error_opcode.eq(controller.error_opcode),

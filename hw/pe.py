@@ -1,6 +1,6 @@
 """One processing element of the weight-stationary systolic array."""
 
-from amaranth import Module, Signal, signed
+from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -10,12 +10,13 @@ __all__ = ["ProcessingElement"]
 
 
 class ProcessingElement(wiring.Component):
-    """A weight-stationary multiply-accumulate cell.
+    """A weight-stationary multiply-accumulate cell with two weight banks.
 
-    The cell holds one weight.  Each enabled cycle it passes its activation to the
-    right and ``psum_in + act_in * weight`` down, both through registers.  Weights
-    load by shifting down the column: with ``weight_shift`` high the cell takes
-    ``weight_in`` from the cell above and offers its old weight below.
+    Each enabled cycle the cell passes its activation (and the activation's bank
+    bit) to the right and ``psum_in + act_in * weight[act_bank_in]`` down, both
+    through registers.  Weights load by shifting down the column into one bank
+    (``weight_bank``) while activations keep using the other: the next tile loads
+    while the current one computes.
 
     Operands are 9-bit signed (uint8, int8 and ``uint8 - zero_point`` all fit); the
     partial sum is a wrapping int32.
@@ -25,11 +26,16 @@ class ProcessingElement(wiring.Component):
     en : In(1)
         Advance the activation and partial-sum registers (low while the array stalls).
     weight_shift : In(1)
-        Shift the weight column down by one cell.
+        Shift bank ``weight_bank`` of the column down by one cell.
+    weight_bank : In(1)
+        The bank that shifts.
     weight_in, weight_out : In/Out(signed(9))
-        Weight from the cell above; this cell's weight, to the cell below.
+        Weight from the cell above; this cell's weight in bank ``weight_bank``, to the
+        cell below.
     act_in, act_out : In/Out(signed(9))
         Activation from the left; registered activation to the right.
+    act_bank_in, act_bank_out : In/Out(1)
+        The weight bank the activation multiplies with; registered to the right.
     psum_in, psum_out : In/Out(signed(32))
         Partial sum from above; registered partial sum to below.
     """
@@ -39,23 +45,31 @@ class ProcessingElement(wiring.Component):
         super().__init__({
             "en": In(1),
             "weight_shift": In(1),
+            "weight_bank": In(1),
             "weight_in": In(operand),
             "weight_out": Out(operand),
             "act_in": In(operand),
             "act_out": Out(operand),
+            "act_bank_in": In(1),
+            "act_bank_out": Out(1),
             "psum_in": In(acc),
             "psum_out": Out(acc),
         })
 
     def elaborate(self, platform):
         m = Module()
-        weight = Signal(signed(OPERAND_WIDTH))
-        m.d.comb += self.weight_out.eq(weight)
+        banks = [Signal(signed(OPERAND_WIDTH), name=f"weight_{b}") for b in range(2)]
+        m.d.comb += self.weight_out.eq(Mux(self.weight_bank, banks[1], banks[0]))
         with m.If(self.weight_shift):
-            m.d.sync += weight.eq(self.weight_in)
+            with m.If(self.weight_bank):
+                m.d.sync += banks[1].eq(self.weight_in)
+            with m.Else():
+                m.d.sync += banks[0].eq(self.weight_in)
+        weight = Mux(self.act_bank_in, banks[1], banks[0])
         with m.If(self.en):
             m.d.sync += [
                 self.act_out.eq(self.act_in),
+                self.act_bank_out.eq(self.act_bank_in),
                 # Assigning to the 32-bit register wraps, as int32 arithmetic does.
                 self.psum_out.eq(self.psum_in + self.act_in * weight),
             ]

@@ -1,7 +1,6 @@
 """The weight-stationary systolic array with its input skew and output deskew."""
 
-from amaranth import Const, Module, Mux, Signal, signed, unsigned
-from amaranth.hdl import ShapeCastable
+from amaranth import Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -21,9 +20,13 @@ class SystolicArray(wiring.Component):
     ``a @ W`` of ``cols`` int32 values, ``rows + cols - 1`` enabled cycles after its
     input was accepted.  A tag travels with each vector (the accumulator address).
 
-    The whole array stalls as one pipeline: it advances whenever its output is
-    empty or accepted.  Weights load over ``rows`` beats of ``weight_in``, bottom
-    row first, and only while no vector is in flight.
+    Every cell holds two weight banks and every vector names the bank it multiplies
+    with, so a tile loads into one bank (over ``rows`` beats of ``weight_in``, bottom
+    row first) while vectors stream through the other.  A bank takes weights only
+    while no vector that uses it is in flight or waiting at ``act_in``.
+
+    The activation pipeline stalls as one: it advances whenever its output is
+    empty or accepted.
 
     Parameters
     ----------
@@ -34,10 +37,11 @@ class SystolicArray(wiring.Component):
 
     Members
     -------
-    weight_in : In(stream.Signature(ArrayLayout(signed(9), cols)))
-        One weight row per beat; the first beat ends in the bottom row.
-    act_in : In(stream.Signature(StructLayout({"values": ..., "tag": tag_shape})))
-        Activation vectors, ``rows`` 9-bit operands each.
+    weight_in : In(stream.Signature(StructLayout({"values": ..., "bank": 1})))
+        One weight row (``cols`` 9-bit operands) per beat, into bank ``bank``; the
+        first beat of a tile ends in the bottom row.
+    act_in : In(stream.Signature(StructLayout({"values": ..., "tag": tag_shape, "bank": 1})))
+        Activation vectors, ``rows`` 9-bit operands each, and the bank they use.
     result : Out(stream.Signature(StructLayout({"values": ..., "tag": tag_shape})))
         Result rows, ``cols`` int32 values each.
     busy : Out(1)
@@ -47,17 +51,18 @@ class SystolicArray(wiring.Component):
     def __init__(self, *, config, tag_shape=0):
         if not isinstance(config, NpuConfig):
             raise TypeError(f"config must be an NpuConfig, not {config!r}")
-        if not isinstance(tag_shape, ShapeCastable):
-            tag_shape = unsigned(0) if tag_shape is None else tag_shape
         self.config = config
         self.tag_shape = tag_shape
         rows, cols = config.rows, config.cols
+        self.weight_layout = data.StructLayout({
+            "values": data.ArrayLayout(signed(OPERAND_WIDTH), cols), "bank": 1})
         self.act_layout = data.StructLayout({
-            "values": data.ArrayLayout(signed(OPERAND_WIDTH), rows), "tag": tag_shape})
+            "values": data.ArrayLayout(signed(OPERAND_WIDTH), rows), "tag": tag_shape,
+            "bank": 1})
         self.result_layout = data.StructLayout({
             "values": data.ArrayLayout(signed(ACC_WIDTH), cols), "tag": tag_shape})
         super().__init__({
-            "weight_in": In(stream.Signature(data.ArrayLayout(signed(OPERAND_WIDTH), cols))),
+            "weight_in": In(stream.Signature(self.weight_layout)),
             "act_in": In(stream.Signature(self.act_layout)),
             "result": Out(stream.Signature(self.result_layout)),
             "busy": Out(1),
@@ -71,28 +76,37 @@ class SystolicArray(wiring.Component):
         # One enable for every pipeline register: a stalled output freezes the array.
         en = Signal()
         m.d.comb += en.eq(~self.result.valid | self.result.ready)
-
-        in_flight = Signal(latency)
-        m.d.comb += self.busy.eq(in_flight.any())
-        # Weights may only shift while nothing is in flight; they win over activations.
-        m.d.comb += [
-            self.weight_in.ready.eq(~self.busy),
-            self.act_in.ready.eq(en & ~self.weight_in.valid),
-        ]
-        shift_weights = self.weight_in.valid & self.weight_in.ready
         accept = self.act_in.valid & self.act_in.ready
 
-        # Valid bits and tags march alongside the wavefront.
+        # Valid bits, banks and tags march alongside the wavefront.
+        in_flight = Signal(latency)
+        banks = Signal(latency)
         tags = [Signal(self.tag_shape, name=f"tag_{i}") for i in range(latency)]
         with m.If(en):
-            m.d.sync += in_flight.eq((in_flight << 1) | accept)
-            m.d.sync += tags[0].eq(self.act_in.payload.tag)
+            m.d.sync += [
+                in_flight.eq((in_flight << 1) | accept),
+                banks.eq((banks << 1) | self.act_in.payload.bank),
+                tags[0].eq(self.act_in.payload.tag),
+            ]
             for i in range(1, latency):
                 m.d.sync += tags[i].eq(tags[i - 1])
         m.d.comb += [
+            self.busy.eq(in_flight.any()),
             self.result.valid.eq(in_flight[-1]),
             self.result.payload.tag.eq(tags[-1]),
         ]
+
+        # A bank may change only when no vector in flight or waiting uses it.
+        bank = self.weight_in.payload.bank
+        uses_bank = Signal()
+        m.d.comb += uses_bank.eq(
+            (in_flight & Mux(bank, banks, ~banks)).any()
+            | (self.act_in.valid & (self.act_in.payload.bank == bank)))
+        m.d.comb += [
+            self.weight_in.ready.eq(~uses_bank),
+            self.act_in.ready.eq(en),
+        ]
+        shift_weights = self.weight_in.valid & self.weight_in.ready
 
         # Bubbles enter as zeros so that idle cells compute nothing surprising.
         lane = [Signal(signed(OPERAND_WIDTH), name=f"act_lane_{r}") for r in range(rows)]
@@ -101,22 +115,27 @@ class SystolicArray(wiring.Component):
 
         pes = [[ProcessingElement() for _ in range(cols)] for _ in range(rows)]
         for r in range(rows):
-            # Row r enters r enabled cycles late.
-            skewed = lane[r]
+            # Row r (and its bank bit) enters r enabled cycles late.
+            skewed, skewed_bank = lane[r], self.act_in.payload.bank
             for stage in range(r):
                 delayed = Signal(signed(OPERAND_WIDTH), name=f"skew_{r}_{stage}")
+                delayed_bank = Signal(name=f"skew_bank_{r}_{stage}")
                 with m.If(en):
-                    m.d.sync += delayed.eq(skewed)
-                skewed = delayed
+                    m.d.sync += [delayed.eq(skewed), delayed_bank.eq(skewed_bank)]
+                skewed, skewed_bank = delayed, delayed_bank
             for c in range(cols):
                 pe = pes[r][c]
                 m.submodules[f"pe_{r}_{c}"] = pe
                 above = pes[r - 1][c] if r > 0 else None
+                left = pes[r][c - 1] if c > 0 else None
                 m.d.comb += [
                     pe.en.eq(en),
                     pe.weight_shift.eq(shift_weights),
-                    pe.weight_in.eq(above.weight_out if above else self.weight_in.payload[c]),
-                    pe.act_in.eq(skewed if c == 0 else pes[r][c - 1].act_out),
+                    pe.weight_bank.eq(bank),
+                    pe.weight_in.eq(above.weight_out if above else
+                                    self.weight_in.payload.values[c]),
+                    pe.act_in.eq(left.act_out if left else skewed),
+                    pe.act_bank_in.eq(left.act_bank_out if left else skewed_bank),
                     pe.psum_in.eq(above.psum_out if above else Const(0, signed(ACC_WIDTH))),
                 ]
 

@@ -155,6 +155,10 @@ class AmaranthSession:
                 raise TimeoutError(f"the simulated Npu made no progress for {idle} cycles: "
                                    f"{progress[0]} commands, {progress[1]} data beats in, "
                                    f"{progress[2]} beats out")
+        # Data the program did not consume (commands skipped after an error) is dropped,
+        # as the golden model drops it: nothing of this run may leak into the next.
+        for stream, _ in streams:
+            ctx.set(stream.valid, 0)
         ctx.set(dut.data_out.ready, 0)
         beat_bytes = self.config.data_bytes
         return AmaranthRun(

@@ -1,67 +1,192 @@
 """Cycle model of the Npu: exact clock counts when no stream stalls.
 
-The controller executes one command at a time: two cycles to fetch and dispatch,
-then the unit's own sequence, then the datapath drains before the next fetch.
-Each formula below follows the hardware's pipeline (see the unit docstrings) and
-``tests/sim/test_cycle_model.py`` checks it against the RTL cycle counter.
-With stalls on the streams the chip takes longer; these counts are then a lower
-bound.
+The controller dispatches commands in order, each as soon as the hazards in
+:class:`hw.controller.Controller` allow, and the units then overlap: a weight tile
+loads while the array streams, the next tile preloads into the other weight bank,
+a store drains while the next weights load.  :class:`CycleModel` replays that
+schedule with the latency of every unit (see the unit docstrings) and
+``tests/sim/test_cycle_model.py`` checks it against the RTL's own cycle counter.
+
+Time is counted in cycles from the first cycle a command is offered; a value
+``busy_through`` means the unit reports busy up to and including that cycle.
+The host is assumed never to stall the streams; with stalls the chip takes
+longer and these counts are a lower bound.
 """
+
+import enum
+from dataclasses import dataclass
 
 from hw.config import PARAM_RECORD_BYTES, STATUS_RECORD_BYTES, NpuConfig
 from hw.isa import Opcode
 from hw.requantizer import STAGES as REQUANTIZER_STAGES
 
-__all__ = ["FETCH_CYCLES", "command_cycles", "program_cycles", "matmul_overhead"]
+__all__ = ["Outcome", "CycleModel", "program_cycles", "Breakdown"]
 
-#: FETCH and EXECUTE of the controller.
-FETCH_CYCLES = 2
-#: Deserializer request, and the write of the last vector after its last beat.
-_LOAD_OVERHEAD = 2
-#: Memory reader, requantizer pipeline and serializer register, plus the cycle in
-#: which the datapath reports idle.
-_STORE_OVERHEAD = REQUANTIZER_STAGES + 2
+_NEVER = -(1 << 40)
+#: From a STORE's dispatch to its first row at the serializer: store unit request,
+#: accumulator read, the requantizer's stages.
+_STORE_TO_SERIALIZER = 2 + REQUANTIZER_STAGES
 
 
-def matmul_overhead(config):
-    """Cycles of a MATMUL that do not stream activations: weight preload, array
-    latency and the reader/accumulator stages around them."""
-    return config.rows + config.array_latency + 3
+class Outcome(enum.Enum):
+    """What the controller did with a command."""
+    EXECUTED = "executed"
+    MALFORMED = "malformed"   #: latched an error code (waits for pending loads first)
+    SKIPPED = "skipped"       #: consumed while an error was latched
 
 
-def command_cycles(instruction, config, *, executed=True):
-    """Cycles one command takes on an unstalled chip.
+@dataclass
+class Breakdown:
+    """Cycles attributed to what the array was doing (for reports)."""
+    streaming: int = 0        #: cycles an activation vector entered the array
+    matmuls: int = 0
+    preloads: int = 0         #: weight tiles shifted into a bank
+    reused_tiles: int = 0     #: MATMULs whose tile was already resident
+
+
+class CycleModel:
+    """Replays the Npu's command schedule.
 
     Parameters
     ----------
-    instruction : hw.isa.Instruction
     config : NpuConfig
-    executed : bool
-        False when the command is malformed or skipped under a latched error:
-        it is consumed in the fetch and dispatch cycles alone.
     """
-    c = config
-    if not executed:
-        return FETCH_CYCLES
-    op = instruction.OPCODE
-    if op == Opcode.LOAD_ACT:
-        unit = _LOAD_OVERHEAD + instruction.count * c.beats(instruction.length)
-    elif op == Opcode.LOAD_WEIGHT:
-        # Rows k..rows-1 of the tile are zeroed one per cycle without data.
-        unit = (_LOAD_OVERHEAD + instruction.k * c.beats(instruction.n)
-                + (c.rows - instruction.k))
-    elif op == Opcode.LOAD_PARAMS:
-        unit = _LOAD_OVERHEAD + instruction.count * c.beats(PARAM_RECORD_BYTES)
-    elif op == Opcode.MATMUL:
-        unit = matmul_overhead(c) + instruction.count
-    elif op == Opcode.STORE:
-        row_bytes = instruction.n * (4 if instruction.raw else 1)
-        unit = _STORE_OVERHEAD + instruction.count * c.beats(row_bytes)
-    elif op == Opcode.READ_STATUS:
-        unit = c.beats(STATUS_RECORD_BYTES)
-    else:  # NOP, FENCE, CLEAR_ERROR
-        unit = 0
-    return FETCH_CYCLES + unit
+
+    def __init__(self, config=None):
+        self.config = config if config is not None else NpuConfig()
+        self.reset()
+
+    def reset(self):
+        """A chip fresh out of reset, before its first command."""
+        self.resident = [None, None]    # weight slot each bank holds, if still valid
+        self.last_bank = 0
+        self.breakdown = Breakdown()
+        self.start_run()
+
+    def start_run(self):
+        """Start counting again on an idle chip (the weight banks keep their tiles)."""
+        self.commands = 0
+        self.last_dispatch = 0          # the first command is fetched in cycle 0
+        self.load_through = _NEVER      # load unit and deserializer
+        self.preload_through = _NEVER   # weight rows still being requested
+        self.preloader_free = 0         # first cycle the preloader takes a command
+        self.stream_last = _NEVER       # cycle of the streamer's last request
+        self.matmul_through = _NEVER    # preloader or streamer busy
+        self.compute_through = _NEVER   # anything of a matmul still in flight
+        self.store_through = _NEVER     # store unit, accumulator reads, requantizer
+        self.output_through = _NEVER    # serializer sending beats
+        self.bank_last_accept = [_NEVER, _NEVER]
+        self.error_visible = _NEVER     # when a BAD_PARAM still being loaded latches
+
+    @property
+    def end(self):
+        """The last busy cycle so far."""
+        return max(self.last_dispatch, self.load_through, self.matmul_through,
+                   self.compute_through, self.store_through, self.output_through)
+
+    @property
+    def cycles(self):
+        """Cycles from the first command of the run to idle."""
+        return self.end + 1 if self.commands else 0
+
+    def step(self, instruction, outcome=Outcome.EXECUTED, *, bad_record=None):
+        """Dispatch one command; returns its dispatch cycle.
+
+        Parameters
+        ----------
+        outcome : Outcome
+        bad_record : int, optional
+            For a LOAD_PARAMS that raised BAD_PARAM: the index of the invalid record.
+        """
+        c = self.config
+        self.commands += 1
+        earliest = self.last_dispatch + 1
+        load_idle = self.load_through + 1
+        if outcome is Outcome.SKIPPED:
+            # A command is skipped once the error shows; BAD_PARAM shows only when
+            # the invalid record is written.
+            return self._dispatched(max(earliest, self.error_visible))
+        if outcome is Outcome.MALFORMED:
+            return self._dispatched(max(earliest, load_idle))
+        op = instruction.OPCODE
+        if op == Opcode.LOAD_ACT:
+            d = self._dispatched(max(earliest, load_idle, self.matmul_through + 1))
+            self._load(d, instruction.count * c.beats(instruction.length))
+        elif op == Opcode.LOAD_WEIGHT:
+            d = self._dispatched(max(earliest, load_idle, self.preload_through + 1))
+            self.resident = [None if slot == instruction.slot else slot
+                             for slot in self.resident]
+            self._load(d, instruction.k * c.beats(instruction.n) + c.rows - instruction.k)
+        elif op == Opcode.LOAD_PARAMS:
+            d = self._dispatched(max(earliest, load_idle, self.store_through + 1))
+            record_beats = c.beats(PARAM_RECORD_BYTES)
+            self._load(d, instruction.count * record_beats)
+            if bad_record is not None:
+                self.error_visible = d + 3 + (bad_record + 1) * record_beats
+        elif op == Opcode.MATMUL:
+            d = self._dispatched(max(earliest, load_idle, self.store_through + 1,
+                                     self.preloader_free))
+            self._matmul(d, instruction)
+        elif op == Opcode.STORE:
+            d = self._dispatched(max(earliest, load_idle, self.store_through + 1,
+                                     self.compute_through + 1))
+            self._store(d, instruction)
+        elif op == Opcode.READ_STATUS:
+            # The serializer takes the record in the cycle its last beat leaves.
+            d = self._dispatched(max(earliest, load_idle, self.store_through + 1,
+                                     self.output_through))
+            self.output_through = d + c.beats(STATUS_RECORD_BYTES)
+        elif op == Opcode.FENCE:
+            d = self._dispatched(max(earliest, self.end + 1))
+        elif op == Opcode.CLEAR_ERROR:
+            d = self._dispatched(max(earliest, load_idle))
+        else:  # NOP
+            d = self._dispatched(earliest)
+        return d
+
+    def _dispatched(self, cycle):
+        self.last_dispatch = cycle
+        return cycle
+
+    def _load(self, d, beats):
+        # Request the deserializer, take the beats, write the last vector (+ zero rows).
+        self.load_through = d + 2 + beats
+
+    def _matmul(self, d, ins):
+        c = self.config
+        latency = c.array_latency
+        hits = [b for b in (self.last_bank, 1 - self.last_bank)
+                if self.resident[b] == ins.slot]
+        self.breakdown.matmuls += 1
+        if hits:
+            bank = hits[0]
+            weights_in = d + 1
+            self.breakdown.reused_tiles += 1
+        else:
+            bank = 1 - self.last_bank
+            self.resident[bank] = ins.slot
+            self.breakdown.preloads += 1
+            # The first row waits until no vector using the bank is in flight.
+            first_accept = max(d + 2, self.bank_last_accept[bank] + latency + 1)
+            self.preload_through = d + 1 if c.rows == 1 else first_accept + c.rows - 2
+            weights_in = first_accept + c.rows  # cycle after the last row entered
+        self.last_bank = bank
+        handoff = max(weights_in, self.stream_last)
+        self.preloader_free = handoff + 1
+        self.stream_last = handoff + ins.count
+        self.matmul_through = handoff + ins.count
+        last_accept = handoff + ins.count + 1
+        self.bank_last_accept[bank] = last_accept
+        # Through the array, then the accumulator's read-modify-write.
+        self.compute_through = last_accept + latency + 1
+        self.breakdown.streaming += ins.count
+
+    def _store(self, d, ins):
+        beats = self.config.beats(ins.n * (4 if ins.raw else 1))
+        first = max(d + _STORE_TO_SERIALIZER, self.output_through)
+        last = first + (ins.count - 1) * beats
+        self.store_through = last
+        self.output_through = last + beats
 
 
 def program_cycles(commands, data_in=b"", config=None):

@@ -13,7 +13,7 @@ import numpy as np
 from hw import isa
 from hw.config import PARAM_RECORD_BYTES, NpuConfig
 from hw.isa import ErrorCode, Opcode
-from sim.cycle_model import command_cycles
+from sim.cycle_model import CycleModel, Outcome
 
 __all__ = ["GoldenNpu", "RunResult", "DataUnderflow", "requantize", "widen_weights",
            "check_command"]
@@ -197,7 +197,7 @@ class GoldenNpu:
         self.error_opcode = 0
         self.commands = 0
         self.macs = 0
-        self.cycles = 0
+        self.timeline = CycleModel(self.config)
         self._check_cache = {}
 
     # -- data stream helpers -------------------------------------------------------------
@@ -251,11 +251,12 @@ class GoldenNpu:
         self._data = bytes(data_in)
         self._pos = 0
         self._out = []
-        cycles, macs = self.cycles, self.macs
+        macs = self.macs
+        self.timeline.start_run()
         for word in commands:
             self.step(int(word))
         return RunResult(data_out=b"".join(self._out), status=self.status(),
-                         data_in_used=self._pos, cycles=self.cycles - cycles,
+                         data_in_used=self._pos, cycles=self.timeline.cycles,
                          array_macs=self.macs - macs)
 
     def status(self):
@@ -274,13 +275,16 @@ class GoldenNpu:
         """Execute one command word (``run`` sets up the streams)."""
         code, ins = self._checked(word)
         opcode = word & ((1 << isa.OPCODE_WIDTH) - 1)
-        executed = False
+        self._bad_record = None
         if code != ErrorCode.NONE:
             self._raise(code, opcode)
+            outcome = Outcome.MALFORMED
         elif self.error == ErrorCode.NONE or opcode in isa.ALWAYS_EXECUTED:
             getattr(self, "_exec_" + Opcode(opcode).name.lower())(ins)
-            executed = True
-        self.cycles += command_cycles(ins, self.config, executed=executed)
+            outcome = Outcome.EXECUTED
+        else:
+            outcome = Outcome.SKIPPED
+        self.timeline.step(ins, outcome, bad_record=self._bad_record)
         self.commands += 1
 
     def _exec_nop(self, ins):
@@ -302,6 +306,8 @@ class GoldenNpu:
         # Records are written only while no error is latched: up to the first invalid one.
         written = 0 if self.error != ErrorCode.NONE else (
             invalid[0] if invalid.size else ins.count)
+        if invalid.size and self.error == ErrorCode.NONE:
+            self._bad_record = int(invalid[0])
         if invalid.size:
             self._raise(ErrorCode.BAD_PARAM, Opcode.LOAD_PARAMS)
         for name, values in self.params.items():

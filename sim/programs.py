@@ -12,7 +12,7 @@ import numpy as np
 from hw import isa
 from hw.config import NpuConfig
 
-__all__ = ["Program", "pack_rows", "gemm_program", "random_params"]
+__all__ = ["Program", "pack_rows", "gemm_program", "random_params", "random_program"]
 
 
 def pack_rows(config, rows):
@@ -121,9 +121,7 @@ def gemm_program(config, a, w, params=None, *, act_signed=None, weight_signed=No
         for n0 in range(0, n, cols):
             nt = min(cols, n - n0)
             if params is not None:
-                program.add(isa.LoadParams(count=nt),
-                            b"".join(pack_rows(config, np.frombuffer(p.encode(), np.uint8)[None])
-                                     for p in params[n0:n0 + nt]))
+                program.add(isa.LoadParams(count=nt), _records(config, params[n0:n0 + nt]))
             for kt in range(k_tiles):
                 k0 = kt * rows
                 slot = kt % config.weight_tiles
@@ -134,3 +132,71 @@ def gemm_program(config, a, w, params=None, *, act_signed=None, weight_signed=No
                                        accumulate=kt > 0))
             program.add(isa.Store(acc_addr=0, count=mt, n=nt, raw=raw))
     return program
+
+
+def random_program(config, rng, length=25):
+    """A random mix of every command, with the data each takes, for stress tests.
+
+    Valid commands of random sizes and addresses (overlapping buffer ranges, weight
+    slots reused and rewritten, accumulate on and off), status reads, fences, error
+    clears and two kinds of error: a zero-sized MATMUL and a requantization record
+    with shift 0.
+    """
+    c = config
+    program = Program(config)
+
+    def rows_of(shape):
+        return pack_rows(c, rng.integers(0, 256, shape))
+
+    def span(depth):
+        count = int(rng.integers(1, depth + 1))
+        return int(rng.integers(0, depth - count + 1)), count
+
+    for _ in range(length):
+        kind = rng.choice(["act", "weight", "params", "matmul", "matmul", "matmul", "store",
+                           "status", "fence", "nop", "clear", "error"])
+        if kind == "act":
+            addr, count = span(c.act_depth)
+            length_ = int(rng.integers(1, c.rows + 1))
+            program.add(isa.LoadAct(addr=addr, count=count, length=length_,
+                                    signed=int(rng.integers(0, 2))),
+                        rows_of((count, length_)))
+        elif kind == "weight":
+            k, n = int(rng.integers(1, c.rows + 1)), int(rng.integers(1, c.cols + 1))
+            program.add(isa.LoadWeight(slot=int(rng.integers(0, c.weight_tiles)), k=k, n=n,
+                                       signed=int(rng.integers(0, 2))), rows_of((k, n)))
+        elif kind == "params":
+            records = random_params(rng, int(rng.integers(1, c.cols + 1)))
+            program.add(isa.LoadParams(count=len(records)), _records(c, records))
+        elif kind == "matmul":
+            count = int(rng.integers(1, min(c.act_depth, c.acc_depth) + 1))
+            program.add(isa.Matmul(act_addr=int(rng.integers(0, c.act_depth - count + 1)),
+                                   count=count, slot=int(rng.integers(0, c.weight_tiles)),
+                                   acc_addr=int(rng.integers(0, c.acc_depth - count + 1)),
+                                   accumulate=int(rng.integers(0, 2))))
+        elif kind == "store":
+            addr, count = span(c.acc_depth)
+            program.add(isa.Store(acc_addr=addr, count=count, n=int(rng.integers(1, c.cols + 1)),
+                                  raw=int(rng.integers(0, 2))))
+        elif kind == "status":
+            program.add(isa.ReadStatus())
+        elif kind == "fence":
+            program.add(isa.Fence())
+        elif kind == "nop":
+            program.add(isa.Nop())
+        elif kind == "clear":
+            program.add(isa.ClearError())
+        elif rng.random() < 0.5:
+            program.add(isa.Matmul(act_addr=0, count=0, slot=0, acc_addr=0))   # ZERO_SIZE
+        else:
+            zero = isa.ParamRecord(shift=1)
+            records = [zero] * int(rng.integers(0, c.cols)) + [None]
+            raw = b"".join(pack_rows(c, np.frombuffer(r.encode() if r else bytes(16),
+                                                      np.uint8)[None]) for r in records)
+            program.add(isa.LoadParams(count=len(records)), raw)             # BAD_PARAM
+    return program
+
+
+def _records(config, records):
+    return b"".join(pack_rows(config, np.frombuffer(r.encode(), np.uint8)[None])
+                    for r in records)
