@@ -25,7 +25,10 @@ class Npu(wiring.Component):
 
     The host never drives the array: the controller decodes each command and the
     load, matmul and store units sequence every buffer access, multiply,
-    accumulate, requantization and output beat themselves.  See ``hw/isa.py`` for
+    accumulate, requantization and output beat themselves.  Commands execute in
+    order but overlap where they are independent (see :class:`Controller`): a
+    weight tile loads and preloads into the array's idle bank while the other
+    bank streams.  See ``hw/isa.py`` for
     the commands and ``README.md`` for the block diagram.
 
     Parameters
