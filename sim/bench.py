@@ -3,11 +3,14 @@
 Writes ``report.md``, ``results.json`` and PNG plots into ``--output``:
 
 1. cycles and array utilization (useful MACs / (cycles x rows x cols)) of square and
-   MLP-shaped GEMMs on 4x4, 8x8 and 16x16 arrays, from the cycle model;
+   MLP-shaped GEMMs on 4x4, 8x8 and 16x16 arrays, from the cycle model replaying the
+   command stream of :func:`sim.programs.gemm_program`;
 2. the cycle model against the cycles the simulated RTL measures;
 3. SCALE-Sim's weight-stationary compute cycles for the same arrays and GEMMs;
 4. simulation speed of Verilator, Icarus and Amaranth, and the golden model's wall time;
-5. where the cycles go, by command type.
+5. what the array does in every cycle of the overlapped schedule (streaming, or waiting
+   and for what), weight tiles preloaded and reused, and utilization before and after
+   the overlap, for a few GEMMs and the digits MLP of ``examples/digits``.
 
 ``--quick`` runs a reduced set in well under a minute (the tests use it).
 """
@@ -15,12 +18,14 @@ Writes ``report.md``, ``results.json`` and PNG plots into ``--output``:
 import argparse
 import contextlib
 import io
+import itertools
 import json
 import math
 import os
 import platform
 import sys
 import tempfile
+import textwrap
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -36,26 +41,43 @@ from rich.table import Table
 from hw import isa
 from hw.config import NpuConfig
 from hw.isa import ErrorCode, Opcode
-from sim.cycle_model import FETCH_CYCLES, command_cycles, program_cycles
+from sim.cycle_model import CycleModel, program_cycles
 from sim.golden import GoldenNpu
 from sim.programs import gemm_program, random_params
 
-__all__ = ["Gemm", "BenchPlan", "FULL_PLAN", "QUICK_PLAN", "CATEGORIES", "gemm_command_mix",
-           "cycle_breakdown", "run_scalesim", "run_bench", "main"]
+__all__ = ["Gemm", "BenchPlan", "FULL_PLAN", "QUICK_PLAN", "ACTIVITIES", "ArrayActivity",
+           "gemm_instructions", "replay_gemm", "digits_mlp", "run_scalesim", "run_bench",
+           "main"]
 
 #: The array sizes compared; the buffers and streams are the defaults of NpuConfig.
 CONFIGS = (NpuConfig(rows=4, cols=4), NpuConfig(), NpuConfig(rows=16, cols=16))
-#: The configuration of the validation, speed and breakdown sections.
+#: The configuration of the validation, speed and activity sections.
 DEFAULT_CONFIG = NpuConfig()
 #: Simulated-RTL backends, in the order they are measured: the Verilog on Verilator and
 #: Icarus, the Amaranth description in Amaranth's simulator.
 RTL_BACKENDS = ("verilator", "icarus", "amaranth")
-#: Where the cycles of a GEMM go; every cycle of the cycle model lands in exactly one.
-CATEGORIES = ("fetch", "load activations", "load weights", "load parameters",
-              "matmul streaming", "matmul overhead", "store")
-#: GEMMs up to this many MACs also run on the golden model, to check that the grouped
-#: command mix below counts exactly the cycles of the real command stream.
-_MIX_CHECK_MACS = 1 << 20
+#: What the array does in a cycle; every cycle of a run lands in exactly one.  The gaps
+#: between two MATMULs are named after the commands issued between them.
+ACTIVITIES = {
+    "streaming": "an activation vector enters the array",
+    "fill": "before the first vector (first loads, weight preload)",
+    "weights": "waiting for the next weight tile",
+    "store": "next N tile (drain, store, parameters)",
+    "activations": "next M pass (activations reloaded)",
+    "drain": "after the last vector (pipeline, accumulator, store)",
+}
+#: GEMMs up to this many MACs also run on the golden model, to check that the replayed
+#: command stream counts exactly the cycles of the real program with its data.
+_PROGRAM_CHECK_MACS = 1 << 20
+#: The digits MLP of ``examples/digits``: layer widths and the images it classifies.
+DIGITS_WIDTHS = (64, 32, 10)
+DIGITS_IMAGES = 1797
+DIGITS = "digits MLP 64-32-10, 1797 images"
+#: Cycles of the same workloads on the 8x8 array of the previous design, which ran one
+#: command at a time (commit 535ac24: its cycle model, this benchmark's programs and the
+#: driver's lowering); the "before" of section 5.
+PREVIOUS_DESIGN_CYCLES = {"64x64x64": 7_952, "8x256x256": 50_752, "256x256x256": 951_296,
+                          "1x1024x1024": 676_352, "1x256x256": 43_136, DIGITS: 151_520}
 
 
 @dataclass(frozen=True)
@@ -88,8 +110,8 @@ class BenchPlan:
     golden: Gemm
     #: Section 3: (rows, cols, GEMM) run by SCALE-Sim and by our cycle model.
     scalesim: tuple
-    #: Section 5: GEMMs whose cycles are broken down; the first is the headline.
-    breakdown: tuple
+    #: Section 5: GEMMs whose cycles are accounted for; the first is the headline.
+    activity: tuple
 
     def sweep(self):
         """``(family, Gemm)`` of section 1: squares, then batch x width."""
@@ -114,7 +136,7 @@ FULL_PLAN = BenchPlan(
                                          Gemm(128, 128, 128), Gemm(1, 256, 256),
                                          Gemm(32, 256, 256)])
               + _scalesim_cases([(4, 4), (16, 16)], [Gemm(32, 32, 32), Gemm(64, 64, 64)])),
-    breakdown=(Gemm(64, 64, 64), Gemm(8, 256, 256), Gemm(256, 256, 256), Gemm(1, 1024, 1024)),
+    activity=(Gemm(64, 64, 64), Gemm(8, 256, 256), Gemm(256, 256, 256), Gemm(1, 1024, 1024)),
 )
 
 QUICK_PLAN = BenchPlan(
@@ -125,7 +147,7 @@ QUICK_PLAN = BenchPlan(
     speed=Gemm(16, 16, 16),
     golden=Gemm(64, 64, 64),
     scalesim=_scalesim_cases([(8, 8)], [Gemm(16, 16, 16), Gemm(32, 32, 32)]),
-    breakdown=(Gemm(64, 64, 64), Gemm(1, 256, 256)),
+    activity=(Gemm(64, 64, 64), Gemm(1, 256, 256)),
 )
 
 
@@ -133,7 +155,187 @@ def _array(config):
     return f"{config.rows}x{config.cols}"
 
 
-# -- cycle model of whole GEMMs -------------------------------------------------------------
+# -- the cycle model, cycle by cycle ----------------------------------------------------------
+
+#: CycleModel attributes that hold cycle numbers.  A negative one means "has not
+#: happened" (every event of a run is at cycle 0 or later) and stays as it is when the
+#: schedule is shifted in time.  Every other attribute is compared as it is, so a new
+#: one can only make :meth:`ArrayActivity.repeat` skip less, never count wrong.
+_MODEL_CLOCKS = ("last_dispatch", "load_through", "preload_through", "preloader_free",
+                 "stream_last", "matmul_through", "compute_through", "store_through",
+                 "output_through", "bank_last_accept", "error_visible")
+#: CycleModel attributes that only count up; repeated commands add the same amount.
+_MODEL_COUNTERS = ("commands",)
+
+
+def _shifted(value, delta):
+    """A clock value (or list of them) ``delta`` cycles later; "never" stays never."""
+    if isinstance(value, list):
+        return [_shifted(v, delta) for v in value]
+    return value + delta if value is not None and value >= 0 else value
+
+
+def _relative(value, origin):
+    """A clock value (or list of them) relative to ``origin``, hashable."""
+    if isinstance(value, list):
+        return tuple(_relative(v, origin) for v in value)
+    return value - origin if value is not None and value >= 0 else "never"
+
+
+class ArrayActivity:
+    """Drives a :class:`~sim.cycle_model.CycleModel` and accounts for every array cycle.
+
+    Each cycle of a run lands in one of :data:`ACTIVITIES`: an activation vector enters
+    the array (streaming), or the array waits before its first vector, between two
+    MATMULs, or after its last vector.  A wait between two MATMULs is named after what
+    was issued between them: activation loads (a new M pass), a store or parameter load
+    (the next N tile), otherwise only weights.
+
+    Parameters
+    ----------
+    config : NpuConfig
+    """
+
+    def __init__(self, config):
+        self.config = config
+        self.model = CycleModel(config)
+        self.parts = dict.fromkeys(ACTIVITIES, 0)
+        self.finished_cycles = 0        # of the runs before the current one
+        #: Repetitions :meth:`repeat` accounted for without replaying them.
+        self.repetitions_skipped = 0
+        self._start_counting()
+
+    def _start_counting(self):
+        self._first_vector = None       # cycle the run's first vector entered the array
+        self._last_vector = None
+        self._since_matmul = frozenset()   # opcodes issued since the last MATMUL
+
+    def start_run(self):
+        """Close the current run and start a new one on the idle chip, as a new
+        ``execute`` call does (the weight banks keep their tiles)."""
+        cycles, fill, drain = self._run_edges()
+        self.finished_cycles += cycles
+        self.parts["fill"] += fill
+        self.parts["drain"] += drain
+        self.model.start_run()
+        self._start_counting()
+
+    def _run_edges(self):
+        """Cycles of the current run, and its cycles before the first / after the last vector."""
+        cycles = self.model.cycles
+        if self._first_vector is None:
+            return cycles, cycles, 0
+        return cycles, self._first_vector, cycles - 1 - self._last_vector
+
+    def step(self, instruction):
+        """Dispatch one well-formed command (a bench program raises no error)."""
+        self.model.step(instruction)
+        if instruction.OPCODE != Opcode.MATMUL:
+            self._since_matmul |= {instruction.OPCODE}
+            return
+        # The streamer sends vectors in the cycles after the handoff, up to stream_last.
+        last = self.model.stream_last
+        first = last - instruction.count + 1
+        if self._last_vector is None:
+            self._first_vector = first
+        else:
+            self.parts[self._wait_cause()] += first - self._last_vector - 1
+        self.parts["streaming"] += instruction.count
+        self._last_vector = last
+        self._since_matmul = frozenset()
+
+    def _wait_cause(self):
+        if Opcode.LOAD_ACT in self._since_matmul:
+            return "activations"
+        if self._since_matmul & {Opcode.STORE, Opcode.LOAD_PARAMS}:
+            return "store"
+        return "weights"
+
+    def repeat(self, instructions, times):
+        """:meth:`step` through ``instructions`` ``times`` times in a row, exactly, but
+        replaying only until the schedule repeats itself.
+
+        The model is deterministic and counts time only relative to earlier events, so
+        once the state at the start of a repetition equals the state ``period``
+        repetitions earlier shifted by ``delta`` cycles, every further ``period``
+        repetitions shift it by ``delta`` again and add the same counts.  Those are
+        added without replaying them; the rest are replayed.
+        """
+        seen = {}
+        done = 0
+        while done < times:
+            key, origin = self._schedule_key()
+            if key in seen:
+                earlier, earlier_origin, earlier_counts = seen[key]
+                period = done - earlier
+                jumps = (times - done) // period
+                counts = self._counts()
+                self._advance(jumps * (origin - earlier_origin),
+                              {name: jumps * (value - earlier_counts[name])
+                               for name, value in counts.items()})
+                self.repetitions_skipped += jumps * period
+                done += jumps * period
+                seen.clear()    # fewer than a period left: replay them
+            else:
+                seen[key] = (done, origin, self._counts())
+            if done < times:
+                for instruction in instructions:
+                    self.step(instruction)
+                done += 1
+
+    def _schedule_key(self):
+        """What decides the rest of the schedule, relative to the last dispatch."""
+        model = self.model
+        origin = model.last_dispatch
+        clocks = tuple(_relative(getattr(model, name), origin) for name in _MODEL_CLOCKS)
+        others = tuple(repr(value) for name, value in sorted(vars(model).items())
+                       if name not in (*_MODEL_CLOCKS, *_MODEL_COUNTERS, "breakdown"))
+        mine = (self._since_matmul, self._first_vector is None,
+                _relative(self._last_vector, origin))
+        return (clocks, others, mine), origin
+
+    def _counts(self):
+        counts = {f"model.{name}": getattr(self.model, name) for name in _MODEL_COUNTERS}
+        counts.update({f"breakdown.{name}": value
+                       for name, value in asdict(self.model.breakdown).items()})
+        counts.update({f"parts.{name}": value for name, value in self.parts.items()})
+        return counts
+
+    def _advance(self, delta, added):
+        """The state ``delta`` cycles later, with ``added`` counts more."""
+        for name in _MODEL_CLOCKS:
+            setattr(self.model, name, _shifted(getattr(self.model, name), delta))
+        self._last_vector = _shifted(self._last_vector, delta)
+        for name, value in added.items():
+            group, field = name.split(".")
+            if group == "model":
+                setattr(self.model, field, getattr(self.model, field) + value)
+            elif group == "breakdown":
+                setattr(self.model.breakdown, field,
+                        getattr(self.model.breakdown, field) + value)
+            else:
+                self.parts[field] += value
+
+    def summary(self):
+        """Totals over every run so far, as ``results.json`` stores them.
+
+        Returns
+        -------
+        dict
+            ``cycles``, ``commands``, ``parts`` (cycles by :data:`ACTIVITIES`, adding
+            up to ``cycles``), ``matmuls``, ``preloads`` and ``reused_tiles``.
+        """
+        cycles, fill, drain = self._run_edges()
+        parts = dict(self.parts)
+        parts["fill"] += fill
+        parts["drain"] += drain
+        breakdown = self.model.breakdown
+        return {"cycles": self.finished_cycles + cycles, "commands": self.model.commands,
+                "parts": parts, "matmuls": breakdown.matmuls, "preloads": breakdown.preloads,
+                "reused_tiles": breakdown.reused_tiles}
+
+
+# -- whole GEMMs --------------------------------------------------------------------------
 
 def _tile_sizes(total, tile):
     """``(size, how many)`` of the pieces that cut ``total`` into tiles of ``tile``."""
@@ -143,68 +345,60 @@ def _tile_sizes(total, tile):
     return sizes
 
 
-def gemm_command_mix(config, gemm):
-    """The commands :func:`sim.programs.gemm_program` issues for ``gemm``, grouped.
+def gemm_pass_depth(config, k):
+    """Rows of one M pass of :func:`~sim.programs.gemm_program`: every K tile of the
+    pass's activations sits in the buffer while all N tiles run."""
+    k_tiles = math.ceil(k / config.rows)
+    depth = min(config.act_depth // k_tiles, config.acc_depth)
+    if depth < 1:
+        raise ValueError(f"K={k} does not fit the activation buffer of a {config}")
+    return depth
 
-    Same tiling (M passes as deep as the buffers allow, K tiles of ``rows``, N tiles of
-    ``cols``, requantization parameters per N tile), but without data: a 512x1024x1024
-    GEMM on a 4x4 array is a dozen groups instead of millions of commands.  Addresses
-    and slots stay 0 because they do not change a command's cycles.  The benchmark
-    checks the result against the real command stream on the golden model.
 
-    Parameters
-    ----------
-    config : NpuConfig
-    gemm : Gemm
+def gemm_pass_instructions(config, gemm, rows):
+    """The commands :func:`~sim.programs.gemm_program` issues for one M pass of ``rows``
+    rows of ``gemm`` (uint8 activations, int8 weights, requantized), without data.
 
-    Returns
-    -------
-    list of (hw.isa.Instruction, int)
-        Each command and how many times the stream holds it.
+    Addresses are relative to the pass, so every pass of the same depth issues the
+    same commands.
     """
-    k_tiles = math.ceil(gemm.k / config.rows)
-    m_tile = min(config.act_depth // k_tiles, config.acc_depth)
-    if m_tile < 1:
-        raise ValueError(f"K={gemm.k} does not fit the activation buffer of a {config}")
-    mix = []
-    for rows_per_pass, passes in _tile_sizes(gemm.m, m_tile):
-        for length, count in _tile_sizes(gemm.k, config.rows):
-            mix.append((isa.LoadAct(count=rows_per_pass, length=length), passes * count))
-        for columns, n_tiles in _tile_sizes(gemm.n, config.cols):
-            tiles = passes * n_tiles
-            mix.append((isa.LoadParams(count=columns), tiles))
-            for depth, k_count in _tile_sizes(gemm.k, config.rows):
-                mix.append((isa.LoadWeight(k=depth, n=columns), tiles * k_count))
-                mix.append((isa.Matmul(count=rows_per_pass), tiles * k_count))
-            mix.append((isa.Store(count=rows_per_pass, n=columns), tiles))
-    return mix
+    k_tiles = [min(config.rows, gemm.k - k0) for k0 in range(0, gemm.k, config.rows)]
+    instructions = [isa.LoadAct(addr=index * rows, count=rows, length=length, signed=False)
+                    for index, length in enumerate(k_tiles)]
+    for n0 in range(0, gemm.n, config.cols):
+        columns = min(config.cols, gemm.n - n0)
+        instructions.append(isa.LoadParams(count=columns))
+        for index, depth in enumerate(k_tiles):
+            slot = index % config.weight_tiles
+            instructions.append(isa.LoadWeight(slot=slot, k=depth, n=columns, signed=True))
+            instructions.append(isa.Matmul(act_addr=index * rows, count=rows, slot=slot,
+                                           acc_addr=0, accumulate=index > 0))
+        instructions.append(isa.Store(acc_addr=0, count=rows, n=columns, raw=False))
+    return instructions
 
 
-_CATEGORY_OF = {Opcode.LOAD_ACT: "load activations", Opcode.LOAD_WEIGHT: "load weights",
-                Opcode.LOAD_PARAMS: "load parameters", Opcode.STORE: "store"}
+def gemm_instructions(config, gemm):
+    """Every command of :func:`~sim.programs.gemm_program` for ``gemm``, in order."""
+    for rows, passes in _tile_sizes(gemm.m, gemm_pass_depth(config, gemm.k)):
+        unit = gemm_pass_instructions(config, gemm, rows)
+        for _ in range(passes):
+            yield from unit
 
 
-def cycle_breakdown(config, mix):
-    """Cycles of a command mix by :data:`CATEGORIES`; they add up to the run's cycles.
+def replay_gemm(config, gemm):
+    """:meth:`ArrayActivity.summary` of :func:`gemm_instructions` on a fresh chip.
 
-    A ``MATMUL`` splits into streaming (one cycle per activation vector, the only
-    cycles in which the array does useful work) and overhead (weight preload, pipeline
-    latency and the reader/accumulator stages around them).
+    Identical M passes are accounted for by :meth:`ArrayActivity.repeat`, which makes a
+    512x1024x1024 GEMM on a 4x4 array (34 million commands) take milliseconds.
     """
-    parts = dict.fromkeys(CATEGORIES, 0)
-    for instruction, repeats in mix:
-        unit = command_cycles(instruction, config) - FETCH_CYCLES
-        parts["fetch"] += FETCH_CYCLES * repeats
-        if instruction.OPCODE == Opcode.MATMUL:
-            parts["matmul streaming"] += instruction.count * repeats
-            parts["matmul overhead"] += (unit - instruction.count) * repeats
-        else:
-            parts[_CATEGORY_OF[instruction.OPCODE]] += unit * repeats
-    return parts
+    activity = ArrayActivity(config)
+    for rows, passes in _tile_sizes(gemm.m, gemm_pass_depth(config, gemm.k)):
+        activity.repeat(gemm_pass_instructions(config, gemm, rows), passes)
+    return activity.summary()
 
 
-def _utilization(config, gemm, cycles):
-    return gemm.macs / (cycles * config.rows * config.cols)
+def _utilization(config, macs, cycles):
+    return macs / (cycles * config.rows * config.cols)
 
 
 def _random_program(config, gemm, rng):
@@ -219,19 +413,17 @@ def model_sweep(plan, rng):
     rows = []
     for config in CONFIGS:
         for family, gemm in plan.sweep():
-            mix = gemm_command_mix(config, gemm)
-            cycles = sum(cycle_breakdown(config, mix).values())
+            replay = replay_gemm(config, gemm)
             row = {"array": _array(config), "family": family, "gemm": str(gemm),
                    "m": gemm.m, "k": gemm.k, "n": gemm.n, "macs": gemm.macs,
-                   "commands": sum(repeats for _, repeats in mix), "cycles": cycles,
-                   "utilization": _utilization(config, gemm, cycles), "golden_cycles": None}
-            if gemm.macs <= _MIX_CHECK_MACS:
+                   "commands": replay["commands"], "cycles": replay["cycles"],
+                   "utilization": _utilization(config, gemm.macs, replay["cycles"]),
+                   "golden_cycles": None}
+            if gemm.macs <= _PROGRAM_CHECK_MACS:
                 program = _random_program(config, gemm, rng)
                 row["golden_cycles"] = program_cycles(program.commands, program.data_in, config)
             rows.append(row)
     return rows
-
-
 # -- SCALE-Sim --------------------------------------------------------------------------------
 
 _SCALESIM_CONFIG = """\
@@ -352,24 +544,21 @@ def scalesim_comparison(plan, workdir):
     rows = []
     for (array_rows, array_cols, gemm), (compute, with_prefetch, stalls) in measured.items():
         config = NpuConfig(rows=array_rows, cols=array_cols)
-        mix = gemm_command_mix(config, gemm)
-        matmuls = [(ins, repeats) for ins, repeats in mix if ins.OPCODE == Opcode.MATMUL]
-        ours_total = sum(cycle_breakdown(config, mix).values())
+        ours = replay_gemm(config, gemm)
         # SCALE-Sim maps each rows x cols weight tile once ("fold") and streams all M rows.
         folds = math.ceil(gemm.k / array_rows) * math.ceil(gemm.n / array_cols)
         rows.append({
             "array": _array(config), "gemm": str(gemm), "m": gemm.m, "k": gemm.k, "n": gemm.n,
             "scalesim_compute_cycles": compute, "scalesim_cycles_with_prefetch": with_prefetch,
             "scalesim_stall_cycles": stalls,
-            "scalesim_utilization": _utilization(config, gemm, compute),
+            "scalesim_utilization": _utilization(config, gemm.macs, compute),
             "scalesim_folds": folds,
             "scalesim_formula": folds * (2 * array_rows + array_cols + gemm.m - 2) - 1,
-            "our_weight_tiles": sum(repeats for _, repeats in matmuls),
-            "our_matmul_cycles": sum(command_cycles(ins, config) * r for ins, r in matmuls),
-            "our_cycles": ours_total,
-            "our_utilization": _utilization(config, gemm, ours_total)})
+            "our_weight_tiles": ours["matmuls"],
+            "our_streaming_cycles": ours["parts"]["streaming"],
+            "our_cycles": ours["cycles"],
+            "our_utilization": _utilization(config, gemm.macs, ours["cycles"])})
     return rows
-
 
 # -- the simulated RTL ------------------------------------------------------------------------
 
@@ -442,39 +631,69 @@ def time_golden(plan, rng):
             "cycles_per_second": result.cycles / seconds}
 
 
-def breakdown_rows(plan):
-    """Section 5: cycles by category for the breakdown GEMMs on the default array.
+# -- where the cycles go ----------------------------------------------------------------------
 
-    Two bounds show what the next steps can gain: utilization if loads and stores
-    overlapped the MATMULs completely, and if double-buffered weights also hid each
-    MATMUL's preload (``rows`` cycles) behind the previous tile's streaming.
+def digits_mlp(config=DEFAULT_CONFIG, *, seed=0):
+    """The digits MLP of ``examples/digits`` through the driver on the golden backend.
+
+    The chip's schedule depends on the layer shapes and the batch alone, so random
+    weights and images stand in for the trained model and the data set: this runs in
+    a second, without training, and counts what ``python -m examples.digits.run``
+    prints.
+
+    Returns
+    -------
+    dict
+        :meth:`ArrayActivity.summary` of the driver's command streams (one run per
+        layer), ``macs``, and ``driver_cycles``: what the driver's statistics report.
     """
+    import driver
+    rng = np.random.default_rng(seed)
+    scale, layers = 1 / 64, []
+    for index, (k, n) in enumerate(itertools.pairwise(DIGITS_WIDTHS), start=1):
+        last = index == len(DIGITS_WIDTHS) - 1
+        layers.append(driver.QuantLinear(
+            weight=rng.integers(-127, 128, (n, k)).astype(np.int8), weight_scale=0.01,
+            input_scale=scale, input_zero_point=0, output_scale=scale, output_zero_point=0,
+            activation="none" if last else "relu", name=f"fc{index}"))
+    images = rng.integers(0, 256, (DIGITS_IMAGES, DIGITS_WIDTHS[0])).astype(np.uint8)
+    with driver.open("golden", config=config) as npu:
+        npu.run(layers, images)
+        stats = npu.stats
+    activity = ArrayActivity(config)
+    for chip_pass in driver.lower(layers, batch=DIGITS_IMAGES, config=config).chip_passes:
+        activity.start_run()    # the driver runs each layer as one execute call
+        for instruction in chip_pass.instructions:
+            activity.step(instruction)
+    return {**activity.summary(), "macs": stats.macs, "driver_cycles": stats.cycles}
+
+
+def activity_rows(plan):
+    """Section 5: every cycle of the activity GEMMs and the digits MLP on the default array,
+    with the utilization of the previous, one-command-at-a-time design."""
     config = DEFAULT_CONFIG
+    workloads = [(str(gemm), gemm.macs, replay_gemm(config, gemm)) for gemm in plan.activity]
+    digits = digits_mlp(config)
+    workloads.append((DIGITS, digits["macs"], digits))
     rows = []
-    for gemm in plan.breakdown:
-        mix = gemm_command_mix(config, gemm)
-        parts = cycle_breakdown(config, mix)
-        total = sum(parts.values())
-        matmuls = [(ins, repeats) for ins, repeats in mix if ins.OPCODE == Opcode.MATMUL]
-        matmul_cycles = sum(command_cycles(ins, config) * repeats for ins, repeats in matmuls)
-        preload_cycles = config.rows * sum(repeats for _, repeats in matmuls)
-        rows.append({"gemm": str(gemm), "array": _array(config), "cycles": total,
-                     "parts": parts, "utilization": _utilization(config, gemm, total),
-                     "matmul_only_utilization": _utilization(config, gemm, matmul_cycles),
-                     "no_preload_utilization":
-                         _utilization(config, gemm, matmul_cycles - preload_cycles)})
+    for name, macs, summary in workloads:
+        previous = PREVIOUS_DESIGN_CYCLES.get(name)
+        rows.append({"workload": name, "array": _array(config), "macs": macs, **summary,
+                     "utilization": _utilization(config, macs, summary["cycles"]),
+                     "previous_cycles": previous,
+                     "previous_utilization": previous and _utilization(config, macs, previous)})
     return rows
 
 
 # -- plots ------------------------------------------------------------------------------------
 
 @contextlib.contextmanager
-def _figure(path, figsize, ncols=1):
+def _figure(path, figsize, ncols=1, **options):
     """Axes of a new figure that is laid out, written to ``path`` (PNG) and closed on exit."""
     import matplotlib
     matplotlib.use("Agg")  # files only: benchmarks run without a display
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, ncols, figsize=figsize)
+    fig, axes = plt.subplots(1, ncols, figsize=figsize, **options)
     try:
         yield axes
         fig.tight_layout()
@@ -512,12 +731,12 @@ def plot_utilization(sweep, path):
 
 
 def plot_scalesim(rows, path):
-    """SCALE-Sim's compute cycles next to our MATMUL-only and whole-stream cycles."""
+    """SCALE-Sim's compute cycles next to our streaming and whole-layer cycles."""
     with _figure(path, (max(7, 0.9 * len(rows)), 4.5)) as ax:
         x = np.arange(len(rows))
         series = [("SCALE-Sim compute (ws)", "scalesim_compute_cycles"),
-                  ("ours: MATMUL commands only", "our_matmul_cycles"),
-                  ("ours: whole command stream", "our_cycles")]
+                  ("ours: array streaming", "our_streaming_cycles"),
+                  ("ours: whole layer", "our_cycles")]
         for i, (label, key) in enumerate(series):
             ax.bar(x + (i - 1) * 0.27, [r[key] for r in rows], width=0.27, label=label)
         ax.set_xticks(x, [f"{r['array']}\n{r['gemm']}" for r in rows], fontsize="small")
@@ -540,19 +759,37 @@ def plot_speed(speed, golden, path):
         ax.invert_yaxis()
 
 
-def plot_breakdown(rows, path):
-    """Each breakdown GEMM as a bar stacked by :data:`CATEGORIES`, in percent of its cycles."""
-    with _figure(path, (8, 4.5)) as ax:
+def plot_activity(rows, path):
+    """Each workload's cycles stacked by :data:`ACTIVITIES`, and utilization before and
+    after the overlap."""
+    def label(row):
+        return textwrap.fill(row["workload"].split(",")[0], 12)
+
+    with _figure(path, (12, 6), ncols=2, width_ratios=(3, 2)) as (shares, before_after):
         x = np.arange(len(rows))
         bottom = np.zeros(len(rows))
-        for i, category in enumerate(CATEGORIES):
-            share = np.array([100 * r["parts"][category] / r["cycles"] for r in rows])
-            ax.bar(x, share, bottom=bottom, label=category, color=f"C{i}")
+        for i, (activity, text) in enumerate(ACTIVITIES.items()):
+            share = np.array([100 * r["parts"][activity] / r["cycles"] for r in rows])
+            shares.bar(x, share, bottom=bottom, label=f"{activity}: {text}", color=f"C{i}")
             bottom += share
-        ax.set_xticks(x, [f"{r['gemm']}\n{r['cycles']:,} cycles" for r in rows], fontsize="small")
-        ax.set(ylabel="share of cycles (%)", ylim=(0, 100),
-               title=f"where the cycles go ({rows[0]['array']} array)")
-        ax.legend(bbox_to_anchor=(1.01, 1), loc="upper left", fontsize="small")
+        shares.set_xticks(x, [f"{label(r)}\n{r['cycles']:,} cycles" for r in rows],
+                          fontsize="x-small")
+        shares.set(ylabel="share of cycles (%)", ylim=(0, 100),
+                   title=f"what the array does ({rows[0]['array']} array)")
+        shares.legend(bbox_to_anchor=(0.5, -0.2), loc="upper center", ncol=2,
+                      fontsize="x-small")
+        compared = [r for r in rows if r["previous_cycles"]]
+        x = np.arange(len(compared))
+        series = [(-0.2, "one command at a time", "previous_utilization"),
+                  (0.2, "overlapped", "utilization")]
+        for offset, text, key in series:
+            bars = before_after.bar(x + offset, [100 * r[key] for r in compared], width=0.4,
+                                    label=text)
+            before_after.bar_label(bars, fmt="%.0f", fontsize="x-small")
+        before_after.set_xticks(x, [label(r) for r in compared], fontsize="x-small")
+        before_after.set(ylabel="array utilization (%)", ylim=(0, 100),
+                         title="before and after the overlap")
+        before_after.legend(fontsize="small")
 
 
 # -- the report -------------------------------------------------------------------------------
@@ -571,20 +808,40 @@ def _yes(flag):
     return "yes" if flag else "**NO**"
 
 
+def _cycles_and_utilization(cycles, utilization):
+    return f"{cycles:,} cycles, {_percent(utilization)} utilization"
+
+
 def _headline(results):
     """The numbers README and the console summary quote."""
-    first = results["breakdown"][0]
-    lines = {f"{first['gemm']} on {first['array']}":
-             f"{first['cycles']:,} cycles, {_percent(first['utilization'])} utilization"}
-    best = max((r for r in results["utilization"] if r["array"] == first["array"]),
-               key=lambda r: r["utilization"])
-    lines[f"best on {first['array']}"] = (f"{best['gemm']}: {_percent(best['utilization'])}")
-    scalesim = results["scalesim"]
-    for row in scalesim["rows"]:
-        if (row["array"], row["gemm"]) == (first["array"], first["gemm"]):
+    def with_previous(name, cycles, utilization, macs):
+        text = _cycles_and_utilization(cycles, utilization)
+        previous = PREVIOUS_DESIGN_CYCLES.get(name)
+        if previous:
+            text += (f" (one command at a time: {previous:,}, "
+                     f"{_percent(_utilization(DEFAULT_CONFIG, macs, previous))})")
+        return text
+
+    default = _array(DEFAULT_CONFIG)
+    headline_gemm, golden_gemm = results["activity"][0]["workload"], results["golden"]["gemm"]
+    on_default = [r for r in results["utilization"] if r["array"] == default]
+    lines = {}
+    for row in on_default:
+        if row["gemm"] in (headline_gemm, golden_gemm):
+            lines[f"{row['gemm']} on {default}"] = with_previous(
+                row["gemm"], row["cycles"], row["utilization"], row["macs"])
+    best = max(on_default, key=lambda r: r["utilization"])
+    lines[f"best on {default}"] = f"{best['gemm']}: {_percent(best['utilization'])}"
+    for row in results["activity"]:
+        if row["workload"] == DIGITS:
+            lines[f"{DIGITS} on {default}"] = with_previous(
+                DIGITS, row["cycles"], row["utilization"], row["macs"])
+    for row in results["scalesim"]["rows"]:
+        if (row["array"], row["gemm"]) == (default, headline_gemm):
             lines[f"SCALE-Sim {row['gemm']} on {row['array']}"] = (
                 f"{row['scalesim_compute_cycles']:,} compute cycles vs our "
-                f"{row['our_matmul_cycles']:,} MATMUL / {row['our_cycles']:,} total")
+                f"{row['our_cycles']:,} for the whole layer "
+                f"({row['our_streaming_cycles']:,} streaming)")
     for s in results["speed"]:
         lines[f"{s['backend']} speed"] = (f"{s['cycles_per_second']:,.0f} cycles/s"
                                           if s["available"] else "unavailable")
@@ -601,8 +858,110 @@ def _pass_depth_note(widths):
     return ("Utilization stops growing with M once an M pass is full: a pass keeps every K "
             "tile of its activations in the buffer while all N tiles run, so it holds at "
             f"most act_depth / ceil(K / rows) rows, on the {_array(config)} array {depths}. "
-            "Every further pass loads all weight tiles again, which is also why the square "
-            "curves fall beyond 64-128.")
+            "Every further pass loads all weight tiles again, and a shallow pass streams "
+            "each tile for fewer cycles than the next one takes to arrive over the data "
+            "stream, which is why the square curves fall beyond 128.")
+
+
+def _share(part, total):
+    return f"{part:,} ({100 * part / total:.0f} %)"
+
+
+def _scalesim_section(rows):
+    formula_holds = all(r["scalesim_compute_cycles"] == r["scalesim_formula"] for r in rows)
+    ratios = [r["our_cycles"] / r["scalesim_compute_cycles"] for r in rows]
+    return [
+        "![SCALE-Sim](scalesim.png)", "",
+        "SCALE-Sim 3.0.0, weight-stationary dataflow, same array, same GEMMs (GEMM "
+        "topology `M, N, K`), CALC bandwidth mode. The three counts measure different "
+        "things:", "",
+        "- **SCALE-Sim compute** is the array alone, operands already in its SRAMs: for "
+        "each rows x cols weight tile (a *fold*) rows cycles to fill the weights, M cycles "
+        "of activations and rows + cols - 2 of skew and drain, one fold after the other: "
+        "`folds x (2 rows + cols + M - 2) - 1` (it reports the last cycle's index; this "
+        f"formula gives its count for every row: {_yes(formula_holds)}). No stalls occur "
+        "in this mode.",
+        "- **Ours, streaming** counts the cycles in which an activation vector enters the "
+        "array: M x folds, since every row of A meets every weight tile once. It is the "
+        "floor of any weight-stationary schedule on the array, and SCALE-Sim's count "
+        "without its per-fold fill, skew and drain.",
+        "- **Ours, whole layer** is every cycle from the first command to idle, with what "
+        "SCALE-Sim leaves out: command dispatch, activation, weight and parameter loads "
+        "over the 8-byte data stream, requantization and stores. In exchange the next "
+        "tile's weights load and preload into the idle bank while the current tile "
+        "streams, and one tile's skew and drain overlap the next tile's streaming; "
+        "SCALE-Sim's weight-stationary count overlaps neither. Large K splits M into "
+        "passes of act_depth / ceil(K / rows) rows and each pass loads its weight tiles "
+        "again, hence more weight tiles than folds.", "",
+        f"Our whole layer takes {min(ratios):.2f}-{max(ratios):.2f}x SCALE-Sim's compute "
+        "cycles here. Where the ratio is near "
+        + ("or below " if min(ratios) < 1 else "")
+        + "1, hiding each fold's weight fill, skew and drain behind streaming saves "
+        "about as much as moving the operands over the data stream costs"
+        + (", or more" if min(ratios) < 1 else "")
+        + ". It is highest for small GEMMs on large arrays, where the first loads, the "
+        "first fill and the last drain are a large part of the whole; a large K adds "
+        "weight tiles, since every M pass loads them again.", "",
+        _markdown_table(
+            ["array", "GEMM", "SCALE-Sim compute", "SCALE-Sim util.",
+             "weight tiles (SCALE-Sim / ours)", "ours streaming", "ours whole layer",
+             "ours util.", "whole layer / SCALE-Sim"],
+            [(r["array"], r["gemm"], f"{r['scalesim_compute_cycles']:,}",
+              _percent(r["scalesim_utilization"]),
+              f"{r['scalesim_folds']:,} / {r['our_weight_tiles']:,}",
+              f"{r['our_streaming_cycles']:,}", f"{r['our_cycles']:,}",
+              _percent(r["our_utilization"]), f"{ratio:.2f}x")
+             for r, ratio in zip(rows, ratios, strict=True)]), ""]
+
+
+def _activity_section(rows):
+    first = rows[0]
+    waits = {name: first["parts"][name] for name in ACTIVITIES if name != "streaming"}
+    largest_wait = max(waits, key=waits.get)
+    compared = [r for r in rows if r["previous_cycles"]]
+    return [
+        "## 5. What the array does in every cycle", "", "![activity](activity.png)", "",
+        f"Every cycle of a run on the {first['array']} array, from the first command to "
+        "idle, by what the array does in the cycle model's schedule. *Streaming* is a "
+        "cycle in which an activation vector enters the array, the only useful work; "
+        "the rest is waiting, before the first vector, between two MATMULs or after the "
+        "last. A wait between two MATMULs is named after what was issued between them: "
+        "weight loads only (the next tile's load over the data stream and its preload "
+        "into the idle bank took longer than the previous tile streamed), a store and "
+        "a parameter load (the next N tile: the STORE waits for every result of the "
+        "array in the accumulator, the next MATMUL for the STORE's accumulator reads), "
+        "or activation loads (the next M pass: a LOAD_ACT waits until the array is done "
+        "with the buffer). Utilization falls below the streaming share only where K or "
+        "N do not fill the array. The digits MLP is the driver's command streams, one "
+        "run per layer (cycle model: "
+        + ", ".join(f"{r['cycles']:,}" for r in rows if r["workload"] == DIGITS)
+        + "; the driver's golden backend: "
+        + ", ".join(f"{r['driver_cycles']:,}" for r in rows if r["workload"] == DIGITS)
+        + ").", "",
+        _markdown_table(
+            ["workload", "cycles", *ACTIVITIES, "weight tiles preloaded / reused",
+             "utilization", "one command at a time", "utilization then"],
+            [(r["workload"], f"{r['cycles']:,}",
+              *(_share(r["parts"][name], r["cycles"]) for name in ACTIVITIES),
+              f"{r['preloads']:,} / {r['reused_tiles']:,}", _percent(r["utilization"]),
+              f"{r['previous_cycles']:,}" if r["previous_cycles"] else "",
+              _percent(r["previous_utilization"]) if r["previous_cycles"] else "")
+             for r in rows]), "",
+        f"Columns: {'; '.join(f'*{name}*: {text}' for name, text in ACTIVITIES.items())}. "
+        "*One command at a time* is the previous design (commit 535ac24), which fetched "
+        "each command only when the datapath had drained from the one before.", "",
+        f"For {first['workload']} the array streams in "
+        f"{_percent(first['parts']['streaming'] / first['cycles'])} of the cycles and "
+        f"waits {first['parts']['weights']:,} cycles for weight tiles"
+        + (" (every load and preload hides behind the previous tile's streaming)"
+           if first["parts"]["weights"] == 0 else "")
+        + f"; its largest wait is *{largest_wait}* "
+        f"({_percent(waits[largest_wait] / first['cycles'])}). Utilization went from "
+        + ", ".join(f"{_percent(r['previous_utilization'])} to {_percent(r['utilization'])}"
+                    f" ({r['workload']})" for r in compared)
+        + ". No tile is reused in these programs: with more weight tiles than the "
+        "4 slots, `gemm_program` and the driver load a tile before every MATMUL; the "
+        "driver keeps a layer's tiles resident across M blocks when all of them fit.", ""]
 
 
 def write_report(results, output):
@@ -610,7 +969,6 @@ def write_report(results, output):
     meta = results["meta"]
     sweep, validation = results["utilization"], results["validation"]
     scalesim, speed, golden = results["scalesim"], results["speed"], results["golden"]
-    breakdown = results["breakdown"]
     checked = [r for r in sweep if r["golden_cycles"] is not None]
     out = [f"# systolic-npu benchmarks{' (quick run)' if meta['quick'] else ''}", "",
            f"{meta['date']}, {meta['cpus']} CPUs, load average {meta['load_average']} at the "
@@ -618,19 +976,25 @@ def write_report(results, output):
            f"Reproduce with `make bench` (or `python -m sim.bench --output DIR [--quick]`).", "",
            "Cycles are clock cycles of an unstalled run from the first command to idle, "
            "as the chip's own cycle counter reports them. Utilization is useful MACs "
-           "(M·K·N) / (cycles × rows × cols). Every GEMM is the whole quantized layer as the "
-           "driver issues it (`sim.programs.gemm_program`): activation, weight and "
-           "parameter loads over the 8-byte data stream, MATMULs, requantized stores.", "",
+           "(M·K·N) / (cycles × rows × cols). Every GEMM is the whole quantized layer as "
+           "`sim.programs.gemm_program` issues it: activation, weight and parameter loads "
+           "over the 8-byte data stream, MATMULs, requantized stores. The chip overlaps "
+           "them: each command is dispatched as soon as its unit is free and no earlier "
+           "command still uses what it touches, and the next weight tile preloads into "
+           "the idle weight bank while the array streams.", "",
            "## Headlines", "",
            _markdown_table(["", ""], _headline(results).items()), ""]
 
     out += ["## 1. Cycles and array utilization (cycle model)", "",
             "![utilization](utilization.png)", "",
-            f"The cycle model counted {len(sweep)} GEMMs on three arrays (default buffers: "
-            "512 activation vectors, 4 weight tiles, 512 accumulator rows). For the "
-            f"{len(checked)} of them with at most {_MIX_CHECK_MACS:,} MACs the whole command "
-            "stream also ran on the golden model; its cycle count agrees for "
-            f"{sum(r['cycles'] == r['golden_cycles'] for r in checked)} of {len(checked)}.", "",
+            f"The cycle model replayed {len(sweep)} GEMMs on three arrays (default buffers: "
+            "512 activation vectors, 4 weight tiles, 512 accumulator rows), command by "
+            "command, until the schedule of an M pass repeated itself shifted in time; "
+            "the remaining identical passes add the same cycles each. For the "
+            f"{len(checked)} GEMMs with at most {_PROGRAM_CHECK_MACS:,} MACs the real "
+            "program, data included, also ran on the golden model; its cycle count agrees "
+            f"for {sum(r['cycles'] == r['golden_cycles'] for r in checked)} of "
+            f"{len(checked)}.", "",
             _pass_depth_note(meta["plan"]["mlp_widths"]), ""]
     for array in dict.fromkeys(r["array"] for r in sweep):
         out += [f"**{array} array**", "", _markdown_table(
@@ -652,36 +1016,7 @@ def write_report(results, output):
 
     out += ["", "## 3. Side by side with SCALE-Sim", ""]
     if scalesim["ran"]:
-        rows = scalesim["rows"]
-        formula_holds = all(r["scalesim_compute_cycles"] == r["scalesim_formula"] for r in rows)
-        out += ["![SCALE-Sim](scalesim.png)", "",
-                "SCALE-Sim 3.0.0, weight-stationary dataflow, same array, same GEMMs (GEMM "
-                "topology `M, N, K`), CALC bandwidth mode. The two count different things:", "",
-                "- **SCALE-Sim** counts the array's compute only: for each rows x cols weight "
-                "tile (a *fold*) rows cycles to shift the weights in, M cycles of activations "
-                "and rows + cols - 2 cycles of skew and drain, "
-                "`folds x (2 rows + cols + M - 2) - 1` in all (it reports the last cycle's "
-                f"index; this formula gives its count for every row: {_yes(formula_holds)}). "
-                "Operands are already in its SRAMs; no stalls occur in this mode.",
-                "- **Ours, MATMUL only**: the same array work per weight tile, "
-                "`2 rows + cols + M + 4` cycles: 2 to fetch the command, rows of preload, "
-                "rows + cols - 1 of pipeline latency and 3 of buffer reader and accumulator. "
-                "An M pass is limited to act_depth / ceil(K / rows) rows, so large K splits "
-                "M into passes and the weight tiles are loaded once per pass.",
-                "- **Ours, total**: the whole command stream, adding what SCALE-Sim leaves "
-                "out: command fetch, activation, weight and parameter loads over the data "
-                "stream, requantization and stores.", "",
-                _markdown_table(
-                    ["array", "GEMM", "SCALE-Sim compute", "SCALE-Sim util.",
-                     "weight tiles (SCALE-Sim / ours)", "ours MATMUL", "ours total",
-                     "ours util.", "total / SCALE-Sim"],
-                    [(r["array"], r["gemm"], f"{r['scalesim_compute_cycles']:,}",
-                      _percent(r["scalesim_utilization"]),
-                      f"{r['scalesim_folds']:,} / {r['our_weight_tiles']:,}",
-                      f"{r['our_matmul_cycles']:,}", f"{r['our_cycles']:,}",
-                      _percent(r["our_utilization"]),
-                      f"{r['our_cycles'] / r['scalesim_compute_cycles']:.2f}x")
-                     for r in rows]), ""]
+        out += _scalesim_section(scalesim["rows"])
     else:
         out += [f"**SCALE-Sim was not run**: {scalesim['reason']}", ""]
 
@@ -711,31 +1046,7 @@ def write_report(results, output):
             f"The golden model ran a {golden['gemm']} GEMM ({golden['commands']:,} commands) "
             f"in {golden['seconds']:.2f} s.", ""]
 
-    first = breakdown[0]
-    out += ["## 5. Where the cycles go", "", "![breakdown](breakdown.png)", "",
-            f"By command type on the {first['array']} array. *Matmul streaming* is the only "
-            "time the array does useful work (one activation vector per cycle); *matmul "
-            "overhead* is the weight preload and the pipeline latency of every MATMUL; "
-            "*fetch* is two cycles per command.", ""]
-    out += [_markdown_table(
-        ["GEMM", "cycles", *CATEGORIES, "utilization", "util. if loads and stores hidden",
-         "... and weight preload hidden"],
-        [(r["gemm"], f"{r['cycles']:,}",
-          *(f"{r['parts'][c]:,} ({100 * r['parts'][c] / r['cycles']:.0f} %)"
-            for c in CATEGORIES), _percent(r["utilization"]),
-          _percent(r["matmul_only_utilization"]), _percent(r["no_preload_utilization"]))
-         for r in breakdown]), ""]
-    shares = {c: first["parts"][c] / first["cycles"] for c in CATEGORIES}
-    loads = shares["load activations"] + shares["load weights"] + shares["load parameters"]
-    out += [f"For {first['gemm']}, loads over the data stream take {_percent(loads)} of the "
-            f"cycles and the MATMUL overhead {_percent(shares['matmul overhead'])}, while the "
-            f"array streams for {_percent(shares['matmul streaming'])}. Every command runs "
-            "after the previous one finishes, so none of this overlaps. The next throughput "
-            "steps follow: loads that overlap compute hide the data stream, and "
-            "double-buffered weights (the reserved opcode 9) hide each preload behind the "
-            "previous tile's streaming; the last two columns bound what these two steps gain "
-            "one after the other. What then remains is the pipeline latency of every MATMUL, "
-            "which back-to-back MATMULs (the reserved hardware loop, opcode 10) would hide.", ""]
+    out += _activity_section(results["activity"])
     (Path(output) / "report.md").write_text("\n".join(out))
 
 
@@ -812,13 +1123,13 @@ def run_bench(output, *, quick=False, scalesim=True, backends=RTL_BACKENDS, cons
         else:
             results["scalesim"] = {"ran": False, "reason": scalesim_problem, "rows": []}
         progress.advance(task)
-        step("breakdown, plots, report")
-        results["breakdown"] = breakdown_rows(plan)
+        step("array activity, digits MLP, plots, report")
+        results["activity"] = activity_rows(plan)
         plot_utilization(results["utilization"], output / "utilization.png")
         if results["scalesim"]["ran"]:
             plot_scalesim(results["scalesim"]["rows"], output / "scalesim.png")
         plot_speed(results["speed"], results["golden"], output / "speed.png")
-        plot_breakdown(results["breakdown"], output / "breakdown.png")
+        plot_activity(results["activity"], output / "activity.png")
         results["meta"]["wall_seconds"] = time.perf_counter() - started
         (output / "results.json").write_text(json.dumps(results, indent=1))
         write_report(results, output)
@@ -827,11 +1138,14 @@ def run_bench(output, *, quick=False, scalesim=True, backends=RTL_BACKENDS, cons
 
 
 def _consistent(results):
-    """Every count that must agree does: model vs golden, model vs RTL, bytes."""
+    """Every count that must agree does: replay vs golden, model vs RTL, bytes, and the
+    digits MLP's replay vs the driver's count."""
     return (all(r["cycles"] == r["golden_cycles"] for r in results["utilization"]
                 if r["golden_cycles"] is not None)
             and all(r["measured_cycles"] == r["model_cycles"] and r["bytes_match"]
-                    for r in results["validation"]))
+                    for r in results["validation"])
+            and all(r["cycles"] == r["driver_cycles"] for r in results["activity"]
+                    if "driver_cycles" in r))
 
 
 def main(argv=None):
