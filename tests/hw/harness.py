@@ -2,14 +2,19 @@
 
 :func:`simulate` runs testbenches on a component under a deadlock watchdog;
 :func:`producer` and :func:`consumer` wrap the stalling stream helpers of
-``streams.py`` as testbenches; :class:`Monitor` records the transfers of streams in
-the order they happen and checks the stream rules on the way (once ``valid`` rises,
-it and the payload hold until the transfer); the conversion helpers turn
-``data.Const`` values into Python integers, lists and bytes; :func:`valid_instruction`
-and :func:`invalidated` build valid commands and invalid requantization records.
+``streams.py`` as testbenches, :func:`random_ready` takes from a stream with
+``ready`` random in every cycle, and :func:`with_tail` lets a few cycles pass
+after a testbench; :class:`Monitor` records the transfers of streams in the order
+they happen and checks the stream rules on the way (once ``valid`` rises, it and
+the payload hold until the transfer); :class:`Trace` records named signals at
+every clock edge for cycle-level checks; the conversion helpers turn
+``data.Const`` values into Python integers, lists and bytes;
+:func:`valid_instruction` and :func:`invalidated` build valid commands and invalid
+requantization records.
 """
 
 import dataclasses
+import random
 
 from amaranth.lib import data
 from amaranth.sim import Simulator
@@ -18,8 +23,9 @@ from streams import StreamStalls, put_all, stream_get
 from hw import isa
 from hw.isa import Opcode
 
-__all__ = ["simulate", "producer", "consumer", "wait_for", "Monitor", "as_int", "elements",
-           "as_bytes", "wrap", "valid_instruction", "invalidated"]
+__all__ = ["simulate", "producer", "consumer", "random_ready", "with_tail", "wait_for",
+           "Monitor", "Trace", "stream_signals", "as_int", "elements", "as_bytes", "wrap",
+           "valid_instruction", "invalidated"]
 
 #: Clock period of every simulation, in seconds.
 PERIOD = 1e-6
@@ -66,6 +72,32 @@ def consumer(stream, count, into, *, seed, probability=0.3):
         for _ in range(count):
             into.append(await stream_get(ctx, stream, stalls))
     return testbench
+
+
+def random_ready(stream, count, into, *, seed, probability=0.3):
+    """A testbench that takes ``count`` payloads from ``stream``, its ``ready`` low with
+    ``probability`` in every cycle (whether or not a payload waits), appending each
+    payload to the list ``into`` as it arrives."""
+    async def testbench(ctx):
+        rng = random.Random(seed)
+        while len(into) < count:
+            ready = rng.random() >= probability
+            ctx.set(stream.ready, ready)
+            _, _, valid, payload = await ctx.tick().sample(stream.valid, stream.payload)
+            if ready and valid:
+                into.append(payload)
+        ctx.set(stream.ready, 0)
+    return testbench
+
+
+def with_tail(testbench, cycles=3):
+    """A testbench that runs ``testbench``, then lets ``cycles`` more clock edges pass, so
+    that background monitors record the last transfers and the idle cycles after them."""
+    async def tailed(ctx):
+        await testbench(ctx)
+        for _ in range(cycles):
+            await ctx.tick()
+    return tailed
 
 
 async def wait_for(ctx, condition):
@@ -128,6 +160,52 @@ class Monitor:
                     held[name] = payload
                 else:
                     held.pop(name, None)
+
+
+class Trace:
+    """Samples named signals at every clock edge.
+
+    Parameters
+    ----------
+    signals : dict of str to signal
+    on_edge : callable, optional
+        Called as ``on_edge(row)`` with each new row, so that a test can check as the
+        simulation runs and fail at the first wrong cycle.
+
+    Attributes
+    ----------
+    rows : list of dict
+        ``rows[i]`` holds the values the signals had just before clock edge ``i + 1``:
+        what that edge acts on (a transfer at edge ``i + 1`` is ``valid`` and
+        ``ready`` both high in ``rows[i]``).
+    """
+
+    def __init__(self, signals, on_edge=None):
+        self.signals = dict(signals)
+        self.on_edge = on_edge
+        self.rows = []
+
+    def transfers(self, name):
+        """Indices of the rows in which stream ``name`` (traced as ``name.valid`` and
+        ``name.ready``) transferred."""
+        return [i for i, row in enumerate(self.rows)
+                if row[f"{name}.valid"] and row[f"{name}.ready"]]
+
+    async def process(self, ctx):
+        names = list(self.signals)
+        async for _, _, *values in ctx.tick().sample(*self.signals.values()):
+            row = dict(zip(names, values, strict=True))
+            self.rows.append(row)
+            if self.on_edge is not None:
+                self.on_edge(row)
+
+
+def stream_signals(name, stream, payload=True):
+    """``{name.valid, name.ready[, name.payload]}`` of ``stream``, for a :class:`Trace`."""
+    signals = {f"{name}.valid": stream.valid, f"{name}.ready": stream.ready}
+    if payload:
+        signals[f"{name}.payload"] = stream.payload
+    return signals
 
 
 def as_int(value):

@@ -1,5 +1,5 @@
 # amaranth: UnusedElaboratable=no
-"""The controller against a command-level reference built on the golden model's checks.
+"""The controller against a command-level reference and its dispatch-condition table.
 
 Verifies ``hw/controller.py`` with random command words: valid instructions of
 every opcode, malformed ones of every :class:`~hw.isa.ErrorCode` class (undefined
@@ -8,23 +8,43 @@ requantization records are signalled on ``param_error`` by a model of the load
 unit), and arbitrary 64-bit words.  The reference takes each word's error code
 from ``sim.golden.check_command`` and its fields from ``hw.isa.decode``; it checks
 
-* the error code and opcode latched (first error wins) and ``executed``, at every
-  command taken and at the end;
+* the error code and opcode latched (first error wins) and ``executed``, whenever
+  a command is done with the load unit idle, and at the end;
 * the exact order and payload of every dispatch to the load, matmul and store
   streams, so that commands skipped while an error is latched (all but NOP,
   FENCE, READ_STATUS and CLEAR_ERROR) are never dispatched;
 * the bytes of every ``READ_STATUS`` record, decoded as a
   :class:`~hw.isa.StatusRecord`.
 
-Commands see random idle cycles, every unit stream random backpressure, and
-``datapath_idle`` stays low for a random while after each dispatch (and flickers).
+The condition inputs (``load_idle``, ``matmul_idle``, ``preloading``,
+``compute_drained``, ``store_idle``, ``all_idle``) are driven at random, and a
+checker traced at every clock edge holds the waiting command to the table in the
+controller's docstring (``WAITS``): its unit stream offers it exactly in the
+cycles its condition holds, so never while it is false, and it is done in the very
+cycle the condition holds and the unit takes it (skipped commands at once,
+malformed ones and CLEAR_ERROR once the load unit is idle, FENCE once everything
+is); ``commands.ready`` shows that the next command is fetched as this one is
+done, and ``busy`` that one waits.  The run must see every input of every
+condition hold a command back on its own.  Commands see random idle cycles and
+every unit stream random backpressure.
 """
 
 import dataclasses
 import random
+from collections import Counter
 
 import pytest
-from harness import Monitor, as_bytes, consumer, producer, simulate, valid_instruction, wait_for
+from harness import (
+    Monitor,
+    Trace,
+    as_bytes,
+    producer,
+    random_ready,
+    simulate,
+    stream_signals,
+    valid_instruction,
+    wait_for,
+)
 
 from hw import isa
 from hw.config import STATUS_RECORD_BYTES, NpuConfig
@@ -190,75 +210,187 @@ def _payload(name, payload, fields):
     return {k: getattr(payload, k) for k in fields}
 
 
+#: What a well-formed command waits for (the table in ``Controller``'s docstring): the
+#: condition inputs that must be high, or low for those written ``~name``.  A MATMUL
+#: also waits for the matmul unit to take it (``ready``), as every dispatch does.
+WAITS = {Opcode.LOAD_ACT: ["load_idle", "matmul_idle"],
+         Opcode.LOAD_WEIGHT: ["load_idle", "~preloading"],
+         Opcode.LOAD_PARAMS: ["load_idle", "store_idle"],
+         Opcode.MATMUL: ["load_idle", "store_idle"],
+         Opcode.STORE: ["load_idle", "store_idle", "compute_drained"],
+         Opcode.READ_STATUS: ["load_idle", "store_idle"],
+         Opcode.FENCE: ["all_idle"],
+         Opcode.CLEAR_ERROR: ["load_idle"],
+         Opcode.NOP: []}
+#: A malformed command latches its error once the load unit is idle.
+MALFORMED_WAITS = ["load_idle"]
+#: The stream each opcode is dispatched on.
+STREAMS = {Opcode.LOAD_ACT: "load", Opcode.LOAD_WEIGHT: "load", Opcode.LOAD_PARAMS: "load",
+           Opcode.MATMUL: "matmul", Opcode.STORE: "store", Opcode.READ_STATUS: "status"}
+
+
+def _holds(row, term):
+    return not row[term[1:]] if term.startswith("~") else bool(row[term])
+
+
+class DispatchChecker:
+    """Checks fetch and dispatch in every traced cycle against the wait table.
+
+    The command waiting is the one after the ``executed`` commands done; in the cycle
+    it is considered it is skipped if an error is latched (and it is not always
+    executed), and otherwise waits for ``WAITS`` (``MALFORMED_WAITS`` when malformed).
+    Its stream's ``valid`` must be high exactly when its condition holds (no other
+    stream's ever), it must be done (``executed`` counts it at the edge) exactly when
+    the condition holds and the unit is ready, ``commands.ready`` must be high exactly
+    when no command waits or this one is done, and ``busy`` when one waits.  Where a
+    command is done with the load unit idle (so every ``BAD_PARAM`` of an earlier
+    command has arrived), the latched state must be the reference's before it.
+    """
+
+    def __init__(self, config, words, before):
+        self.words, self.before = words, before
+        self.codes = [check_command(word, config)[0] for word in words]
+        self.taken, self.executed = 0, 0
+        self.stats = Counter()
+
+    def edge(self, row):
+        assert row["executed"] == self.executed, f"executed: {row['executed']}"
+        waiting = self.taken > self.executed
+        assert row["busy"] == waiting, "busy"
+        offers, done = dict.fromkeys(("load", "matmul", "store", "status"), False), False
+        if waiting:
+            i = self.executed
+            opcode = self.words[i] & 0xF
+            if self.codes[i] != ErrorCode.NONE:
+                case, terms, stream = "malformed", MALFORMED_WAITS, None
+            elif row["error"] != ErrorCode.NONE and opcode not in isa.ALWAYS_EXECUTED:
+                case, terms, stream = "skipped", [], None
+            else:
+                opcode = Opcode(opcode)
+                case, terms, stream = opcode.name, WAITS[opcode], STREAMS.get(opcode)
+            blocking = [term for term in terms if not _holds(row, term)]
+            if stream is not None:
+                offers[stream] = not blocking
+            done = not blocking and (stream is None or row[f"{stream}.ready"])
+            if len(blocking) == 1:
+                self.stats[(case, blocking[0])] += 1
+            self.stats[(case, "done" if done else "unit busy" if not blocking else "waits")] += 1
+            if done and row["load_idle"]:
+                state = (row["error"], row["error_opcode"], row["executed"])
+                assert state == self.before[i], f"state before command {i} ({self.words[i]:#x})"
+                self.stats["states checked"] += 1
+            self.stats["back to back"] += done and row["commands.valid"]
+        for stream, offered in offers.items():
+            assert row[f"{stream}.valid"] == offered, f"{stream}.valid"
+        assert row["commands.ready"] == (not waiting or done), "commands.ready"
+        self.taken += row["commands.valid"] and row["commands.ready"]
+        self.executed += done
+
+
+class Environment:
+    """The condition inputs and ``param_error``, driven at random.
+
+    Each input flips to busy or idle at random from cycle to cycle, except that while
+    the controller offers a command that its unit has not taken, nothing that was
+    idle becomes busy (as in the chip, where only a dispatch makes a unit busy: the
+    controller's offer holds until taken).  ``all_idle`` is high only with every other
+    input idle.  After every load dispatch the load unit stays busy for a few cycles,
+    and a LOAD_PARAMS with an invalid record (``bad_params``, in dispatch order)
+    pulses ``param_error`` once or twice meanwhile.
+    """
+
+    BUSY = ["load", "matmul", "preloading", "compute", "store"]
+
+    def __init__(self, dut, bad_params, rng):
+        self.dut, self.flags, self.rng = dut, iter(bad_params), rng
+        self.busy = dict.fromkeys(self.BUSY, False)
+        self.loading, self.pulses = 0, []
+
+    async def process(self, ctx):
+        dut, rng = self.dut, self.rng
+        units = [dut.load, dut.matmul, dut.store, dut.status_record]
+        async for _, _, kind, *v in ctx.tick().sample(
+                dut.load.payload.kind, *[s for u in units for s in (u.valid, u.ready)]):
+            offering = any(v[i] and not v[i + 1] for i in range(0, len(v), 2))
+            if v[0] and v[1]:           # a load dispatched
+                self.loading = rng.randint(2, 6)
+                if kind == LoadKind.PARAMS and next(self.flags):
+                    self.pulses = rng.sample(range(1, self.loading + 1), rng.randint(1, 2))
+            else:
+                self.loading = max(self.loading - 1, 0)
+            ctx.set(dut.param_error, self.loading in self.pulses)
+            if self.loading in self.pulses:
+                self.pulses.remove(self.loading)
+            for name in self.BUSY:
+                if rng.random() < 0.35:
+                    busy = rng.random() < 0.4
+                    self.busy[name] = busy and (self.busy[name] or not offering)
+            quiet = not any(self.busy.values()) and not self.loading
+            inputs = {"load_idle": not self.busy["load"] and not self.loading,
+                      "matmul_idle": not self.busy["matmul"],
+                      "preloading": self.busy["preloading"],
+                      "compute_drained": not self.busy["compute"],
+                      "store_idle": not self.busy["store"],
+                      "all_idle": quiet and rng.random() < 0.7}
+            for name, value in inputs.items():
+                ctx.set(getattr(dut, name), value)
+
+
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c.rows}x{c.cols}")
 def test_controller_checks_latches_and_dispatches(config):
     rng = random.Random(config.rows)
     dut = Controller(config=config)
-    words = _words(rng, config, 400)
+    words = _words(rng, config, 600)
     bad_params = [rng.random() < 0.3 for _ in words]
     before, dispatches, final, seen = _reference(config, words, bad_params)
     # The random stream covers every error class, latched errors and skipped commands.
     assert seen["codes"] == set(ErrorCode)
     assert seen["skipped"] > 10 and seen["error_while_latched"] > 10
 
-    datapath = {"busy": 0, "pulses": []}
-    flags = iter(bad_params)
-
-    async def datapath_model(ctx):
-        """Busy for a while after each dispatch; a bad LOAD_PARAMS pulses param_error once
-        or twice meanwhile."""
-        async for _, _, *v in ctx.tick().sample(
-                dut.load.valid, dut.load.ready, dut.load.payload.kind, dut.matmul.valid,
-                dut.matmul.ready, dut.store.valid, dut.store.ready, dut.status_record.valid,
-                dut.status_record.ready):
-            load = v[0] and v[1]
-            if load or (v[3] and v[4]) or (v[5] and v[6]) or (v[7] and v[8]):
-                datapath["busy"] = rng.randint(1, 6)
-                if load and v[2] == LoadKind.PARAMS and next(flags):
-                    # Pulses while busy, so before the next command can be fetched.
-                    busy = datapath["busy"]
-                    datapath["pulses"] = rng.sample(range(1, busy + 1), min(busy, 2))
-            else:
-                datapath["busy"] = max(datapath["busy"] - 1, 0)
-            ctx.set(dut.param_error, datapath["busy"] in datapath["pulses"])
-            if datapath["busy"] in datapath["pulses"]:
-                datapath["pulses"].remove(datapath["busy"])
-            ctx.set(dut.datapath_idle, datapath["busy"] == 0 and rng.random() < 0.8)
-
-    async def final_check(ctx):
-        await wait_for(ctx, lambda: len(monitor.transfers("commands")) == len(words))
-        await ctx.tick().until(~dut.busy)
-        await wait_for(ctx, lambda: datapath["busy"] == 0)
-        assert (ctx.get(dut.error), ctx.get(dut.error_opcode), ctx.get(dut.executed)) == final
-
+    environment = Environment(dut, bad_params, rng)
+    checker = DispatchChecker(config, words, before)
     counts = {name: sum(d[0] == name for d in dispatches)
               for name in ("load", "matmul", "store", "status")}
     assert min(counts.values()) > 5
-    taken = {"commands": 0, "dispatches": 0}
+    sinks = [getattr(dut, "status_record" if name == "status" else name) for name in counts]
+    signals = {name: getattr(dut, name) for name in (
+        "load_idle", "matmul_idle", "preloading", "compute_drained", "store_idle", "all_idle",
+        "busy", "error", "error_opcode", "executed")}
+    for name, sink in [("commands", dut.commands), *zip(counts, sinks, strict=True)]:
+        signals.update(stream_signals(name, sink, payload=False))
+    trace = Trace(signals, on_edge=checker.edge)
+
+    taken = []
 
     def check(name, payload, extras):
-        """Each command is taken in the state the reference had before it; each dispatch
-        is the next one the reference made."""
-        if name == "commands":
-            i = taken["commands"]
-            state = (extras["error"], extras["error_opcode"], extras["executed"])
-            assert state == before[i], f"before command {i} ({words[i]:#018x})"
-        else:
-            i = taken["dispatches"]
-            assert i < len(dispatches), f"a dispatch to {name} beyond the reference's"
-            assert (name, _payload(name, payload, dispatches[i][1])) == dispatches[i], \
-                f"dispatch {i}"
-        taken["commands" if name == "commands" else "dispatches"] += 1
+        """Each dispatch is the next one the reference made."""
+        i = len(taken)
+        assert i < len(dispatches), f"a dispatch to {name} beyond the reference's"
+        assert (name, _payload(name, payload, dispatches[i][1])) == dispatches[i], f"dispatch {i}"
+        taken.append(name)
 
-    sinks = [getattr(dut, "status_record" if name == "status" else name) for name in counts]
-    monitor = Monitor({"commands": dut.commands, **dict(zip(counts, sinks, strict=True))},
-                      extras={"error": dut.error, "error_opcode": dut.error_opcode,
-                              "executed": dut.executed}, on_transfer=check)
+    async def final_check(ctx):
+        await wait_for(ctx, lambda: checker.executed == len(words))
+        await wait_for(ctx, lambda: environment.loading == 0)
+        await ctx.tick()
+        assert (ctx.get(dut.error), ctx.get(dut.error_opcode), ctx.get(dut.executed)) == final
+        assert not ctx.get(dut.busy)
+
+    monitor = Monitor(dict(zip(counts, sinks, strict=True)), on_transfer=check)
     simulate(dut, producer(dut.commands, words, seed=1), final_check,
-             *[consumer(sink, counts[name], [], seed=10 + i, probability=0.5)
+             *[random_ready(sink, counts[name], [], seed=10 + i, probability=0.5)
                for i, (name, sink) in enumerate(zip(counts, sinks, strict=True))],
-             background=[datapath_model, monitor.process])
-    assert taken == {"commands": len(words), "dispatches": len(dispatches)}
+             background=[environment.process, trace.process, monitor.process])
+    assert len(taken) == len(dispatches) and checker.taken == len(words)
+    # Every input of every condition held a command back on its own; units kept
+    # offered commands waiting; fetch overlapped dispatch; the state was checked often.
+    stats = checker.stats
+    blocked = [(op.name, term) for op, terms in WAITS.items() for term in terms]
+    blocked += [("malformed", term) for term in MALFORMED_WAITS]
+    assert [b for b in blocked if not stats[b]] == []
+    assert all(stats[(op.name, "unit busy")] for op in STREAMS)
+    assert stats[("skipped", "done")] > 10 and stats["back to back"] > 50
+    assert stats["states checked"] > len(words) // 2
 
 
 def test_controller_config_wrong():

@@ -1,11 +1,16 @@
-"""The processing element against a register-level Python model.
+"""The processing element and its two weight banks against a register-level Python model.
 
-Verifies ``hw/pe.py``: the multiply-accumulate ``psum_in + act_in * weight`` wraps at
-int32, ``en`` low holds the activation and partial-sum registers (the array's
-stall), ``weight_shift`` moves weights down a chain of cells independently of
-``en``, and a multiply uses the weight the cell held before a shift.  A column of
-cells is driven with random operands over their whole ranges (extremes favoured),
-random shifts and random stalls, and compared with the model after every cycle.
+Verifies ``hw/pe.py``: the multiply-accumulate ``psum_in + act_in * weight[act_bank_in]``
+wraps at int32 and uses the bank its activation names; ``act_bank_in`` is
+registered to ``act_bank_out`` with the activation; ``en`` low holds the
+activation, bank and partial-sum registers (the array's stall); ``weight_shift``
+moves bank ``weight_bank`` down a chain of cells, independently of ``en``, and
+leaves the other bank as it was; ``weight_out`` shows the cell's weight in bank
+``weight_bank``; a multiply uses the weight the cell held before a shift of the
+same edge.  A column of cells is driven with random operands over their whole
+ranges (extremes favoured), random banks, shifts and stalls, and both banks of
+every cell are compared with the model after every cycle.  A directed case loads
+a tile into bank 1 while every cell keeps multiplying with bank 0.
 """
 
 import random
@@ -22,16 +27,18 @@ INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 
 
 class Column(Elaboratable):
-    """``n`` cells stacked: weights and partial sums flow down, each cell has its own
-    activation input."""
+    """``n`` cells stacked: weights and partial sums flow down, all cells shift the same
+    bank, each cell has its own activation and activation bank."""
 
     def __init__(self, n):
         self.pes = [ProcessingElement() for _ in range(n)]
         self.en = Signal()
         self.weight_shift = Signal()
+        self.weight_bank = Signal()
         self.weight_in = Signal(signed(OPERAND_WIDTH))
         self.psum_in = Signal(signed(ACC_WIDTH))
         self.act_in = [Signal(signed(OPERAND_WIDTH), name=f"act_in_{i}") for i in range(n)]
+        self.act_bank_in = [Signal(name=f"act_bank_in_{i}") for i in range(n)]
 
     def elaborate(self, platform):
         m = Module()
@@ -41,9 +48,11 @@ class Column(Elaboratable):
             m.d.comb += [
                 pe.en.eq(self.en),
                 pe.weight_shift.eq(self.weight_shift),
+                pe.weight_bank.eq(self.weight_bank),
                 pe.weight_in.eq(above.weight_out if above else self.weight_in),
                 pe.psum_in.eq(above.psum_out if above else self.psum_in),
                 pe.act_in.eq(self.act_in[i]),
+                pe.act_bank_in.eq(self.act_bank_in[i]),
             ]
         return m
 
@@ -57,45 +66,67 @@ def _psum(rng):
                        rng.randint(-1000, 1000)])
 
 
+async def _banks(ctx, dut):
+    """Both banks of every cell, read through ``weight_out`` (leaves ``weight_bank`` at 1)."""
+    banks = []
+    for b in range(2):
+        ctx.set(dut.weight_bank, b)
+        banks.append([ctx.get(pe.weight_out) for pe in dut.pes])
+    return banks
+
+
 def _run_column(n, seed, cycles, stall_probability=0.3):
-    """Drive a column with random inputs; return (cycles that wrapped, stalled cycles,
-    shifts)."""
+    """Drive a column with random inputs and check it against the model every cycle;
+    return how often each case of interest came up."""
     dut = Column(n)
     rng = random.Random(seed)
-    counts = {"wrapped": 0, "stalled": 0, "shifts": 0}
+    counts = {"wrapped": 0, "stalled": 0, "shifts": [0, 0], "shift_other_bank_in_use": 0,
+              "shift_same_bank_in_use": 0, "products": [0, 0]}
 
     async def testbench(ctx):
-        weight = [0] * n
-        act_out = [0] * n
-        psum_out = [0] * n
+        weight = [[0] * n, [0] * n]   # weight[bank][cell]
+        act_out, bank_out, psum_out = [0] * n, [0] * n, [0] * n
+        shift_bank = 0
         for _ in range(cycles):
             en = rng.random() >= stall_probability
-            shift = rng.random() < 0.3
+            shift = rng.random() < 0.4
+            if rng.random() < 0.3:
+                shift_bank ^= 1                      # runs of shifts into one bank
             weight_in, psum_in = _operand(rng), _psum(rng)
             acts = [_operand(rng) for _ in range(n)]
+            act_banks = [rng.randrange(2) for _ in range(n)]
             ctx.set(dut.en, en)
             ctx.set(dut.weight_shift, shift)
+            ctx.set(dut.weight_bank, shift_bank)
             ctx.set(dut.weight_in, weight_in)
             ctx.set(dut.psum_in, psum_in)
             for i in range(n):
                 ctx.set(dut.act_in[i], acts[i])
+                ctx.set(dut.act_bank_in[i], act_banks[i])
+            # weight_out shows the shifting bank; it feeds the cell below.
+            assert [ctx.get(pe.weight_out) for pe in dut.pes] == weight[shift_bank]
             await ctx.tick()
             # The model: every register takes its input from before the edge.
-            weight_inputs = [weight_in] + weight[:-1]
-            psum_inputs = [psum_in] + psum_out[:-1]
             if en:
-                exact = [psum_inputs[i] + acts[i] * weight[i] for i in range(n)]
+                exact = [psum_in_i + acts[i] * weight[act_banks[i]][i]
+                         for i, psum_in_i in enumerate([psum_in] + psum_out[:-1])]
                 counts["wrapped"] += sum(not INT32_MIN <= v <= INT32_MAX for v in exact)
                 psum_out = [wrap(v, ACC_WIDTH) for v in exact]
-                act_out = acts
+                act_out, bank_out = acts, act_banks
+                for b in act_banks:
+                    counts["products"][b] += 1
+                if shift:
+                    counts["shift_other_bank_in_use"] += shift_bank ^ 1 in act_banks
+                    counts["shift_same_bank_in_use"] += shift_bank in act_banks
             else:
                 counts["stalled"] += 1
             if shift:
-                weight = weight_inputs
-                counts["shifts"] += 1
+                weight[shift_bank] = [weight_in] + weight[shift_bank][:-1]
+                counts["shifts"][shift_bank] += 1
+            assert await _banks(ctx, dut) == weight, "weight banks"
             for i, pe in enumerate(dut.pes):
-                assert ctx.get(pe.weight_out) == weight[i], f"cell {i} weight"
                 assert ctx.get(pe.act_out) == act_out[i], f"cell {i} activation"
+                assert ctx.get(pe.act_bank_out) == bank_out[i], f"cell {i} activation bank"
                 assert ctx.get(pe.psum_out) == psum_out[i], f"cell {i} partial sum"
 
     simulate(dut, testbench)
@@ -103,42 +134,66 @@ def _run_column(n, seed, cycles, stall_probability=0.3):
 
 
 @pytest.mark.parametrize("n", [1, 3])
-def test_pe_multiply_accumulate_wraps_holds_and_shifts(n):
-    counts = _run_column(n, seed=n, cycles=400)
-    # The random run really wrapped, stalled and shifted.
+def test_pe_multiply_accumulate_with_two_banks(n):
+    counts = _run_column(n, seed=n, cycles=500)
+    # The random run really wrapped, stalled, shifted and multiplied with both banks,
+    # shifting one bank both while the other and while the same one multiplied.
     assert counts["wrapped"] > 0
     assert counts["stalled"] > 0
-    assert counts["shifts"] > 0
+    assert min(counts["shifts"]) > 0 and min(counts["products"]) > 0
+    assert counts["shift_other_bank_in_use"] > 0 and counts["shift_same_bank_in_use"] > 0
 
 
-def test_pe_weight_chain_then_multiply():
-    # Shift three weights down a column (with stalls in between), then multiply:
-    # the first weight shifted in ends in the bottom cell.
+def test_pe_loads_one_bank_while_the_other_multiplies():
+    # Tile A in bank 0; tile B shifts into bank 1 (with stalls in between) while every
+    # cell multiplies with bank 0 each cycle; then the activations switch to bank 1.
     dut = Column(3)
-    weights = [-256, 255, -7]
+    tile_a, tile_b = [-256, 255, -7], [17, -1, 128]   # first shifted in ends at the bottom
     rng = random.Random(5)
+    psum_in = INT32_MAX
+
+    async def shift(ctx, bank, w):
+        ctx.set(dut.weight_bank, bank)
+        ctx.set(dut.weight_in, w)
+        ctx.set(dut.weight_shift, 1)
+        await ctx.tick()
+        ctx.set(dut.weight_shift, 0)
+
+    def column_sum(acts, weights):
+        """The bottom cell's partial sum once a wavefront has gone down the column."""
+        return wrap(psum_in + sum(a * w for a, w in zip(acts, weights, strict=True)), 32)
 
     async def testbench(ctx):
-        for w in weights:
-            for _ in range(rng.randint(0, 3)):
-                await ctx.tick()
-            ctx.set(dut.weight_in, w)
-            ctx.set(dut.weight_shift, 1)
-            await ctx.tick()
-            ctx.set(dut.weight_shift, 0)
-        assert [ctx.get(pe.weight_out) for pe in dut.pes] == weights[::-1]
+        for w in tile_a:
+            await shift(ctx, 0, w)
+        assert (await _banks(ctx, dut))[0] == tile_a[::-1]
+        ctx.set(dut.psum_in, psum_in)
+        ctx.set(dut.en, 1)
         acts = [3, -5, 255]
-        ctx.set(dut.psum_in, INT32_MAX)
         for i, a in enumerate(acts):
             ctx.set(dut.act_in[i], a)
-        ctx.set(dut.en, 1)
-        await ctx.tick()
+            ctx.set(dut.act_bank_in[i], 0)
+        for _ in range(3):                   # the wavefront reaches the bottom cell
+            await ctx.tick()
+        assert ctx.get(dut.pes[2].psum_out) == column_sum(acts, tile_a[::-1])
+        for w in tile_b:
+            for _ in range(rng.randint(0, 2)):
+                await ctx.tick()
+            await shift(ctx, 1, w)
+            # The same activations every cycle: the bottom cell holds the bank-0 sum.
+            assert ctx.get(dut.pes[2].psum_out) == column_sum(acts, tile_a[::-1])
+        assert await _banks(ctx, dut) == [tile_a[::-1], tile_b[::-1]]
+        assert [ctx.get(pe.act_bank_out) for pe in dut.pes] == [0, 0, 0]
+        for i in range(3):
+            ctx.set(dut.act_bank_in[i], 1)
+        for _ in range(3):
+            await ctx.tick()
+        assert ctx.get(dut.pes[2].psum_out) == column_sum(acts, tile_b[::-1])
+        assert [ctx.get(pe.act_bank_out) for pe in dut.pes] == [1, 1, 1]
         ctx.set(dut.en, 0)
-        # One enabled cycle: each cell added its own product to what was above it then.
-        assert ctx.get(dut.pes[0].psum_out) == wrap(INT32_MAX + acts[0] * weights[2], 32)
         for _ in range(rng.randint(1, 4)):   # a stall holds everything
             await ctx.tick()
-        assert ctx.get(dut.pes[0].psum_out) == wrap(INT32_MAX + acts[0] * weights[2], 32)
+        assert ctx.get(dut.pes[2].psum_out) == column_sum(acts, tile_b[::-1])
         assert [ctx.get(pe.act_out) for pe in dut.pes] == acts
 
     simulate(dut, testbench)
