@@ -2,12 +2,12 @@
 
 from sim.amaranth_runner import AmaranthSession
 
-from .base import Backend, ExecuteResult
+from .base import SimulatorBackend
 
 __all__ = ["AmaranthBackend"]
 
 
-class AmaranthBackend(Backend):
+class AmaranthBackend(SimulatorBackend):
     """Runs command streams on the Amaranth description itself, cycle by cycle.
 
     Options
@@ -21,18 +21,5 @@ class AmaranthBackend(Backend):
     name = "amaranth"
 
     def __init__(self, *, config=None, trace=None, stall_probability=0.0, seed=0):
-        super().__init__(config=config)
-        self.stall_probability = float(stall_probability)
-        self.seed = seed
+        super().__init__(config=config, stall_probability=stall_probability, seed=seed)
         self._session = AmaranthSession(config=self.config, trace=trace)
-        self._runs = 0
-
-    def execute(self, commands, data_in=b""):
-        self._runs += 1
-        run = self._session.run(commands, data_in, stall_probability=self.stall_probability,
-                                seed=self.seed + self._runs)
-        return ExecuteResult(data_out=run.data_out, status=run.status, cycles=run.cycles,
-                             cycles_measured=True)
-
-    def close(self):
-        self._session.close()

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from hw.config import NpuConfig
 from hw.isa import StatusRecord
 
-__all__ = ["Backend", "BackendUnavailable", "ExecuteResult", "BACKENDS", "open_backend",
-           "available_backends"]
+__all__ = ["Backend", "SimulatorBackend", "BackendUnavailable", "ExecuteResult", "BACKENDS",
+           "open_backend", "available_backends"]
 
 
 class BackendUnavailable(RuntimeError):
@@ -66,6 +66,34 @@ class Backend:
     @classmethod
     def check_available(cls):
         """Raise :class:`BackendUnavailable` if this backend cannot run here."""
+
+
+class SimulatorBackend(Backend):
+    """A backend over a simulator session that keeps one chip alive.
+
+    Subclasses open ``self._session`` (anything with ``run(commands, data_in,
+    stall_probability=, seed=)`` returning data_out, status and cycles, and
+    ``close()``) in their constructor.
+    """
+
+    def __init__(self, *, config=None, stall_probability=0.0, seed=0):
+        super().__init__(config=config)
+        self.stall_probability = float(stall_probability)
+        self.seed = seed
+        self._session = None
+        self._runs = 0
+
+    def execute(self, commands, data_in=b""):
+        self._runs += 1
+        run = self._session.run(commands, data_in, stall_probability=self.stall_probability,
+                                seed=self.seed + self._runs)
+        return ExecuteResult(data_out=run.data_out, status=run.status, cycles=run.cycles,
+                             cycles_measured=True)
+
+    def close(self):
+        if self._session is not None:
+            self._session.close()
+            self._session = None
 
 
 #: Backend name -> "module:Class", imported on first use so that a missing simulator
