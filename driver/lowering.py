@@ -49,7 +49,8 @@ class TilePlan:
     m_block: int         #: rows per block of the batch
     k_group: int         #: K tiles whose activations sit in the buffer at once
     resident: bool       #: all weight tiles stay in the weight buffer across M blocks
-    acc_banks: int       #: accumulator regions used in turn (2 lets a store overlap)
+    acc_banks: int       #: accumulator regions output tiles use in turn (2 let a store
+                         #: drain while the next tile computes)
 
 
 def _tiles(total, size):
@@ -170,14 +171,18 @@ def _lower_linear(layer, batch, config):
             segs.append(ActivationBlock(m0=m0, m=m, k0=k0, k=k))
 
     next_slot = 0
+    tile = 0                 # output tiles so far: they alternate parameter sets and regions
+    pending_store = None     # a tile's STORE waits until the next tile has weights in flight
     for block, m0 in enumerate(range(0, batch, plan.m_block)):
         m = min(plan.m_block, batch - m0)
-        acc_addr = (block % plan.acc_banks) * plan.m_block
         if len(groups) == 1:
             load_acts(m0, m, groups[0])
         for j, (n0, n) in enumerate(plan.n_tiles):
+            param_set = tile % 2
+            acc_addr = (tile % plan.acc_banks) * plan.m_block
+            tile += 1
             # Weight loading subtracts the zero points of the records loaded before it.
-            ins.append(LoadParams(count=n))
+            ins.append(LoadParams(count=n, param_set=param_set))
             segs.append(pack_rows(config, record_rows[n0:n0 + n]))
             t = 0
             for group in groups:
@@ -190,13 +195,20 @@ def _lower_linear(layer, batch, config):
                         slot, load = next_slot % config.weight_tiles, True
                         next_slot += 1
                     if load:
-                        ins.append(LoadWeight(slot=slot, k=k, n=n, signed=w_signed))
+                        ins.append(LoadWeight(slot=slot, k=k, n=n, signed=w_signed,
+                                              param_set=param_set))
                         segs.append(pack_rows(config, weight_t[k0:k0 + k, n0:n0 + n]))
+                    if pending_store is not None:
+                        # The previous tile drains through the store path while this one
+                        # computes: another parameter set, another accumulator region.
+                        ins.append(pending_store)
+                        pending_store = None
                     ins.append(Matmul(act_addr=index * m, count=m, slot=slot, acc_addr=acc_addr,
                                       accumulate=int(t > 0)))
                     t += 1
-            ins.append(Store(acc_addr=acc_addr, count=m, n=n, raw=0))
+            pending_store = Store(acc_addr=acc_addr, count=m, n=n, raw=0, param_set=param_set)
             p.outputs.append(OutputBlock(m0=m0, m=m, n0=n0, n=n))
+    ins.append(pending_store)
     ins.append(ReadStatus())
     return p
 

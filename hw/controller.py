@@ -35,9 +35,11 @@ class Controller(wiring.Component):
     LOAD_ACT      the load unit, and the matmul unit to be idle (it reads
                   the activation buffer)
     LOAD_WEIGHT   the load unit, and no weight tile being read for the array
-    LOAD_PARAMS   the load unit, and the store path (it uses the parameters)
+    LOAD_PARAMS   the load unit, and the store path if the store in it uses the
+                  same parameter set
     MATMUL        the matmul unit's preloader, the load unit (pending buffer
-                  writes) and the store path (pending accumulator reads)
+                  writes), and the store path if the store in it reads
+                  accumulator rows the MATMUL writes
     STORE         the load unit, the store path and every result of earlier
                   matmuls written to the accumulator
     READ_STATUS   the load unit and the store path, so that its record
@@ -57,6 +59,8 @@ class Controller(wiring.Component):
         The ``READ_STATUS`` record, towards the data-out serializer.
     load_idle, matmul_idle, preloading, compute_drained, store_idle, all_idle : In(1)
         What the datapath is doing (see :class:`~hw.npu.Npu`).
+    store_current : In(store_command_layout())
+        The store in the store path (its rows and parameter set).
     param_error : In(1)
         The load unit met an invalid requantization record.
     busy : Out(1)
@@ -83,6 +87,7 @@ class Controller(wiring.Component):
             "compute_drained": In(1),
             "store_idle": In(1),
             "all_idle": In(1),
+            "store_current": In(store_command_layout()),
             "param_error": In(1),
             "busy": Out(1),
             "error": Out(8),
@@ -149,7 +154,8 @@ class Controller(wiring.Component):
         with m.Switch(opcode):
             with m.Case(Opcode.LOAD_PARAMS):
                 m.d.comb += [load.kind.eq(LoadKind.PARAMS),
-                             load.count.eq(views[Opcode.LOAD_PARAMS].count)]
+                             load.count.eq(views[Opcode.LOAD_PARAMS].count),
+                             load.param_set.eq(views[Opcode.LOAD_PARAMS].param_set)]
             with m.Case(Opcode.LOAD_ACT):
                 m.d.comb += [load.kind.eq(LoadKind.ACT), load.addr.eq(load_act.addr),
                              load.count.eq(load_act.count), load.length.eq(load_act.length),
@@ -157,7 +163,8 @@ class Controller(wiring.Component):
             with m.Case(Opcode.LOAD_WEIGHT):
                 m.d.comb += [load.kind.eq(LoadKind.WEIGHT), load.addr.eq(load_weight.slot),
                              load.count.eq(load_weight.k), load.length.eq(load_weight.n),
-                             load.signed.eq(load_weight.signed)]
+                             load.signed.eq(load_weight.signed),
+                             load.param_set.eq(load_weight.param_set)]
         mm, st = views[Opcode.MATMUL], views[Opcode.STORE]
         m.d.comb += [
             self.matmul.payload.act_addr.eq(mm.act_addr),
@@ -169,6 +176,7 @@ class Controller(wiring.Component):
             self.store.payload.count.eq(st.count),
             self.store.payload.n.eq(st.n),
             self.store.payload.raw.eq(st.raw),
+            self.store.payload.param_set.eq(st.param_set),
         ]
 
         # The status record: error, failing opcode, commands consumed before this one.
@@ -200,6 +208,7 @@ class Controller(wiring.Component):
             m.d.sync += self.executed.eq(self.executed + 1)
 
         skip = (self.error != ErrorCode.NONE) & ~_any(opcode == op for op in isa.ALWAYS_EXECUTED)
+        stored = self.store_current
         with m.If(pending):
             with m.If(code != ErrorCode.NONE):
                 # A LOAD_PARAMS still loading may yet raise BAD_PARAM, which came first.
@@ -216,9 +225,14 @@ class Controller(wiring.Component):
                     with m.Case(Opcode.LOAD_WEIGHT):
                         self._dispatch(m, self.load, done, self.load_idle & ~self.preloading)
                     with m.Case(Opcode.LOAD_PARAMS):
-                        self._dispatch(m, self.load, done, self.load_idle & self.store_idle)
+                        same_set = views[Opcode.LOAD_PARAMS].param_set == stored.param_set
+                        self._dispatch(m, self.load, done,
+                                       self.load_idle & (self.store_idle | ~same_set))
                     with m.Case(Opcode.MATMUL):
-                        self._dispatch(m, self.matmul, done, self.load_idle & self.store_idle)
+                        overlap = ((mm.acc_addr < stored.acc_addr + stored.count)
+                                   & (stored.acc_addr < mm.acc_addr + mm.count))
+                        self._dispatch(m, self.matmul, done,
+                                       self.load_idle & (self.store_idle | ~overlap))
                     with m.Case(Opcode.STORE):
                         self._dispatch(m, self.store, done, self.load_idle & self.store_idle
                                        & self.compute_drained)

@@ -213,8 +213,10 @@ class Nop(Instruction):
 @_instruction(
     Opcode.LOAD_PARAMS,
     "Read `count` requantization records (16 bytes each, one per output column, "
-    "starting at column 0) from the data stream into the column parameter registers.",
-    Field("count", 16, doc="columns to load, 1..cols"))
+    "starting at column 0) from the data stream into parameter set `param_set`.  Two "
+    "sets let one tile's store requantize while the next tile's parameters load.",
+    Field("count", 16, doc="columns to load, 1..cols"),
+    Field("param_set", 1, doc="which of the two parameter sets to write"))
 class LoadParams(Instruction):
     def data_in_bytes(self, config):
         return self.count * config.beats(PARAM_RECORD_BYTES) * config.data_bytes
@@ -238,11 +240,13 @@ class LoadAct(Instruction):
     Opcode.LOAD_WEIGHT,
     "Read a `k` x `n` weight tile (row r holds the weights that input feature r "
     "contributes to columns 0..n-1) from the data stream into weight slot `slot`, "
-    "subtracting each column's weight zero point; the rest of the tile is zero.",
+    "subtracting each column's weight zero point (from parameter set `param_set`); the "
+    "rest of the tile is zero.",
     Field("slot", 8, doc="weight buffer tile, 0..weight_tiles-1"),
     Field("k", 16, doc="tile rows, 1..rows"),
     Field("n", 16, doc="tile columns, 1..cols"),
-    Field("signed", 1, doc="1: int8 weights, 0: uint8"))
+    Field("signed", 1, doc="1: int8 weights, 0: uint8"),
+    Field("param_set", 1, doc="the parameter set whose weight zero points apply"))
 class LoadWeight(Instruction):
     def data_in_bytes(self, config):
         return self.k * config.beats(self.n) * config.data_bytes
@@ -265,12 +269,13 @@ class Matmul(Instruction):
 @_instruction(
     Opcode.STORE,
     "Send `count` accumulator rows from `acc_addr`, columns 0..n-1, to the data-out "
-    "stream: requantized to one byte per value, or int32 little-endian when `raw`. "
-    "Each row is padded to whole beats with zero bytes.",
+    "stream: requantized with parameter set `param_set` to one byte per value, or int32 "
+    "little-endian when `raw`. Each row is padded to whole beats with zero bytes.",
     Field("acc_addr", 16, doc="first accumulator row"),
     Field("count", 16, doc="rows, 1..acc_depth - acc_addr"),
     Field("n", 16, doc="columns, 1..cols"),
-    Field("raw", 1, doc="1: raw int32 accumulator, 0: requantized bytes"))
+    Field("raw", 1, doc="1: raw int32 accumulator, 0: requantized bytes"),
+    Field("param_set", 1, doc="the parameter set that requantizes"))
 class Store(Instruction):
     def data_out_bytes(self, config):
         return self.count * config.beats(self.n * (4 if self.raw else 1)) * config.data_bytes

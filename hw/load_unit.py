@@ -24,7 +24,7 @@ def load_command_layout():
     """A decoded load: ``addr`` is the activation address or the weight slot, ``count``
     the vectors (or weight rows ``k``), ``length`` the bytes per vector (or ``n``)."""
     return data.StructLayout({"kind": LoadKind, "addr": 16, "count": 16, "length": 16,
-                              "signed": 1})
+                              "signed": 1, "param_set": 1})
 
 
 class LoadUnit(wiring.Component):
@@ -33,9 +33,10 @@ class LoadUnit(wiring.Component):
     * ``ACT``: bytes widen to 9-bit operands (sign- or zero-extended) and fill
       activation vectors ``addr .. addr + count - 1``.
     * ``WEIGHT``: row ``r`` of slot ``addr`` becomes ``ext(byte_c) - weight_zero_c``
-      (wrapped to 9 bits) for columns ``c < n`` and zero beyond; rows from ``k`` up to
-      ``rows`` are written with zeros without taking data.
-    * ``PARAMS``: record ``c`` updates column ``c``'s parameter registers if it is
+      (wrapped to 9 bits, the zero point from parameter set ``param_set``) for columns
+      ``c < n`` and zero beyond; rows from ``k`` up to ``rows`` are written with zeros
+      without taking data.
+    * ``PARAMS``: record ``c`` updates column ``c`` of set ``param_set`` if it is
       valid (shift 1..63) and no error is latched; an invalid record raises
       ``param_error``.
 
@@ -47,8 +48,8 @@ class LoadUnit(wiring.Component):
     vectors : In(stream.Signature(ArrayLayout(8, vector_bytes)))
     act_write, weight_write : In(memory.WritePort.Signature(...))
         Connect to the buffers' write ports.
-    params : Out(ArrayLayout(param_layout(), cols))
-        The column parameter registers (reset to ``isa.ParamRecord()``).
+    params : Out(ArrayLayout(ArrayLayout(param_layout(), cols), 2))
+        The two sets of column parameter registers (reset to ``isa.ParamRecord()``).
     error_latched : In(1)
     param_error : Out(1)
     slot_written : Out(1)
@@ -74,8 +75,8 @@ class LoadUnit(wiring.Component):
                 addr_width=ceil_log2(c.act_depth), shape=data.ArrayLayout(operand, c.rows))),
             "weight_write": In(memory.WritePort.Signature(
                 addr_width=ceil_log2(c.weight_depth), shape=data.ArrayLayout(operand, c.cols))),
-            "params": Out(data.ArrayLayout(isa.param_layout(), c.cols),
-                          init=[param_init] * c.cols),
+            "params": Out(data.ArrayLayout(data.ArrayLayout(isa.param_layout(), c.cols), 2),
+                          init=[[param_init] * c.cols] * 2),
             "error_latched": In(1),
             "param_error": Out(1),
             "slot_written": Out(1),
@@ -101,7 +102,8 @@ class LoadUnit(wiring.Component):
             m.d.comb += self.act_write.data[r].eq(Mux(command.signed, byte.as_signed(), byte))
         for col in range(c.cols):
             byte = vector[col]
-            widened = Mux(command.signed, byte.as_signed(), byte) - self.params[col].weight_zero
+            zero = self.params[command.param_set][col].weight_zero
+            widened = Mux(command.signed, byte.as_signed(), byte) - zero
             m.d.comb += self.weight_write.data[col].eq(Mux(col < command.length, widened, 0))
 
         record = data.View(isa.param_layout(), vector.as_value()[:8 * PARAM_RECORD_BYTES])
@@ -139,9 +141,10 @@ class LoadUnit(wiring.Component):
                         with m.Case(LoadKind.PARAMS):
                             m.d.comb += self.param_error.eq(~record_valid)
                             with m.If(record_valid & ~self.error_latched):
-                                for col in range(c.cols):
-                                    with m.If(index == col):
-                                        m.d.sync += self.params[col].eq(record)
+                                for s in range(2):
+                                    for col in range(c.cols):
+                                        with m.If((command.param_set == s) & (index == col)):
+                                            m.d.sync += self.params[s][col].eq(record)
                     with m.If(index == command.count - 1):
                         with m.If((command.kind == LoadKind.WEIGHT) & (command.count != c.rows)):
                             m.next = "ZERO_FILL"

@@ -150,7 +150,7 @@ class Npu(wiring.Component):
             requantizer.rows.payload.n.eq(accumulator.read_responses.payload.tag.n),
             requantizer.rows.valid.eq(accumulator.read_responses.valid),
             accumulator.read_responses.ready.eq(requantizer.rows.ready),
-            requantizer.params.eq(load_unit.params),
+            requantizer.params.eq(load_unit.params[store_unit.current.param_set]),
         ]
         # Rows and status records share the serializer; the controller sends a status
         # record only once the store path is empty, so the two never compete.
@@ -175,6 +175,7 @@ class Npu(wiring.Component):
             controller.store_idle.eq(~(store_unit.busy | accumulator.reading
                                        | requantizer.busy)),
             controller.all_idle.eq(~datapath_busy),
+            controller.store_current.eq(store_unit.current),
             self.busy.eq(controller.busy | datapath_busy),
             self.error.eq(controller.error),
             self.error_opcode.eq(controller.error_opcode),

@@ -11,7 +11,7 @@ __all__ = ["StoreUnit", "store_command_layout", "store_tag_layout"]
 
 
 def store_command_layout():
-    return data.StructLayout({"acc_addr": 16, "count": 16, "n": 16, "raw": 1})
+    return data.StructLayout({"acc_addr": 16, "count": 16, "n": 16, "raw": 1, "param_set": 1})
 
 
 def store_tag_layout(config):
@@ -26,7 +26,12 @@ class StoreUnit(wiring.Component):
     -------
     cmd : In(stream.Signature(store_command_layout()))
     read_requests : Out(stream.Signature(StructLayout({"addr": ..., "tag": store_tag_layout})))
+    current : Out(store_command_layout())
+        The latest command, held until the next: its parameter set selects the
+        requantizer's parameters and its rows are what a MATMUL must not overwrite
+        while they are read.
     busy : Out(1)
+        Requests are still being issued.
     """
 
     def __init__(self, *, config):
@@ -37,12 +42,13 @@ class StoreUnit(wiring.Component):
             "cmd": In(stream.Signature(store_command_layout())),
             "read_requests": Out(stream.Signature(data.StructLayout({
                 "addr": ceil_log2(config.acc_depth), "tag": store_tag_layout(config)}))),
+            "current": Out(store_command_layout()),
             "busy": Out(1),
         })
 
     def elaborate(self, platform):
         m = Module()
-        command = Signal(store_command_layout())
+        command = self.current
         index = Signal(16)
         m.d.comb += [
             self.read_requests.payload.addr.eq(command.acc_addr + index),

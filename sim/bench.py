@@ -38,12 +38,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from hw import isa
 from hw.config import NpuConfig
 from hw.isa import ErrorCode, Opcode
 from sim.cycle_model import CycleModel, program_cycles
 from sim.golden import GoldenNpu
-from sim.programs import gemm_program, random_params
+from sim.programs import gemm_program, gemm_schedule, random_params
 
 __all__ = ["Gemm", "BenchPlan", "FULL_PLAN", "QUICK_PLAN", "ACTIVITIES", "ArrayActivity",
            "gemm_instructions", "replay_gemm", "digits_mlp", "run_scalesim", "run_bench",
@@ -362,19 +361,8 @@ def gemm_pass_instructions(config, gemm, rows):
     Addresses are relative to the pass, so every pass of the same depth issues the
     same commands.
     """
-    k_tiles = [min(config.rows, gemm.k - k0) for k0 in range(0, gemm.k, config.rows)]
-    instructions = [isa.LoadAct(addr=index * rows, count=rows, length=length, signed=False)
-                    for index, length in enumerate(k_tiles)]
-    for n0 in range(0, gemm.n, config.cols):
-        columns = min(config.cols, gemm.n - n0)
-        instructions.append(isa.LoadParams(count=columns))
-        for index, depth in enumerate(k_tiles):
-            slot = index % config.weight_tiles
-            instructions.append(isa.LoadWeight(slot=slot, k=depth, n=columns, signed=True))
-            instructions.append(isa.Matmul(act_addr=index * rows, count=rows, slot=slot,
-                                           acc_addr=0, accumulate=index > 0))
-        instructions.append(isa.Store(acc_addr=0, count=rows, n=columns, raw=False))
-    return instructions
+    return [instruction for instruction, _ in
+            gemm_schedule(config, rows, gemm.k, gemm.n, m_tile=rows)]
 
 
 def gemm_instructions(config, gemm):

@@ -60,6 +60,7 @@ class CycleModel:
         """A chip fresh out of reset, before its first command."""
         self.resident = [None, None]    # weight slot each bank holds, if still valid
         self.last_bank = 0
+        self.store = None               # the latest STORE (its rows and parameter set)
         self.breakdown = Breakdown()
         self.start_run()
 
@@ -118,14 +119,16 @@ class CycleModel:
                              for slot in self.resident]
             self._load(d, instruction.k * c.beats(instruction.n) + c.rows - instruction.k)
         elif op == Opcode.LOAD_PARAMS:
-            d = self._dispatched(max(earliest, load_idle, self.store_through + 1))
+            same_set = self.store is not None and self.store.param_set == instruction.param_set
+            store_done = self.store_through + 1 if same_set else _NEVER
+            d = self._dispatched(max(earliest, load_idle, store_done))
             record_beats = c.beats(PARAM_RECORD_BYTES)
             self._load(d, instruction.count * record_beats)
             if bad_record is not None:
                 self.error_visible = d + 3 + (bad_record + 1) * record_beats
         elif op == Opcode.MATMUL:
-            d = self._dispatched(max(earliest, load_idle, self.store_through + 1,
-                                     self.preloader_free))
+            store_done = self.store_through + 1 if self._store_overlaps(instruction) else _NEVER
+            d = self._dispatched(max(earliest, load_idle, store_done, self.preloader_free))
             self._matmul(d, instruction)
         elif op == Opcode.STORE:
             d = self._dispatched(max(earliest, load_idle, self.store_through + 1,
@@ -143,6 +146,12 @@ class CycleModel:
         else:  # NOP
             d = self._dispatched(earliest)
         return d
+
+    def _store_overlaps(self, matmul):
+        """Whether the latest STORE reads accumulator rows ``matmul`` writes."""
+        s = self.store
+        return (s is not None and matmul.acc_addr < s.acc_addr + s.count
+                and s.acc_addr < matmul.acc_addr + matmul.count)
 
     def _dispatched(self, cycle):
         self.last_dispatch = cycle
@@ -182,6 +191,7 @@ class CycleModel:
         self.breakdown.streaming += ins.count
 
     def _store(self, d, ins):
+        self.store = ins
         beats = self.config.beats(ins.n * (4 if ins.raw else 1))
         first = max(d + _STORE_TO_SERIALIZER, self.output_through)
         last = first + (ins.count - 1) * beats

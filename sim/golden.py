@@ -190,9 +190,10 @@ class GoldenNpu:
         self.weights = np.zeros((c.weight_tiles, c.rows, c.cols), dtype=np.int64)
         self.acc = np.zeros((c.acc_depth, c.cols), dtype=np.int64)
         default = isa.ParamRecord()
-        self.params = {f: np.full(c.cols, getattr(default, f), dtype=np.int64)
-                       for f in ("bias", "multiplier", "shift", "rounding", "weight_zero",
-                                 "output_zero", "low", "high")}
+        #: Two parameter sets, each a field -> per-column array mapping.
+        self.params = [{f: np.full(c.cols, getattr(default, f), dtype=np.int64)
+                        for f in ("bias", "multiplier", "shift", "rounding", "weight_zero",
+                                  "output_zero", "low", "high")} for _ in range(2)]
         self.error = ErrorCode.NONE
         self.error_opcode = 0
         self.commands = 0
@@ -310,7 +311,7 @@ class GoldenNpu:
             self._bad_record = int(invalid[0])
         if invalid.size:
             self._raise(ErrorCode.BAD_PARAM, Opcode.LOAD_PARAMS)
-        for name, values in self.params.items():
+        for name, values in self.params[ins.param_set].items():
             values[:written] = fields[name][:written]
 
     def _exec_load_act(self, ins):
@@ -322,7 +323,8 @@ class GoldenNpu:
     def _exec_load_weight(self, ins):
         block = self._take(ins.k, ins.n, "LOAD_WEIGHT")
         tile = np.zeros((self.config.rows, self.config.cols), dtype=np.int64)
-        tile[:ins.k, :ins.n] = widen_weights(block, ins.signed, self.params["weight_zero"][:ins.n])
+        zero = self.params[ins.param_set]["weight_zero"][:ins.n]
+        tile[:ins.k, :ins.n] = widen_weights(block, ins.signed, zero)
         self.weights[ins.slot] = tile
 
     def _exec_matmul(self, ins):
@@ -337,7 +339,7 @@ class GoldenNpu:
         if ins.raw:
             self._emit(acc.astype("<i4").view(np.uint8).reshape(ins.count, 4 * ins.n))
             return
-        p = {k: v[:ins.n] for k, v in self.params.items()}
+        p = {k: v[:ins.n] for k, v in self.params[ins.param_set].items()}
         y = requantize(acc, p["bias"], p["multiplier"], p["shift"], p["rounding"],
                        p["output_zero"], p["low"], p["high"])
         self._emit((y & 0xFF).astype(np.uint8))

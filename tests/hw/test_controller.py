@@ -17,7 +17,8 @@ from ``sim.golden.check_command`` and its fields from ``hw.isa.decode``; it chec
   :class:`~hw.isa.StatusRecord`.
 
 The condition inputs (``load_idle``, ``matmul_idle``, ``preloading``,
-``compute_drained``, ``store_idle``, ``all_idle``) are driven at random, and a
+``compute_drained``, ``store_idle``, ``all_idle``, and ``store_current``: the rows
+and parameter set of the store in the store path) are driven at random, and a
 checker traced at every clock edge holds the waiting command to the table in the
 controller's docstring (``WAITS``): its unit stream offers it exactly in the
 cycles its condition holds, so never while it is false, and it is done in the very
@@ -229,6 +230,18 @@ STREAMS = {Opcode.LOAD_ACT: "load", Opcode.LOAD_WEIGHT: "load", Opcode.LOAD_PARA
            Opcode.MATMUL: "matmul", Opcode.STORE: "store", Opcode.READ_STATUS: "status"}
 
 
+def _store_terms(opcode, word, row):
+    """LOAD_PARAMS and MATMUL wait for the store path only when its store conflicts:
+    the same parameter set, or accumulator rows the MATMUL writes."""
+    fields = isa.decode(word)
+    if opcode == Opcode.LOAD_PARAMS:
+        conflict = fields.param_set == row["store.param_set"]
+    else:
+        conflict = (fields.acc_addr < row["store.acc_addr"] + row["store.count"]
+                    and row["store.acc_addr"] < fields.acc_addr + fields.count)
+    return conflict
+
+
 def _holds(row, term):
     return not row[term[1:]] if term.startswith("~") else bool(row[term])
 
@@ -268,6 +281,12 @@ class DispatchChecker:
             else:
                 opcode = Opcode(opcode)
                 case, terms, stream = opcode.name, WAITS[opcode], STREAMS.get(opcode)
+                if opcode in (Opcode.LOAD_PARAMS, Opcode.MATMUL):
+                    if _store_terms(opcode, self.words[i], row):
+                        self.stats[(case, "store conflict")] += 1
+                    else:
+                        terms = [t for t in terms if t != "store_idle"]
+                        self.stats[(case, "no store conflict", not row["store_idle"])] += 1
             blocking = [term for term in terms if not _holds(row, term)]
             if stream is not None:
                 offers[stream] = not blocking
@@ -325,6 +344,13 @@ class Environment:
                 if rng.random() < 0.35:
                     busy = rng.random() < 0.4
                     self.busy[name] = busy and (self.busy[name] or not offering)
+            if not offering and rng.random() < 0.2:
+                # Only a STORE's dispatch changes the store in the path, never during an offer.
+                depth = dut.config.acc_depth
+                addr = rng.randrange(depth)
+                ctx.set(dut.store_current, {"acc_addr": addr,
+                                            "count": rng.randint(1, depth - addr),
+                                            "param_set": rng.randrange(2)})
             quiet = not any(self.busy.values()) and not self.loading
             inputs = {"load_idle": not self.busy["load"] and not self.loading,
                       "matmul_idle": not self.busy["matmul"],
@@ -356,6 +382,8 @@ def test_controller_checks_latches_and_dispatches(config):
     signals = {name: getattr(dut, name) for name in (
         "load_idle", "matmul_idle", "preloading", "compute_drained", "store_idle", "all_idle",
         "busy", "error", "error_opcode", "executed")}
+    signals.update({f"store.{field}": getattr(dut.store_current, field)
+                    for field in ("acc_addr", "count", "param_set")})
     for name, sink in [("commands", dut.commands), *zip(counts, sinks, strict=True)]:
         signals.update(stream_signals(name, sink, payload=False))
     trace = Trace(signals, on_edge=checker.edge)
@@ -389,6 +417,9 @@ def test_controller_checks_latches_and_dispatches(config):
     blocked += [("malformed", term) for term in MALFORMED_WAITS]
     assert [b for b in blocked if not stats[b]] == []
     assert all(stats[(op.name, "unit busy")] for op in STREAMS)
+    # LOAD_PARAMS and MATMUL went ahead of a busy store path that did not conflict.
+    for op in ("LOAD_PARAMS", "MATMUL"):
+        assert stats[(op, "store conflict")] and stats[(op, "no store conflict", True)], op
     assert stats[("skipped", "done")] > 10 and stats["back to back"] > 50
     assert stats["states checked"] > len(words) // 2
 

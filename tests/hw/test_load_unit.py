@@ -78,12 +78,13 @@ class Step:
     def command(self):
         i = self.instruction
         if self.kind == LoadKind.PARAMS:
-            return {"kind": self.kind, "addr": 0, "count": i.count, "length": 0, "signed": 0}
+            return {"kind": self.kind, "addr": 0, "count": i.count, "length": 0, "signed": 0,
+                    "param_set": i.param_set}
         if self.kind == LoadKind.ACT:
             return {"kind": self.kind, "addr": i.addr, "count": i.count, "length": i.length,
                     "signed": i.signed}
         return {"kind": self.kind, "addr": i.slot, "count": i.k, "length": i.n,
-                "signed": i.signed}
+                "signed": i.signed, "param_set": i.param_set}
 
     @property
     def request(self):
@@ -107,7 +108,8 @@ def _params_step(rng, config, *, invalid=(), latched=False, count=None, extreme_
         if c in invalid:
             record = invalidated(record, lambda ways: ways[rng.integers(len(ways))])
         records.append(np.frombuffer(record.encode(), np.uint8))
-    return Step(LoadKind.PARAMS, isa.LoadParams(count=count), np.array(records), latched=latched)
+    return Step(LoadKind.PARAMS, isa.LoadParams(count=count, param_set=int(rng.integers(0, 2))),
+                np.array(records), latched=latched)
 
 
 def _act_step(rng, config):
@@ -122,7 +124,8 @@ def _act_step(rng, config):
 def _weight_step(rng, config):
     k, n = int(rng.integers(1, config.rows + 1)), int(rng.integers(1, config.cols + 1))
     slot, signed_ = int(rng.integers(0, config.weight_tiles)), int(rng.integers(0, 2))
-    return Step(LoadKind.WEIGHT, isa.LoadWeight(slot=slot, k=k, n=n, signed=signed_),
+    return Step(LoadKind.WEIGHT, isa.LoadWeight(slot=slot, k=k, n=n, signed=signed_,
+                                                param_set=int(rng.integers(0, 2))),
                 rng.integers(0, 256, (k, n), dtype=np.uint8))
 
 
@@ -150,9 +153,10 @@ def _check_state(ctx, bench, golden, config):
     assert act == golden.act.tolist()
     assert weights == golden.weights.reshape(config.weight_depth, config.cols).tolist()
     params = ctx.get(bench.unit.params)
-    for name in PARAM_NAMES:
-        assert [getattr(params[c], name) for c in range(config.cols)] == \
-            golden.params[name].tolist(), name
+    for param_set in range(2):
+        for name in PARAM_NAMES:
+            assert [getattr(params[param_set][c], name) for c in range(config.cols)] == \
+                golden.params[param_set][name].tolist(), (param_set, name)
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c.rows}x{c.cols}")

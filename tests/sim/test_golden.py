@@ -229,6 +229,31 @@ def test_weight_zero_points_are_per_column():
     assert out.tolist() == [[config.rows * (200 - z) for z in zero_points]]
 
 
+def test_parameter_sets_are_independent():
+    """LOAD_PARAMS writes one set; LOAD_WEIGHT and STORE read the set they name."""
+    config = CONFIGS[0]
+    npu = GoldenNpu(config)
+    halve = isa.ParamRecord(multiplier=1 << 30, shift=31, weight_zero=10, low=-256, high=255)
+    third = isa.ParamRecord(multiplier=(1 << 31) // 3, shift=31, weight_zero=20, low=-256,
+                            high=255)
+    program = Program(config)
+    program.add(isa.LoadParams(count=config.cols, param_set=0),
+                records_of([halve] * config.cols, config))
+    program.add(isa.LoadParams(count=config.cols, param_set=1),
+                records_of([third] * config.cols, config))
+    program.add(isa.LoadAct(count=1, length=1), beats_of([[3]], config))
+    for slot, param_set in ((0, 0), (1, 1)):
+        program.add(isa.LoadWeight(slot=slot, k=1, n=config.cols, param_set=param_set),
+                    beats_of(np.full((1, config.cols), 100), config))
+    for slot, param_set in ((0, 1), (1, 0)):
+        program.add(isa.Matmul(count=1, slot=slot))
+        program.add(isa.Store(count=1, n=config.cols, param_set=param_set))
+    out = unframe(program.run(npu).data_out, 2, config.cols, config).view(np.int8)
+    # Slot 0 holds 100 - 10, requantized by set 1 (x 1/3); slot 1 holds 100 - 20 (x 1/2).
+    assert out[0].tolist() == [round(3 * 90 / 3)] * config.cols
+    assert out[1].tolist() == [round(3 * 80 / 2)] * config.cols
+
+
 def test_accumulator_wraps_at_int32():
     config = CONFIGS[2]
     npu = GoldenNpu(config)
