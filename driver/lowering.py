@@ -51,6 +51,8 @@ class TilePlan:
     resident: bool       #: all weight tiles stay in the weight buffer across M blocks
     acc_banks: int       #: accumulator regions output tiles use in turn (2 let a store
                          #: drain while the next tile computes)
+    act_banks: int = 1   #: activation regions M blocks use in turn (2 let the next
+                         #: block load while this one computes)
 
 
 def _tiles(total, size):
@@ -63,10 +65,18 @@ def tile_plan(in_features, out_features, batch, config):
     # Counts are 16-bit command fields.
     limit = min(c.act_depth, c.acc_depth, (1 << 16) - 1)
     k_tiles, n_tiles = _tiles(in_features, c.rows), _tiles(out_features, c.cols)
+    act_banks = 1
     if len(k_tiles) <= c.act_depth:
         # Keep every K tile of a block resident so weights stream past it once per block.
-        m_block = min(batch, c.act_depth // len(k_tiles), limit)
+        capacity = c.act_depth // len(k_tiles)
+        m_block = min(batch, capacity, limit)
         k_group = len(k_tiles)
+        # With several blocks, two half-size regions let the next block's activations
+        # load while this block streams; worth it while a block still streams long
+        # enough to hide the next weight tile's load (about two array heights).
+        half = min(capacity // 2, limit)
+        if batch > m_block and half >= 2 * c.rows:
+            m_block, act_banks = half, 2
     else:
         m_block = min(batch, limit)
         k_group = c.act_depth // m_block
@@ -75,7 +85,7 @@ def tile_plan(in_features, out_features, batch, config):
                 and len(k_tiles) * len(n_tiles) <= c.weight_tiles)
     acc_banks = 2 if 2 * m_block <= c.acc_depth else 1
     return TilePlan(k_tiles=k_tiles, n_tiles=n_tiles, m_block=m_block, k_group=k_group,
-                    resident=resident, acc_banks=acc_banks)
+                    resident=resident, acc_banks=acc_banks, act_banks=act_banks)
 
 
 @dataclass
@@ -165,18 +175,38 @@ def _lower_linear(layer, batch, config):
     groups = [plan.k_tiles[i:i + plan.k_group] for i in range(0, len(plan.k_tiles), plan.k_group)]
     record_rows = np.frombuffer(b"".join(records), dtype=np.uint8).reshape(-1, PARAM_RECORD_BYTES)
 
-    def load_acts(m0, m, group):
-        for index, (k0, k) in enumerate(group):
-            ins.append(LoadAct(addr=index * m, count=m, length=k, signed=x_signed))
-            segs.append(ActivationBlock(m0=m0, m=m, k0=k0, k=k))
+    def act_loads(block, group):
+        """The LOAD_ACTs (and their data) of one block's K group."""
+        m0 = block * plan.m_block
+        m = min(plan.m_block, batch - m0)
+        base = (block % plan.act_banks) * plan.k_group * plan.m_block
+        return [(LoadAct(addr=base + index * m, count=m, length=k, signed=x_signed),
+                 ActivationBlock(m0=m0, m=m, k0=k0, k=k)) for index, (k0, k) in enumerate(group)]
 
+    def emit(loads):
+        for instruction, segment in loads:
+            ins.append(instruction)
+            segs.append(segment)
+
+    blocks = -(-batch // plan.m_block)
+    matmuls_per_block = len(plan.n_tiles) * len(plan.k_tiles)
+    # With two activation regions, the next block's activations load in small pieces
+    # spread over this block's MATMULs, so the array never waits for a whole block.
+    prefetch = plan.act_banks == 2 and len(groups) == 1
     next_slot = 0
     tile = 0                 # output tiles so far: they alternate parameter sets and regions
     pending_store = None     # a tile's STORE waits until the next tile has weights in flight
-    for block, m0 in enumerate(range(0, batch, plan.m_block)):
+    if len(groups) == 1:
+        emit(act_loads(0, groups[0]))
+    for block in range(blocks):
+        m0 = block * plan.m_block
         m = min(plan.m_block, batch - m0)
-        if len(groups) == 1:
-            load_acts(m0, m, groups[0])
+        act_base = (block % plan.act_banks) * plan.k_group * plan.m_block
+        upcoming = act_loads(block + 1, groups[0]) if prefetch and block + 1 < blocks else []
+        spacing = max(1, matmuls_per_block // max(1, len(upcoming)))
+        if len(groups) == 1 and block > 0 and not prefetch:
+            emit(act_loads(block, groups[0]))
+        issued = 0
         for j, (n0, n) in enumerate(plan.n_tiles):
             param_set = tile % 2
             acc_addr = (tile % plan.acc_banks) * plan.m_block
@@ -187,7 +217,7 @@ def _lower_linear(layer, batch, config):
             t = 0
             for group in groups:
                 if len(groups) > 1:
-                    load_acts(m0, m, group)
+                    emit(act_loads(block, group))
                 for index, (k0, k) in enumerate(group):
                     if plan.resident:
                         slot, load = j * len(plan.k_tiles) + t, block == 0
@@ -203,11 +233,16 @@ def _lower_linear(layer, batch, config):
                         # computes: another parameter set, another accumulator region.
                         ins.append(pending_store)
                         pending_store = None
-                    ins.append(Matmul(act_addr=index * m, count=m, slot=slot, acc_addr=acc_addr,
-                                      accumulate=int(t > 0)))
+                    ins.append(Matmul(act_addr=act_base + index * m, count=m, slot=slot,
+                                      acc_addr=acc_addr, accumulate=int(t > 0)))
                     t += 1
+                    issued += 1
+                    if upcoming and issued % spacing == 0:
+                        emit(upcoming[:1])
+                        upcoming = upcoming[1:]
             pending_store = Store(acc_addr=acc_addr, count=m, n=n, raw=0, param_set=param_set)
             p.outputs.append(OutputBlock(m0=m0, m=m, n0=n0, n=n))
+        emit(upcoming)
     ins.append(pending_store)
     ins.append(ReadStatus())
     return p

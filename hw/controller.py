@@ -8,7 +8,7 @@ from . import isa
 from .config import COMMAND_WIDTH, STATUS_RECORD_BYTES, NpuConfig
 from .isa import ErrorCode, Opcode
 from .load_unit import LoadKind, load_command_layout
-from .matmul_unit import matmul_command_layout
+from .matmul_unit import act_rows_layout, matmul_command_layout
 from .serializer import out_vector_layout
 from .store_unit import store_command_layout
 
@@ -32,8 +32,8 @@ class Controller(wiring.Component):
     ============  ==========================================================
     command       waits for
     ============  ==========================================================
-    LOAD_ACT      the load unit, and the matmul unit to be idle (it reads
-                  the activation buffer)
+    LOAD_ACT      the load unit, and any MATMUL in the matmul unit that will
+                  still read activation rows it writes
     LOAD_WEIGHT   the load unit, and no weight tile being read for the array
     LOAD_PARAMS   the load unit, and the store path if the store in it uses the
                   same parameter set
@@ -57,8 +57,10 @@ class Controller(wiring.Component):
         Decoded commands for the execution units.
     status_record : Out(stream.Signature(out_vector_layout(config)))
         The ``READ_STATUS`` record, towards the data-out serializer.
-    load_idle, matmul_idle, preloading, compute_drained, store_idle, all_idle : In(1)
+    load_idle, preloading, compute_drained, store_idle, all_idle : In(1)
         What the datapath is doing (see :class:`~hw.npu.Npu`).
+    queued_rows, streaming_rows : In(act_rows_layout())
+        Activation rows the matmul unit's commands will still read.
     store_current : In(store_command_layout())
         The store in the store path (its rows and parameter set).
     param_error : In(1)
@@ -82,7 +84,8 @@ class Controller(wiring.Component):
             "store": Out(stream.Signature(store_command_layout())),
             "status_record": Out(stream.Signature(out_vector_layout(config))),
             "load_idle": In(1),
-            "matmul_idle": In(1),
+            "queued_rows": In(act_rows_layout()),
+            "streaming_rows": In(act_rows_layout()),
             "preloading": In(1),
             "compute_drained": In(1),
             "store_idle": In(1),
@@ -221,7 +224,11 @@ class Controller(wiring.Component):
             with m.Else():
                 with m.Switch(opcode):
                     with m.Case(Opcode.LOAD_ACT):
-                        self._dispatch(m, self.load, done, self.load_idle & self.matmul_idle)
+                        la = views[Opcode.LOAD_ACT]
+                        rows_read = _any(
+                            r.valid & (la.addr < r.addr + r.count) & (r.addr < la.addr + la.count)
+                            for r in (self.queued_rows, self.streaming_rows))
+                        self._dispatch(m, self.load, done, self.load_idle & ~rows_read)
                     with m.Case(Opcode.LOAD_WEIGHT):
                         self._dispatch(m, self.load, done, self.load_idle & ~self.preloading)
                     with m.Case(Opcode.LOAD_PARAMS):

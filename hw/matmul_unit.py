@@ -8,12 +8,17 @@ from amaranth.utils import ceil_log2
 from .accumulator import accumulate_tag_layout
 from .config import NpuConfig
 
-__all__ = ["MatmulUnit", "matmul_command_layout", "act_request_tag_layout"]
+__all__ = ["MatmulUnit", "matmul_command_layout", "act_request_tag_layout", "act_rows_layout"]
 
 
 def matmul_command_layout():
     return data.StructLayout({"act_addr": 16, "count": 16, "slot": 8, "acc_addr": 16,
                               "accumulate": 1})
+
+
+def act_rows_layout():
+    """Activation rows a command will still read: ``addr .. addr + count - 1`` if valid."""
+    return data.StructLayout({"valid": 1, "addr": 16, "count": 16})
 
 
 def act_request_tag_layout(config):
@@ -45,6 +50,9 @@ class MatmulUnit(wiring.Component):
     written_slot : In(8)
     preloading : Out(1)
         Weight rows are being requested from the weight buffer.
+    queued_rows, streaming_rows : Out(act_rows_layout())
+        The activation rows of the preloader's command and of the streamer's: a
+        LOAD_ACT must not overwrite them until they are read.
     busy : Out(1)
         A command is being preloaded, waiting or streamed.
     """
@@ -64,6 +72,8 @@ class MatmulUnit(wiring.Component):
             "slot_written": In(1),
             "written_slot": In(8),
             "preloading": Out(1),
+            "queued_rows": Out(act_rows_layout()),
+            "streaming_rows": Out(act_rows_layout()),
             "busy": Out(1),
         })
 
@@ -144,5 +154,13 @@ class MatmulUnit(wiring.Component):
             self.act_requests.payload.tag.acc.accumulate.eq(stream_command.accumulate),
             self.act_requests.payload.tag.bank.eq(stream_bank),
         ]
-        m.d.comb += self.busy.eq(~self.cmd.ready | streaming)
+        m.d.comb += [
+            self.busy.eq(~self.cmd.ready | streaming),
+            self.queued_rows.valid.eq(~self.cmd.ready),
+            self.queued_rows.addr.eq(command.act_addr),
+            self.queued_rows.count.eq(command.count),
+            self.streaming_rows.valid.eq(streaming),
+            self.streaming_rows.addr.eq(stream_command.act_addr),
+            self.streaming_rows.count.eq(stream_command.count),
+        ]
         return m

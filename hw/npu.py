@@ -167,7 +167,8 @@ class Npu(wiring.Component):
                              | weight_reader.busy | act_reader.busy | requantizer.busy
                              | serializer.busy),
             controller.load_idle.eq(~(load_unit.busy | deserializer.busy)),
-            controller.matmul_idle.eq(~matmul_unit.busy),
+            controller.queued_rows.eq(matmul_unit.queued_rows),
+            controller.streaming_rows.eq(matmul_unit.streaming_rows),
             controller.preloading.eq(matmul_unit.preloading),
             controller.compute_drained.eq(~(matmul_unit.busy | weight_reader.busy
                                             | act_reader.busy | array.busy

@@ -162,7 +162,7 @@ def _array(config):
 #: one can only make :meth:`ArrayActivity.repeat` skip less, never count wrong.
 _MODEL_CLOCKS = ("last_dispatch", "load_through", "preload_through", "preloader_free",
                  "stream_last", "matmul_through", "compute_through", "store_through",
-                 "output_through", "bank_last_accept", "error_visible")
+                 "output_through", "bank_last_accept", "error_visible", "act_read_last")
 #: CycleModel attributes that only count up; repeated commands add the same amount.
 _MODEL_COUNTERS = ("commands",)
 

@@ -77,6 +77,9 @@ class CycleModel:
         self.store_through = _NEVER     # store unit, accumulator reads, requantizer
         self.output_through = _NEVER    # serializer sending beats
         self.bank_last_accept = [_NEVER, _NEVER]
+        # Activation rows of the two latest MATMULs and the cycle of their last read.
+        self.act_read_rows = []
+        self.act_read_last = []
         self.error_visible = _NEVER     # when a BAD_PARAM still being loaded latches
 
     @property
@@ -111,7 +114,12 @@ class CycleModel:
             return self._dispatched(max(earliest, load_idle))
         op = instruction.OPCODE
         if op == Opcode.LOAD_ACT:
-            d = self._dispatched(max(earliest, load_idle, self.matmul_through + 1))
+            # Wait for MATMULs that will still read the rows (at most two are in the unit).
+            reads_done = max([last + 1 for (addr, count), last in
+                              zip(self.act_read_rows, self.act_read_last, strict=True)
+                              if instruction.addr < addr + count
+                              and addr < instruction.addr + instruction.count], default=_NEVER)
+            d = self._dispatched(max(earliest, load_idle, reads_done))
             self._load(d, instruction.count * c.beats(instruction.length))
         elif op == Opcode.LOAD_WEIGHT:
             d = self._dispatched(max(earliest, load_idle, self.preload_through + 1))
@@ -183,6 +191,8 @@ class CycleModel:
         handoff = max(weights_in, self.stream_last)
         self.preloader_free = handoff + 1
         self.stream_last = handoff + ins.count
+        self.act_read_rows = (self.act_read_rows + [(ins.act_addr, ins.count)])[-2:]
+        self.act_read_last = (self.act_read_last + [self.stream_last])[-2:]
         self.matmul_through = handoff + ins.count
         last_accept = handoff + ins.count + 1
         self.bank_last_accept[bank] = last_accept

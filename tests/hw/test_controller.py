@@ -16,9 +16,10 @@ from ``sim.golden.check_command`` and its fields from ``hw.isa.decode``; it chec
 * the bytes of every ``READ_STATUS`` record, decoded as a
   :class:`~hw.isa.StatusRecord`.
 
-The condition inputs (``load_idle``, ``matmul_idle``, ``preloading``,
-``compute_drained``, ``store_idle``, ``all_idle``, and ``store_current``: the rows
-and parameter set of the store in the store path) are driven at random, and a
+The condition inputs (``load_idle``, ``preloading``, ``compute_drained``,
+``store_idle``, ``all_idle``; ``store_current``, the rows and parameter set of the
+store in the store path; ``queued_rows`` and ``streaming_rows``, the activation
+rows the matmul unit will still read) are driven at random, and a
 checker traced at every clock edge holds the waiting command to the table in the
 controller's docstring (``WAITS``): its unit stream offers it exactly in the
 cycles its condition holds, so never while it is false, and it is done in the very
@@ -214,7 +215,7 @@ def _payload(name, payload, fields):
 #: What a well-formed command waits for (the table in ``Controller``'s docstring): the
 #: condition inputs that must be high, or low for those written ``~name``.  A MATMUL
 #: also waits for the matmul unit to take it (``ready``), as every dispatch does.
-WAITS = {Opcode.LOAD_ACT: ["load_idle", "matmul_idle"],
+WAITS = {Opcode.LOAD_ACT: ["load_idle", "act_rows_free"],
          Opcode.LOAD_WEIGHT: ["load_idle", "~preloading"],
          Opcode.LOAD_PARAMS: ["load_idle", "store_idle"],
          Opcode.MATMUL: ["load_idle", "store_idle"],
@@ -240,6 +241,14 @@ def _store_terms(opcode, word, row):
         conflict = (fields.acc_addr < row["store.acc_addr"] + row["store.count"]
                     and row["store.acc_addr"] < fields.acc_addr + fields.count)
     return conflict
+
+
+def _act_rows_free(word, row):
+    """No MATMUL in the matmul unit will still read rows this LOAD_ACT writes."""
+    fields = isa.decode(word)
+    return not any(row[f"{unit}.valid"] and fields.addr < row[f"{unit}.addr"] + row[f"{unit}.count"]
+                   and row[f"{unit}.addr"] < fields.addr + fields.count
+                   for unit in ("queued", "streaming"))
 
 
 def _holds(row, term):
@@ -281,6 +290,8 @@ class DispatchChecker:
             else:
                 opcode = Opcode(opcode)
                 case, terms, stream = opcode.name, WAITS[opcode], STREAMS.get(opcode)
+                if opcode == Opcode.LOAD_ACT:
+                    row = {**row, "act_rows_free": _act_rows_free(self.words[i], row)}
                 if opcode in (Opcode.LOAD_PARAMS, Opcode.MATMUL):
                     if _store_terms(opcode, self.words[i], row):
                         self.stats[(case, "store conflict")] += 1
@@ -345,6 +356,13 @@ class Environment:
                     busy = rng.random() < 0.4
                     self.busy[name] = busy and (self.busy[name] or not offering)
             if not offering and rng.random() < 0.2:
+                # MATMULs enter and leave the matmul unit only outside an offer.
+                depth = dut.config.act_depth
+                for unit in (dut.queued_rows, dut.streaming_rows):
+                    addr = rng.randrange(depth)
+                    ctx.set(unit, {"valid": rng.random() < 0.6, "addr": addr,
+                                   "count": rng.randint(1, depth - addr)})
+            if not offering and rng.random() < 0.2:
                 # Only a STORE's dispatch changes the store in the path, never during an offer.
                 depth = dut.config.acc_depth
                 addr = rng.randrange(depth)
@@ -353,7 +371,6 @@ class Environment:
                                             "param_set": rng.randrange(2)})
             quiet = not any(self.busy.values()) and not self.loading
             inputs = {"load_idle": not self.busy["load"] and not self.loading,
-                      "matmul_idle": not self.busy["matmul"],
                       "preloading": self.busy["preloading"],
                       "compute_drained": not self.busy["compute"],
                       "store_idle": not self.busy["store"],
@@ -380,8 +397,11 @@ def test_controller_checks_latches_and_dispatches(config):
     assert min(counts.values()) > 5
     sinks = [getattr(dut, "status_record" if name == "status" else name) for name in counts]
     signals = {name: getattr(dut, name) for name in (
-        "load_idle", "matmul_idle", "preloading", "compute_drained", "store_idle", "all_idle",
+        "load_idle", "preloading", "compute_drained", "store_idle", "all_idle",
         "busy", "error", "error_opcode", "executed")}
+    for unit in ("queued", "streaming"):
+        signals.update({f"{unit}.{field}": getattr(getattr(dut, f"{unit}_rows"), field)
+                        for field in ("valid", "addr", "count")})
     signals.update({f"store.{field}": getattr(dut.store_current, field)
                     for field in ("acc_addr", "count", "param_set")})
     for name, sink in [("commands", dut.commands), *zip(counts, sinks, strict=True)]:

@@ -133,6 +133,12 @@ def _check_schedule(trace, plans):
         seen["back_to_back"] += handoff == free and t > taken[0]
         for r in range(t + 1, handoff + 1):
             expect["held"][r] = 1
+        # The activation rows the command will read: reported while held and streamed.
+        rows_read = (rows[burst[0]]["acts.payload"].addr, len(burst))
+        for r in range(t + 1, handoff + 1):
+            assert (rows[r]["queued.addr"], rows[r]["queued.count"]) == rows_read, r
+        for r in range(handoff + 1, burst[-1] + 1):
+            assert (rows[r]["streaming.addr"], rows[r]["streaming.count"]) == rows_read, r
         for r in range(t + 1, loaded + 1):
             expect["preloading"][r] = 1
         for r in range(handoff + 1, burst[-1] + 1):
@@ -145,6 +151,7 @@ def _check_schedule(trace, plans):
         assert row["weights.valid"] == row["preloading"] == preloading, f"preloading in cycle {r}"
         assert row["acts.valid"] == streaming, f"act_requests.valid in cycle {r}"
         assert row["busy"] == (held or streaming), f"busy in cycle {r}"
+        assert row["queued.valid"] == held and row["streaming.valid"] == streaming, r
     seen["weights_stalled"] = sum(r["weights.valid"] and not r["weights.ready"] for r in rows)
     seen["acts_stalled"] = sum(r["acts.valid"] and not r["acts.ready"] for r in rows)
     seen["commands_waited"] = sum(r["cmd.valid"] and not r["cmd.ready"] for r in rows)
@@ -197,7 +204,9 @@ def _run(config, script, *, seed, stall_probability, pending):
                    **stream_signals("weights", dut.weight_requests),
                    **stream_signals("acts", dut.act_requests),
                    "weights_pending": dut.weights_pending, "preloading": dut.preloading,
-                   "busy": dut.busy})
+                   "busy": dut.busy,
+                   **{f"{unit}.{field}": getattr(getattr(dut, f"{unit}_rows"), field)
+                      for unit in ("queued", "streaming") for field in ("valid", "addr", "count")}})
     monitor = Monitor({"weights": dut.weight_requests, "acts": dut.act_requests},
                       on_transfer=check)
     consumers = [random_ready(stream, math.inf, [], seed=seed + 2 + i,
