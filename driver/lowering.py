@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hw.config import PARAM_RECORD_BYTES, STATUS_RECORD_BYTES, NpuConfig
+from hw.config import PARAM_RECORD_BYTES, STATUS_RECORD_BYTES, NpuConfig, check_config
 from hw.isa import LoadAct, LoadParams, LoadWeight, Matmul, ReadStatus, StatusRecord, Store
 from sim.programs import pack_rows
 
@@ -308,8 +308,7 @@ def lower(layers, *, batch, config=None):
         The chip's configuration (default: ``NpuConfig()``).
     """
     config = NpuConfig() if config is None else config
-    if not isinstance(config, NpuConfig):
-        raise TypeError(f"config must be an NpuConfig, not {config!r}")
+    check_config(config)
     if not isinstance(batch, (int, np.integer)) or isinstance(batch, bool) or batch <= 0:
         raise ValueError(f"batch must be a positive integer, not {batch!r}")
     passes = []

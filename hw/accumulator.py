@@ -5,7 +5,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from .config import ACC_WIDTH, NpuConfig
+from .config import ACC_WIDTH, check_config
 from .memory_reader import MemoryReader
 
 __all__ = ["AccumulatorBuffer", "accumulate_tag_layout"]
@@ -45,8 +45,7 @@ class AccumulatorBuffer(wiring.Component):
     """
 
     def __init__(self, *, config, read_tag_shape=0):
-        if not isinstance(config, NpuConfig):
-            raise TypeError(f"config must be an NpuConfig, not {config!r}")
+        check_config(config)
         self.config = config
         self.row_shape = data.ArrayLayout(signed(ACC_WIDTH), config.cols)
         addr_width = ceil_log2(config.acc_depth)

@@ -8,8 +8,8 @@ the project hard-codes an array size, a buffer depth or a stream width.
 from dataclasses import dataclass, fields
 from math import ceil
 
-__all__ = ["NpuConfig", "OPERAND_WIDTH", "ACC_WIDTH", "COMMAND_WIDTH", "PARAM_RECORD_BYTES",
-           "STATUS_RECORD_BYTES"]
+__all__ = ["NpuConfig", "check_config", "OPERAND_WIDTH", "ACC_WIDTH", "COMMAND_WIDTH",
+           "PARAM_RECORD_BYTES", "STATUS_RECORD_BYTES"]
 
 #: Width of a processing-element operand: a 9-bit signed value holds uint8, int8 and
 #: ``uint8 - zero_point`` exactly, so every weight scheme runs on one multiplier.
@@ -121,3 +121,16 @@ class NpuConfig:
         return (f"{self.rows}x{self.cols} array, act {self.act_depth}, "
                 f"weights {self.weight_tiles} tiles, acc {self.acc_depth}, "
                 f"{self.data_bytes}-byte streams")
+
+
+def check_config(config):
+    """``config`` itself if it is an :class:`NpuConfig`.
+
+    Raises
+    ------
+    TypeError
+        Otherwise, naming what was passed.
+    """
+    if not isinstance(config, NpuConfig):
+        raise TypeError(f"config must be an NpuConfig, not {config!r}")
+    return config

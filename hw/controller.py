@@ -5,7 +5,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import isa
-from .config import COMMAND_WIDTH, STATUS_RECORD_BYTES, NpuConfig
+from .config import COMMAND_WIDTH, STATUS_RECORD_BYTES, check_config
 from .isa import ErrorCode, Opcode
 from .load_unit import LoadKind, load_command_layout
 from .matmul_unit import act_rows_layout, matmul_command_layout
@@ -74,8 +74,7 @@ class Controller(wiring.Component):
     """
 
     def __init__(self, *, config):
-        if not isinstance(config, NpuConfig):
-            raise TypeError(f"config must be an NpuConfig, not {config!r}")
+        check_config(config)
         self.config = config
         super().__init__({
             "commands": In(stream.Signature(COMMAND_WIDTH)),

@@ -7,7 +7,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
 
-from .config import NpuConfig
+from .config import check_config
 
 __all__ = ["VectorDeserializer", "deserializer_command_layout"]
 
@@ -42,8 +42,7 @@ class VectorDeserializer(wiring.Component):
     """
 
     def __init__(self, *, config):
-        if not isinstance(config, NpuConfig):
-            raise TypeError(f"config must be an NpuConfig, not {config!r}")
+        check_config(config)
         self.config = config
         super().__init__({
             "beats": In(stream.Signature(config.data_width)),

@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from . import isa
-from .config import OPERAND_WIDTH, PARAM_RECORD_BYTES, NpuConfig
+from .config import OPERAND_WIDTH, PARAM_RECORD_BYTES, check_config
 from .deserializer import deserializer_command_layout
 
 __all__ = ["LoadUnit", "LoadKind", "load_command_layout"]
@@ -59,8 +59,7 @@ class LoadUnit(wiring.Component):
     """
 
     def __init__(self, *, config):
-        if not isinstance(config, NpuConfig):
-            raise TypeError(f"config must be an NpuConfig, not {config!r}")
+        check_config(config)
         self.config = config
         c = config
         operand = signed(OPERAND_WIDTH)

@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from .accumulator import accumulate_tag_layout
-from .config import NpuConfig
+from .config import check_config
 
 __all__ = ["MatmulUnit", "matmul_command_layout", "act_request_tag_layout", "act_rows_layout"]
 
@@ -58,8 +58,7 @@ class MatmulUnit(wiring.Component):
     """
 
     def __init__(self, *, config):
-        if not isinstance(config, NpuConfig):
-            raise TypeError(f"config must be an NpuConfig, not {config!r}")
+        check_config(config)
         self.config = config
         super().__init__({
             "cmd": In(stream.Signature(matmul_command_layout())),

@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from .accumulator import AccumulatorBuffer, accumulate_tag_layout
-from .config import COMMAND_WIDTH, OPERAND_WIDTH, NpuConfig
+from .config import COMMAND_WIDTH, OPERAND_WIDTH, NpuConfig, check_config
 from .controller import Controller
 from .deserializer import VectorDeserializer
 from .load_unit import LoadUnit
@@ -59,8 +59,7 @@ class Npu(wiring.Component):
     def __init__(self, *, config=None):
         if config is None:
             config = NpuConfig()
-        if not isinstance(config, NpuConfig):
-            raise TypeError(f"config must be an NpuConfig, not {config!r}")
+        check_config(config)
         self.config = config
         super().__init__({
             "commands": In(stream.Signature(COMMAND_WIDTH)),

@@ -5,7 +5,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import isa
-from .config import ACC_WIDTH, NpuConfig
+from .config import ACC_WIDTH, check_config
 from .serializer import out_vector_layout
 
 __all__ = ["Requantizer", "requant_input_layout"]
@@ -53,8 +53,7 @@ class Requantizer(wiring.Component):
     """
 
     def __init__(self, *, config):
-        if not isinstance(config, NpuConfig):
-            raise TypeError(f"config must be an NpuConfig, not {config!r}")
+        check_config(config)
         self.config = config
         super().__init__({
             "rows": In(stream.Signature(requant_input_layout(config))),

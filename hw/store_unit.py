@@ -5,7 +5,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from .config import NpuConfig
+from .config import check_config
 
 __all__ = ["StoreUnit", "store_command_layout", "store_tag_layout"]
 
@@ -35,8 +35,7 @@ class StoreUnit(wiring.Component):
     """
 
     def __init__(self, *, config):
-        if not isinstance(config, NpuConfig):
-            raise TypeError(f"config must be an NpuConfig, not {config!r}")
+        check_config(config)
         self.config = config
         super().__init__({
             "cmd": In(stream.Signature(store_command_layout())),

@@ -4,7 +4,7 @@ from amaranth import Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .config import ACC_WIDTH, OPERAND_WIDTH, NpuConfig
+from .config import ACC_WIDTH, OPERAND_WIDTH, check_config
 from .pe import ProcessingElement
 
 __all__ = ["SystolicArray"]
@@ -49,8 +49,7 @@ class SystolicArray(wiring.Component):
     """
 
     def __init__(self, *, config, tag_shape=0):
-        if not isinstance(config, NpuConfig):
-            raise TypeError(f"config must be an NpuConfig, not {config!r}")
+        check_config(config)
         self.config = config
         self.tag_shape = tag_shape
         rows, cols = config.rows, config.cols

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from amaranth.sim import Simulator
 
-from hw.config import NpuConfig
+from hw.config import NpuConfig, check_config
 from hw.isa import StatusRecord
 from hw.npu import Npu
 
@@ -51,8 +51,7 @@ class AmaranthSession:
     def __init__(self, *, config=None, trace=None):
         if config is None:
             config = NpuConfig()
-        if not isinstance(config, NpuConfig):
-            raise TypeError(f"config must be an NpuConfig, not {config!r}")
+        check_config(config)
         self.config = config
         self.dut = Npu(config=config)
         self._jobs = []

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hw import isa
-from hw.config import PARAM_RECORD_BYTES, NpuConfig
+from hw.config import PARAM_RECORD_BYTES, NpuConfig, check_config
 from hw.isa import ErrorCode, Opcode
 from sim.cycle_model import CycleModel, Outcome
 
@@ -178,8 +178,7 @@ class GoldenNpu:
     def __init__(self, config=None):
         if config is None:
             config = NpuConfig()
-        if not isinstance(config, NpuConfig):
-            raise TypeError(f"config must be an NpuConfig, not {config!r}")
+        check_config(config)
         self.config = config
         self.reset()
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hw.config import NpuConfig
+from hw.config import NpuConfig, check_config
 from hw.isa import StatusRecord
 
 __all__ = ["SIMULATORS", "SimulatorMissing", "RtlSimulation", "RtlRun", "generate_verilog",
@@ -131,8 +131,7 @@ class RtlSimulation:
     def __init__(self, *, config=None, simulator="verilator", trace=False, build_root=None):
         if config is None:
             config = NpuConfig()
-        if not isinstance(config, NpuConfig):
-            raise TypeError(f"config must be an NpuConfig, not {config!r}")
+        check_config(config)
         if simulator not in SIMULATORS:
             raise ValueError(f"simulator must be one of {', '.join(SIMULATORS)}, "
                              f"not {simulator!r}")

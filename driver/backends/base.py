@@ -3,7 +3,7 @@
 import importlib
 from dataclasses import dataclass
 
-from hw.config import NpuConfig
+from hw.config import NpuConfig, check_config
 from hw.isa import StatusRecord
 
 __all__ = ["Backend", "SimulatorBackend", "BackendUnavailable", "ExecuteResult", "BACKENDS",
@@ -41,8 +41,7 @@ class Backend:
     def __init__(self, *, config=None, **options):
         if config is None:
             config = NpuConfig()
-        if not isinstance(config, NpuConfig):
-            raise TypeError(f"config must be an NpuConfig, not {config!r}")
+        check_config(config)
         self.config = config
 
     def execute(self, commands, data_in=b""):
