@@ -80,13 +80,12 @@ class MatmulUnit(wiring.Component):
         m = Module()
         rows = self.config.rows
         command = Signal(matmul_command_layout())
-        bank = Signal()
+        bank = Signal()      # the bank of the latest command (the next miss loads the other)
         row = Signal(range(rows + 1))
 
         # Which weight slot each bank holds, and whether it still matches the buffer.
         resident_slot = [Signal(8, name=f"resident_slot_{b}") for b in range(2)]
         resident = [Signal(name=f"resident_{b}") for b in range(2)]
-        last_bank = Signal()
         with m.If(self.slot_written):
             for b in range(2):
                 with m.If(resident_slot[b] == self.written_slot):
@@ -117,13 +116,12 @@ class MatmulUnit(wiring.Component):
                     m.d.sync += [command.eq(incoming), row.eq(0)]
                     # Reuse a bank that holds the slot; else load the bank not in use.
                     with m.If(hit[0] | hit[1]):
-                        chosen = Mux(Mux(last_bank, hit[1], hit[0]), last_bank, ~last_bank)
-                        m.d.sync += [bank.eq(chosen), last_bank.eq(chosen)]
+                        m.d.sync += bank.eq(Mux(Mux(bank, hit[1], hit[0]), bank, ~bank))
                         m.next = "READY"
                     with m.Else():
-                        m.d.sync += [bank.eq(~last_bank), last_bank.eq(~last_bank)]
+                        m.d.sync += bank.eq(~bank)
                         for b in range(2):
-                            with m.If(last_bank != b):
+                            with m.If(bank != b):
                                 m.d.sync += [resident_slot[b].eq(incoming.slot),
                                              resident[b].eq(1)]
                         m.next = "PRELOAD"
