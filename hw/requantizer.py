@@ -110,16 +110,9 @@ class Requantizer(wiring.Component):
         total = Signal(signed(ACC_WIDTH + 1), name=f"total_{j}")
         m.d.comb += total.eq(acc + params.bias)
 
-        shift = params.shift
-        floor = Signal(signed(64), name=f"floor_{j}")
-        frac = Signal(unsigned(64), name=f"frac_{j}")
-        half = Signal(unsigned(64), name=f"half_{j}")
+        floor, above_half, at_half = _divide_by_power_of_two(m, p_operand, params.shift,
+                                                             f"p_{j}")
         tie_up = Signal(name=f"tie_up_{j}")
-        m.d.comb += [
-            floor.eq(p_operand >> shift),
-            frac.eq(p_operand.as_unsigned() & ((Const(1, unsigned(64)) << shift) - 1)),
-            half.eq(Const(1, unsigned(64)) << (shift - 1)[:6]),
-        ]
         with m.Switch(params.rounding):
             with m.Case(isa.Rounding.HALF_EVEN, isa.Rounding.FLOAT32):
                 m.d.comb += tie_up.eq(floor[0])
@@ -142,10 +135,25 @@ class Requantizer(wiring.Component):
                 t_operand.eq(Mux(as_float32, _round_to_float32(m, t, f"t_{j}"), t)),
                 product.eq(t_operand * params.multiplier),
                 p_operand.eq(Mux(as_float32, _round_to_float32(m, product, f"p_{j}"), product)),
-                rounded.eq(floor + ((frac > half) | ((frac == half) & tie_up))),
+                rounded.eq(floor + (above_half | (at_half & tie_up))),
                 clamped.eq(Mux(at_least_low > params.high, params.high, at_least_low)),
             ]
         return clamped[:8]
+
+
+def _divide_by_power_of_two(m, value, shift, name):
+    """``floor(value / 2**shift)``, and whether the remainder is above or exactly half a
+    step (meaningful for ``shift >= 1``): what every rounding here is decided from."""
+    width = len(value)
+    floor = Signal(signed(width), name=f"{name}_floor")
+    frac = Signal(unsigned(width), name=f"{name}_frac")
+    half = Signal(unsigned(width), name=f"{name}_half")
+    m.d.comb += [
+        floor.eq(value >> shift),
+        frac.eq(value.as_unsigned() & ((Const(1, unsigned(width)) << shift) - 1)),
+        half.eq(Const(1, unsigned(width)) << (shift - 1).as_unsigned()[:len(shift)]),
+    ]
+    return floor, frac > half, frac == half
 
 
 def _round_to_float32(m, value, name):
@@ -158,20 +166,14 @@ def _round_to_float32(m, value, name):
     magnitude = Signal(unsigned(width), name=f"{name}_magnitude")
     length = Signal(range(width + 1), name=f"{name}_length")
     drop = Signal(range(width + 1), name=f"{name}_drop")
-    floor = Signal(signed(width), name=f"{name}_floor")
-    frac = Signal(unsigned(width), name=f"{name}_frac")
-    half = Signal(unsigned(width), name=f"{name}_half")
     result = Signal(signed(width + 1), name=f"{name}_float32")
     m.d.comb += magnitude.eq(Mux(value < 0, -value, value))
     for bit in range(width):  # the highest set bit wins
         with m.If(magnitude[bit]):
             m.d.comb += length.eq(bit + 1)
-    up = (drop != 0) & ((frac > half) | ((frac == half) & floor[0]))
-    m.d.comb += [
-        drop.eq(Mux(length > FLOAT32_SIGNIFICANT_BITS, length - FLOAT32_SIGNIFICANT_BITS, 0)),
-        floor.eq(value >> drop),
-        frac.eq(value.as_unsigned() & ((Const(1, unsigned(width)) << drop) - 1)),
-        half.eq(Const(1, unsigned(width)) << (drop - 1).as_unsigned()[:len(drop)]),
-        result.eq((floor + up) << drop),
-    ]
+    m.d.comb += drop.eq(Mux(length > FLOAT32_SIGNIFICANT_BITS,
+                            length - FLOAT32_SIGNIFICANT_BITS, 0))
+    floor, above_half, at_half = _divide_by_power_of_two(m, value, drop, name)
+    up = (drop != 0) & (above_half | (at_half & floor[0]))
+    m.d.comb += result.eq((floor + up) << drop)
     return result

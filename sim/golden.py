@@ -64,21 +64,28 @@ def _bit_length(values):
     return length + (magnitude > 0)
 
 
-def _round_half_even_shift(values, shift):
-    """``values / 2**shift`` rounded to the nearest integer, ties to even (shift >= 0)."""
+def _round_shift(values, shift, tie_up):
+    """``values / 2**shift`` rounded to the nearest integer (``shift >= 0``).
+
+    ``tie_up(floor)`` says, per element, whether an exact tie rounds up from ``floor``.
+    """
     values = np.asarray(values, dtype=np.int64)
     shift = np.asarray(shift, dtype=np.int64)
     floor = values >> shift
     frac = values - (floor << shift)
     half = np.where(shift > 0, np.int64(1) << np.maximum(shift - 1, 0), 1)
-    up = (shift > 0) & ((frac > half) | ((frac == half) & (floor & 1).astype(bool)))
+    up = (shift > 0) & ((frac > half) | ((frac == half) & tie_up(floor)))
     return floor + up
+
+
+def _odd(floor):
+    return (floor & 1).astype(bool)
 
 
 def round_significant(values, bits=24):
     """Round int64 ``values`` to ``bits`` significant bits, ties to even (float32: 24)."""
     drop = np.maximum(_bit_length(values) - bits, 0)
-    return _round_half_even_shift(values, drop) << drop
+    return _round_shift(values, drop, _odd) << drop
 
 
 def unpack_param_records(block):
@@ -118,13 +125,9 @@ def requantize(acc, bias, multiplier, shift, rounding, output_zero, low, high):
     t = np.where(as_float32, round_significant(t), t)
     p = t * np.asarray(multiplier, dtype=np.int64)          # |p| < 2**62: exact in int64
     p = np.where(as_float32, round_significant(p), p)
-    q = p >> shift                                          # floor division by 2**shift
-    frac = p - (q << shift)
-    half = np.int64(1) << (shift - 1)
     ties_to_even = (rounding == isa.Rounding.HALF_EVEN) | as_float32
-    tie_up = np.where(ties_to_even, q & 1,
-                      np.where(rounding == isa.Rounding.HALF_AWAY, p >= 0, 1)).astype(bool)
-    r = q + ((frac > half) | ((frac == half) & tie_up))
+    r = _round_shift(p, shift, lambda floor: np.where(
+        ties_to_even, _odd(floor), (rounding != isa.Rounding.HALF_AWAY) | (p >= 0)))
     y = np.minimum(np.maximum(r + np.asarray(output_zero, dtype=np.int64), low), high)
     return y.astype(np.int64)
 
