@@ -5,7 +5,7 @@ either a field of :class:`NpuConfig` or derived from one here.  Nothing else in
 the project hard-codes an array size, a buffer depth or a stream width.
 """
 
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass
 from math import ceil
 
 __all__ = ["NpuConfig", "check_config", "OPERAND_WIDTH", "ACC_WIDTH", "COMMAND_WIDTH",
@@ -115,7 +115,7 @@ class NpuConfig:
         return ceil(nbytes / self.data_bytes)
 
     def as_dict(self):
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return asdict(self)
 
     def __str__(self):
         return (f"{self.rows}x{self.cols} array, act {self.act_depth}, "
