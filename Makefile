@@ -27,16 +27,16 @@ iverilog-installed:
 .PHONY: iverilog-installed
 
 demo: $(STAMP)
-	$(PY) -m examples.digits.run --backend verilator
+	$(PY) -m examples.digits.run --backend verilator --config "$(CONFIG)"
 
 demo-gemm: $(STAMP)
-	$(PY) -m sim.demo
+	$(PY) -m sim.demo --config "$(CONFIG)"
 
 test: $(STAMP) iverilog-installed
 	$(PY) -m pytest -n $(JOBS) tests
 
 verilog: $(STAMP)
-	$(PY) -m hw.generate $(CONFIG) --output build/npu.v
+	$(PY) -m hw.generate --config "$(CONFIG)" --output build/npu.v
 
 lint: $(STAMP)
 	$(PY) -m ruff check hw sim driver tests examples

@@ -14,7 +14,7 @@ from hw.isa import Rounding
 from .backends import BackendUnavailable, available_backends
 from .device import Device, NpuError, RunStats, open
 from .layers import ColumnTable, Network, QuantLinear, QuantParams
-from .lowering import Program, lower
+from .lowering import LoweredChain, lower
 from .quant import Activation, QuantizationError, QuantType
 
 
@@ -32,6 +32,6 @@ def load_onnx(model, *, name=None):
 
 
 __all__ = ["QuantLinear", "ColumnTable", "Network", "QuantParams", "Activation", "QuantType",
-           "from_torch", "load_onnx", "open", "Device", "RunStats", "Program", "lower",
+           "from_torch", "load_onnx", "open", "Device", "RunStats", "LoweredChain", "lower",
            "NpuError", "QuantizationError", "BackendUnavailable", "available_backends",
            "NpuConfig", "Rounding"]

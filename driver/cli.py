@@ -8,44 +8,19 @@
 """
 
 import argparse
-import dataclasses
 import sys
 import time
 
 import numpy as np
 
-from hw.config import NpuConfig
+from hw.generate import config_argument
 
-__all__ = ["main", "parse_config"]
-
-
-def parse_config(text):
-    """An :class:`NpuConfig` from ``"rows=4,cols=4,..."`` (empty: the default)."""
-    if not text:
-        return NpuConfig()
-    names = {f.name for f in dataclasses.fields(NpuConfig)}
-    values = {}
-    for item in text.split(","):
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or key not in names:
-            raise argparse.ArgumentTypeError(
-                f"bad configuration item {item!r}; use name=value with names "
-                f"{', '.join(sorted(names))}")
-        try:
-            values[key] = int(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{key} must be an integer, not {value!r}") from None
-    try:
-        return NpuConfig(**values)
-    except (TypeError, ValueError) as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+__all__ = ["main"]
 
 
 def _parser():
     parser = argparse.ArgumentParser(prog="npu", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    config_help = "chip configuration, e.g. rows=4,cols=4,act_depth=64 (default: 8x8)"
 
     run = sub.add_parser("run", help="run a quantized ONNX model on float32 input")
     run.add_argument("model", help="quantized ONNX model")
@@ -53,7 +28,7 @@ def _parser():
     run.add_argument("--output", required=True, help="float32 .npy output to write")
     run.add_argument("--backend", default="golden",
                      help="golden, verilator, icarus or amaranth (default: golden)")
-    run.add_argument("--config", type=parse_config, default=NpuConfig(), help=config_help)
+    config_argument(run)
     run.add_argument("--trace", metavar="FILE",
                      help="write a waveform (.fst or .vcd) from an RTL backend")
     run.add_argument("--rows-per-call", type=int, default=None,
@@ -63,10 +38,10 @@ def _parser():
     disasm = sub.add_parser("disasm", help="print the command stream of a model")
     disasm.add_argument("model", help="quantized ONNX model")
     disasm.add_argument("--batch", type=int, default=1, help="batch rows (default: 1)")
-    disasm.add_argument("--config", type=parse_config, default=NpuConfig(), help=config_help)
+    config_argument(disasm)
 
     info = sub.add_parser("info", help="print the configuration and the backends available")
-    info.add_argument("--config", type=parse_config, default=NpuConfig(), help=config_help)
+    config_argument(info)
     return parser
 
 

@@ -86,7 +86,7 @@ class Device:
         return f"<driver.Device {self.name!r} {self.config}>"
 
     def program(self, layers, batch):
-        """The :class:`~driver.lowering.Program` that runs ``layers`` over ``batch`` rows."""
+        """The :class:`~driver.lowering.LoweredChain` that runs ``layers`` over ``batch`` rows."""
         layers = check_chain(layers.layers if isinstance(layers, Network) else layers)
         key = (tuple(id(layer) for layer in layers), batch)
         if key not in self._programs:

@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from hw.beats import pack_rows, row_stride, unpack_rows
 from hw.config import PARAM_RECORD_BYTES, STATUS_RECORD_BYTES, NpuConfig, check_config
 from hw.isa import LoadAct, LoadParams, LoadWeight, Matmul, ReadStatus, StatusRecord, Store
-from sim.programs import pack_rows
 
 from .layers import ColumnTable, QuantLinear, check_chain
 
-__all__ = ["lower", "Program", "ChipPass", "HostPass", "ActivationBlock", "OutputBlock",
+__all__ = ["lower", "LoweredChain", "ChipPass", "HostPass", "ActivationBlock", "OutputBlock",
            "tile_plan", "TilePlan"]
 
 
@@ -131,7 +131,7 @@ class ChipPass:
 
     @property
     def status_bytes(self):
-        return self.config.beats(STATUS_RECORD_BYTES) * self.config.data_bytes
+        return row_stride(self.config, STATUS_RECORD_BYTES)
 
     @property
     def data_out_bytes(self):
@@ -147,13 +147,11 @@ class ChipPass:
     def decode(self, data_out):
         """The layer's output [batch, out_features] from the data-out bytes."""
         y = np.empty((self.batch, self.layer.out_features), dtype=self.layer.output.qtype.dtype)
-        raw = np.frombuffer(data_out, dtype=np.uint8)
         pos = 0
         for out in self.outputs:
-            stride = self.config.beats(out.n) * self.config.data_bytes
-            block = raw[pos:pos + out.m * stride].reshape(out.m, stride)[:, :out.n]
+            block = unpack_rows(self.config, data_out, out.m, out.n, offset=pos)
             y[out.m0:out.m0 + out.m, out.n0:out.n0 + out.n] = block.view(y.dtype)
-            pos += out.m * stride
+            pos += out.m * row_stride(self.config, out.n)
         return y
 
 
@@ -249,7 +247,7 @@ def _lower_linear(layer, batch, config):
 
 
 @dataclass
-class Program:
+class LoweredChain:
     """A chain of layers lowered for one batch size and one configuration.
 
     ``passes`` holds one :class:`ChipPass` per chip layer (one backend call each) and a
@@ -296,7 +294,7 @@ class Program:
 
 
 def lower(layers, *, batch, config=None):
-    """Lower a layer or a chain of layers to a :class:`Program`.
+    """Lower a layer or a chain of layers to a :class:`LoweredChain`.
 
     Parameters
     ----------
@@ -317,4 +315,4 @@ def lower(layers, *, batch, config=None):
             passes.append(HostPass(layer=layer, batch=int(batch)))
         else:
             passes.append(_lower_linear(layer, int(batch), config))
-    return Program(config=config, batch=int(batch), passes=passes)
+    return LoweredChain(config=config, batch=int(batch), passes=passes)

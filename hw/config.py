@@ -5,11 +5,11 @@ either a field of :class:`NpuConfig` or derived from one here.  Nothing else in
 the project hard-codes an array size, a buffer depth or a stream width.
 """
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from math import ceil
 
-__all__ = ["NpuConfig", "check_config", "OPERAND_WIDTH", "ACC_WIDTH", "COMMAND_WIDTH",
-           "PARAM_RECORD_BYTES", "STATUS_RECORD_BYTES"]
+__all__ = ["NpuConfig", "check_config", "parse_config", "OPERAND_WIDTH", "ACC_WIDTH",
+           "COMMAND_WIDTH", "PARAM_RECORD_BYTES", "STATUS_RECORD_BYTES"]
 
 #: Width of a processing-element operand: a 9-bit signed value holds uint8, int8 and
 #: ``uint8 - zero_point`` exactly, so every weight scheme runs on one multiplier.
@@ -117,6 +117,14 @@ class NpuConfig:
     def as_dict(self):
         return asdict(self)
 
+    @property
+    def spec(self):
+        """The fields that differ from the default, as :func:`parse_config` reads them
+        (``"rows=4,cols=4"``; empty for the default configuration)."""
+        default = NpuConfig()
+        return ",".join(f"{f.name}={getattr(self, f.name)}" for f in fields(self)
+                        if getattr(self, f.name) != getattr(default, f.name))
+
     def __str__(self):
         return (f"{self.rows}x{self.cols} array, act {self.act_depth}, "
                 f"weights {self.weight_tiles} tiles, acc {self.acc_depth}, "
@@ -134,3 +142,38 @@ def check_config(config):
     if not isinstance(config, NpuConfig):
         raise TypeError(f"config must be an NpuConfig, not {config!r}")
     return config
+
+
+def parse_config(text):
+    """An :class:`NpuConfig` from ``"rows=4,cols=4,..."``; empty or None: the default.
+
+    The one configuration syntax of every command line and make target
+    (``--config rows=4,cols=4``, ``make verilog CONFIG=rows=4,cols=4``).
+
+    Raises
+    ------
+    ValueError
+        If an item is not ``name=integer`` with a field name of :class:`NpuConfig`, or a
+        value is out of range; the message names the item.
+    """
+    if text is None or not str(text).strip():
+        return NpuConfig()
+    names = [f.name for f in fields(NpuConfig)]
+    values = {}
+    for item in str(text).split(","):
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or key not in names:
+            raise ValueError(f"configuration item {item.strip()!r} must be name=value with a "
+                             f"name of {', '.join(names)}")
+        if key in values:
+            raise ValueError(f"configuration item {key!r} is given twice")
+        try:
+            values[key] = int(value)
+        except ValueError:
+            raise ValueError(f"configuration item {key!r} must be an integer, "
+                             f"not {value.strip()!r}") from None
+    try:
+        return NpuConfig(**values)
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None

@@ -2,49 +2,61 @@
 
 Example::
 
-    python -m hw.generate --rows 4 --cols 8 --output build/npu.v
+    python -m hw.generate --config rows=4,cols=8 --output build/npu.v
 """
 
 import argparse
 import sys
-from dataclasses import fields
 from pathlib import Path
 
-from .config import NpuConfig
+from .config import NpuConfig, parse_config
 
-__all__ = ["main", "config_arguments", "config_from_arguments"]
+__all__ = ["TOPLEVEL", "generate_verilog", "config_argument", "main"]
+
+#: Module name of the generated top level.
+TOPLEVEL = "npu"
 
 
-def config_arguments(parser):
-    """Add one ``--field`` option per NpuConfig field to ``parser``."""
-    defaults = NpuConfig()
-    group = parser.add_argument_group("configuration")
-    for f in fields(NpuConfig):
-        group.add_argument(f"--{f.name.replace('_', '-')}", type=int,
-                           default=getattr(defaults, f.name), metavar="N",
-                           help=f"(default {getattr(defaults, f.name)})")
+def generate_verilog(config, path=None):
+    """The Npu for ``config`` as Verilog text (also written to ``path`` if given)."""
+    from amaranth.back import verilog
+
+    from .npu import Npu
+    text = verilog.convert(Npu(config=config), name=TOPLEVEL, emit_src=False)
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return text
+
+
+def _config_type(text):
+    try:
+        return parse_config(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def config_argument(parser, *, default=None):
+    """Add the ``--config rows=4,cols=4,...`` option (:func:`hw.config.parse_config`)."""
+    names = ", ".join(NpuConfig.__dataclass_fields__)
+    parser.add_argument("--config", type=_config_type,
+                        default=NpuConfig() if default is None else default,
+                        metavar="NAME=N,...",
+                        help=f"chip configuration: comma-separated {names} "
+                             f"(default: {NpuConfig()})")
     return parser
-
-
-def config_from_arguments(args):
-    """The NpuConfig named by the options :func:`config_arguments` added."""
-    return NpuConfig(**{f.name: getattr(args, f.name) for f in fields(NpuConfig)})
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m hw.generate",
                                      description=__doc__.split("\n")[0])
-    config_arguments(parser)
+    config_argument(parser)
     parser.add_argument("--output", "-o", type=Path, default=Path("build/npu.v"),
                         help="Verilog file to write (default build/npu.v)")
     args = parser.parse_args(argv)
-    try:
-        config = config_from_arguments(args)
-    except (TypeError, ValueError) as exc:
-        parser.error(str(exc))
-    from sim.rtl import generate_verilog
-    text = generate_verilog(config, args.output)
-    print(f"wrote {args.output} ({len(text.splitlines())} lines): {config}", file=sys.stderr)
+    text = generate_verilog(args.config, args.output)
+    print(f"wrote {args.output} ({len(text.splitlines())} lines): {args.config}", file=sys.stderr)
     return 0
 
 

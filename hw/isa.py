@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from amaranth.hdl import signed, unsigned
 from amaranth.lib import data
 
+from .beats import row_stride
 from .config import COMMAND_WIDTH, PARAM_RECORD_BYTES, STATUS_RECORD_BYTES
 
 __all__ = [
@@ -219,7 +220,7 @@ class Nop(Instruction):
     Field("param_set", 1, doc="which of the two parameter sets to write"))
 class LoadParams(Instruction):
     def data_in_bytes(self, config):
-        return self.count * config.beats(PARAM_RECORD_BYTES) * config.data_bytes
+        return self.count * row_stride(config, PARAM_RECORD_BYTES)
 
 
 @_instruction(
@@ -233,7 +234,7 @@ class LoadParams(Instruction):
     Field("signed", 1, doc="1: int8 activations, 0: uint8"))
 class LoadAct(Instruction):
     def data_in_bytes(self, config):
-        return self.count * config.beats(self.length) * config.data_bytes
+        return self.count * row_stride(config, self.length)
 
 
 @_instruction(
@@ -249,7 +250,7 @@ class LoadAct(Instruction):
     Field("param_set", 1, doc="the parameter set whose weight zero points apply"))
 class LoadWeight(Instruction):
     def data_in_bytes(self, config):
-        return self.k * config.beats(self.n) * config.data_bytes
+        return self.k * row_stride(config, self.n)
 
 
 @_instruction(
@@ -278,7 +279,7 @@ class Matmul(Instruction):
     Field("param_set", 1, doc="the parameter set that requantizes"))
 class Store(Instruction):
     def data_out_bytes(self, config):
-        return self.count * config.beats(self.n * (4 if self.raw else 1)) * config.data_bytes
+        return self.count * row_stride(config, self.n * (4 if self.raw else 1))
 
 
 @_instruction(Opcode.FENCE, "Wait until every earlier command has finished, output included.")
@@ -291,7 +292,7 @@ class Fence(Instruction):
               "consumed) to the data-out stream.")
 class ReadStatus(Instruction):
     def data_out_bytes(self, config):
-        return config.beats(STATUS_RECORD_BYTES) * config.data_bytes
+        return row_stride(config, STATUS_RECORD_BYTES)
 
 
 @_instruction(Opcode.CLEAR_ERROR, "Clear the sticky error code; the chip executes commands again.")

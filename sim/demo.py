@@ -13,7 +13,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from hw.generate import config_arguments, config_from_arguments
+from hw.generate import config_argument
 from sim.golden import GoldenNpu
 from sim.programs import gemm_program, random_params
 
@@ -26,9 +26,9 @@ def main(argv=None):
     parser.add_argument("--backend", default="verilator",
                         choices=["verilator", "icarus", "amaranth"])
     parser.add_argument("--seed", type=int, default=0)
-    config_arguments(parser)
+    config_argument(parser)
     args = parser.parse_args(argv)
-    config = config_from_arguments(args)
+    config = args.config
     console = Console()
 
     rng = np.random.default_rng(args.seed)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hw import isa
+from hw.beats import pack_rows, row_stride, unpack_rows
 from hw.config import PARAM_RECORD_BYTES, NpuConfig, check_config
 from hw.isa import ErrorCode, Opcode
 from sim.cycle_model import CycleModel, Outcome
@@ -207,22 +208,17 @@ class GoldenNpu:
 
     def _take(self, count, nbytes, what):
         """``count`` vectors of ``nbytes`` bytes, each padded to whole beats."""
-        stride = self.config.beats(nbytes) * self.config.data_bytes
-        end = self._pos + count * stride
-        if end > len(self._data):
-            raise DataUnderflow(f"{what} needs {count * stride} data bytes at offset "
-                                f"{self._pos}, the stream has {len(self._data) - self._pos}")
-        block = np.frombuffer(self._data, dtype=np.uint8, count=count * stride, offset=self._pos)
-        self._pos = end
-        return block.reshape(count, stride)[:, :nbytes]
+        needed = count * row_stride(self.config, nbytes)
+        if self._pos + needed > len(self._data):
+            raise DataUnderflow(f"{what} needs {needed} data bytes at offset {self._pos}, "
+                                f"the stream has {len(self._data) - self._pos}")
+        block = unpack_rows(self.config, self._data, count, nbytes, offset=self._pos)
+        self._pos += needed
+        return block
 
     def _emit(self, rows):
         """Send byte rows, each padded to whole beats."""
-        rows = np.asarray(rows, dtype=np.uint8)
-        stride = self.config.beats(rows.shape[1]) * self.config.data_bytes
-        padded = np.zeros((rows.shape[0], stride), dtype=np.uint8)
-        padded[:, :rows.shape[1]] = rows
-        self._out.append(padded.tobytes())
+        self._out.append(pack_rows(self.config, rows))
 
     def _raise(self, code, opcode):
         if self.error == ErrorCode.NONE:

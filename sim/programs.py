@@ -1,6 +1,6 @@
 """Command-stream builders for testbenches, the demo and benchmarks.
 
-A :class:`Program` is what the host pushes: command words and the data-in bytes
+A :class:`CommandStream` is what the host pushes: command words and the data-in bytes
 they consume.  :func:`gemm_program` tiles a whole quantized matrix multiply
 ``requant(A @ (W - z_w) + bias)`` for any M, K and N onto a configuration.
 """
@@ -10,26 +10,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hw import isa
+from hw.beats import pack_rows
 from hw.config import NpuConfig
 
-__all__ = ["Program", "pack_rows", "gemm_schedule", "gemm_program", "random_params",
+__all__ = ["CommandStream", "gemm_schedule", "gemm_program", "random_params",
            "random_program"]
 
 
-def pack_rows(config, rows):
-    """Byte rows (2-D uint8/int8) as data-stream bytes, each row padded to whole beats."""
-    rows = np.asarray(rows)
-    if rows.ndim != 2:
-        raise ValueError(f"rows must be 2-D, not of shape {rows.shape}")
-    rows = rows.view(np.uint8) if rows.dtype == np.int8 else rows.astype(np.uint8)
-    stride = config.beats(rows.shape[1]) * config.data_bytes
-    padded = np.zeros((rows.shape[0], stride), dtype=np.uint8)
-    padded[:, :rows.shape[1]] = rows
-    return padded.tobytes()
-
-
 @dataclass
-class Program:
+class CommandStream:
     """Commands and the data-in bytes they consume, built up instruction by instruction."""
     config: NpuConfig
     instructions: list = field(default_factory=list)
@@ -143,7 +132,7 @@ def gemm_program(config, a, w, params=None, *, act_signed=None, weight_signed=No
 
     Returns
     -------
-    Program
+    CommandStream
         Its data-out is the M x N result, row-major, each N-tile's rows padded to
         beats, N-tiles in order within each M-tile (see :func:`gemm_schedule`).
     """
@@ -155,7 +144,7 @@ def gemm_program(config, a, w, params=None, *, act_signed=None, weight_signed=No
     act_signed = a.dtype == np.int8 if act_signed is None else act_signed
     weight_signed = w.dtype == np.int8 if weight_signed is None else weight_signed
     rows, cols = config.rows, config.cols
-    program = Program(config)
+    program = CommandStream(config)
     for instruction, source in gemm_schedule(config, m, k, n, act_signed=act_signed,
                                              weight_signed=weight_signed, raw=raw,
                                              with_params=params is not None, m_tile=m_tile):
@@ -182,7 +171,7 @@ def random_program(config, rng, length=25):
     with shift 0.
     """
     c = config
-    program = Program(config)
+    program = CommandStream(config)
 
     def rows_of(shape):
         return pack_rows(c, rng.integers(0, 256, shape))

@@ -24,15 +24,15 @@ from pathlib import Path
 import numpy as np
 
 from hw.config import NpuConfig, check_config
+from hw.generate import TOPLEVEL, generate_verilog
 from hw.isa import StatusRecord
 
-__all__ = ["SIMULATORS", "SimulatorMissing", "RtlSimulation", "RtlRun", "generate_verilog",
+__all__ = ["SIMULATORS", "SimulatorMissing", "RtlSimulation", "RtlRun",
            "simulator_problem", "verilator_bin_dir", "RtlSession"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BUILD_ROOT = REPO_ROOT / "build" / "rtl"
 SIMULATORS = ("verilator", "icarus")
-TOPLEVEL = "npu"
 #: The cocotb test module the driver backends run.
 PROGRAM_MODULE = "sim.cocotb_program"
 
@@ -69,19 +69,6 @@ def simulator_problem(simulator):
     elif shutil.which("iverilog") is None or shutil.which("vvp") is None:
         return "Icarus Verilog is not installed: apt-get install iverilog"
     return None
-
-
-def generate_verilog(config, path=None):
-    """The Npu for ``config`` as Verilog text (also written to ``path`` if given)."""
-    from amaranth.back import verilog
-
-    from hw.npu import Npu
-    text = verilog.convert(Npu(config=config), name=TOPLEVEL, emit_src=False)
-    if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    return text
 
 
 _TIME_ZERO_TRIGGER = re.compile(r"^(\s*)reg (\\\$auto\$verilog_backend\S*)\s+= 0;$", re.M)

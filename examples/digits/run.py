@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 import driver
-from driver.cli import parse_config
+from hw.generate import config_argument
 
 __all__ = ["main", "train", "quantize_torch", "export_onnx"]
 
@@ -194,8 +194,7 @@ def _cli():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backend", default="verilator",
                         help="golden, verilator, icarus or amaranth (default: verilator)")
-    parser.add_argument("--config", type=parse_config, default=None,
-                        help="chip configuration, e.g. rows=4,cols=4 (default: 8x8)")
+    config_argument(parser)
     args = parser.parse_args()
     result = main(args.backend, config=args.config)
     equal = result["torch_equal"] == result["onnx_equal"] == result["images"]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from npu_builders import ort_run, qoperator_model, random_layer
 
-from driver.cli import main, parse_config
+from driver.cli import main
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -73,9 +73,11 @@ def test_input_shape_wrong(float_model, tmp_path, capsys):
     assert status == 1 and "must be [batch, features]" in capsys.readouterr().err
 
 
-def test_config_wrong():
-    with pytest.raises(Exception, match="bad configuration item 'depth=3'"):
-        parse_config("depth=3")
+def test_config_wrong(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["info", "--config", "depth=3"])
+    assert exit_info.value.code == 2
+    assert "configuration item 'depth=3' must be name=value" in capsys.readouterr().err
 
 
 def test_digits_example_on_golden():

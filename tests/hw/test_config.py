@@ -153,3 +153,26 @@ def test_equal_configs_hash_equal():
 def test_replace_validates():
     with pytest.raises(TypeError, match="^cols must be a positive integer, not 0$"):
         dataclasses.replace(NpuConfig(), cols=0)
+
+
+def test_parse_config_round_trips_spec():
+    from hw.config import parse_config
+    config = NpuConfig(rows=4, cols=3, data_bytes=2)
+    assert config.spec == "rows=4,cols=3,data_bytes=2"
+    assert parse_config(config.spec) == config
+    assert parse_config("") == parse_config(None) == NpuConfig()
+    assert parse_config(" rows = 2 , cols=2") == NpuConfig(rows=2, cols=2)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("depth=3", "configuration item 'depth=3' must be name=value with a name of rows, cols"),
+    ("rows", "configuration item 'rows' must be name=value"),
+    ("rows=four", "configuration item 'rows' must be an integer, not 'four'"),
+    ("rows=2,rows=3", "configuration item 'rows' is given twice"),
+    ("cols=0", "cols must be a positive integer, not 0"),
+    ("act_depth=70000", "act_depth must be at most 65536, not 70000"),
+])
+def test_parse_config_wrong(text, message):
+    from hw.config import parse_config
+    with pytest.raises(ValueError, match=message):
+        parse_config(text)

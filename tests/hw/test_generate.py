@@ -14,7 +14,7 @@ def _verilator():
     return str(folder / "verilator") if folder else shutil.which("verilator")
 
 
-@pytest.mark.parametrize("options", [[], ["--rows", "2", "--cols", "3", "--data-bytes", "1"]])
+@pytest.mark.parametrize("options", [[], ["--config", "rows=2,cols=3,data_bytes=1"]])
 def test_generated_verilog_lints_clean(tmp_path, options):
     output = tmp_path / "npu.v"
     subprocess.run([sys.executable, "-m", "hw.generate", *options, "--output", str(output)],
@@ -31,7 +31,7 @@ def test_generated_verilog_lints_clean(tmp_path, options):
 
 
 def test_generate_config_wrong(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "hw.generate", "--cols", "0",
+    result = subprocess.run([sys.executable, "-m", "hw.generate", "--config", "cols=0",
                              "--output", str(tmp_path / "npu.v")], capture_output=True, text=True)
     assert result.returncode == 2
     assert "cols must be a positive integer, not 0" in result.stderr

@@ -31,11 +31,11 @@ from harness import Monitor, elements, invalidated, simulate, wait_for
 from streams import StreamStalls, stream_get, stream_put
 
 from hw import isa
+from hw.beats import pack_rows
 from hw.config import OPERAND_WIDTH, PARAM_RECORD_BYTES, NpuConfig
 from hw.isa import ParamRecord
 from hw.load_unit import LoadKind, LoadUnit
 from sim.golden import GoldenNpu
-from sim.programs import pack_rows
 
 CONFIGS = [
     NpuConfig(rows=3, cols=5, act_depth=8, weight_tiles=2, acc_depth=4, data_bytes=4),

@@ -26,12 +26,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hw import isa
+from hw.beats import pack_rows
 from hw.config import NpuConfig
 from hw.isa import ErrorCode, Opcode
 from hw.npu import Npu
 from sim.amaranth_runner import run_amaranth
 from sim.golden import GoldenNpu, check_command
-from sim.programs import gemm_program, pack_rows, random_params
+from sim.programs import gemm_program, random_params
 
 CONFIGS = {
     "1x1": NpuConfig(rows=1, cols=1, act_depth=8, weight_tiles=2, acc_depth=8, data_bytes=1),

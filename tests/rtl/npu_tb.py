@@ -14,10 +14,11 @@ import cocotb
 import numpy as np
 
 from hw import isa
+from hw.beats import pack_rows
 from hw.isa import ErrorCode, Opcode
 from sim.cocotb_harness import NpuHarness
 from sim.golden import GoldenNpu
-from sim.programs import Program, gemm_program, pack_rows, random_params
+from sim.programs import CommandStream, gemm_program, random_params
 
 STALLS = float(os.environ.get("NPU_TEST_STALLS", "0.3"))
 
@@ -146,7 +147,7 @@ async def malformed_commands_set_sticky_errors(dut):
     m, k, n = 3, c.rows, c.cols
     a = rng.integers(0, 256, (m, k)).astype(np.uint8)
     w = rng.integers(-128, 128, (k, n)).astype(np.int8)
-    setup = Program(c)
+    setup = CommandStream(c)
     setup.add(isa.LoadAct(addr=0, count=m, length=k), pack_rows(c, a))
     setup.add(isa.LoadWeight(slot=0, k=k, n=n, signed=1), pack_rows(c, w))
     await check.check(setup.commands, setup.data_in, label="setup")
@@ -183,7 +184,7 @@ async def invalid_requantization_records(dut):
     n = c.cols
     good = [isa.ParamRecord(multiplier=(1 << 30) + i, shift=31, output_zero=i % 7)
             for i in range(n)]
-    program = Program(c)
+    program = CommandStream(c)
     program.add(isa.LoadParams(count=n),
                 b"".join(pack_rows(c, np.frombuffer(p.encode(), np.uint8)[None]) for p in good))
     await check.check(program.commands, program.data_in, label="good records")
@@ -193,7 +194,7 @@ async def invalid_requantization_records(dut):
         fields = isa._unpack(isa.PARAM_FIELDS, int.from_bytes(raw, "little"))
         fields.update(bad_field)
         records[n // 2] = isa._pack(isa.PARAM_FIELDS, fields, "record").to_bytes(16, "little")
-        program = Program(c)
+        program = CommandStream(c)
         program.add(isa.LoadParams(count=n),
                     b"".join(pack_rows(c, np.frombuffer(r, np.uint8)[None]) for r in records))
         program.add(isa.ReadStatus())
