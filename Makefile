@@ -40,6 +40,7 @@ verilog: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check hw sim driver tests examples
+	$(VENV)/bin/lint-imports
 
 # The benchmark's extra (SCALE-Sim) on top of the dev install, once per pyproject change.
 $(BENCH_STAMP): $(STAMP) pyproject.toml

@@ -3,7 +3,7 @@
 ::
 
     import driver
-    layer = driver.QuantLinear.from_torch(module, input_scale=0.02, input_zero_point=128)
+    layer = driver.linear_from_torch(module, input_scale=0.02, input_zero_point=128)
     with driver.open("golden") as npu:       # "golden", "verilator", "icarus", "amaranth"
         y_q = npu.run(layer, x_q)            # a list of layers runs a chain
 """
@@ -25,6 +25,14 @@ def from_torch(model, *, name=None):
     return _from_torch(model, name=name)
 
 
+def linear_from_torch(module, *, input_scale, input_zero_point, input_dtype="uint8", name=None):
+    """A :class:`QuantLinear` from one converted PyTorch quantized Linear module (see
+    :func:`driver.torch_import.linear_from_torch`)."""
+    from .torch_import import linear_from_torch as _linear_from_torch
+    return _linear_from_torch(module, input_scale=input_scale, input_zero_point=input_zero_point,
+                              input_dtype=input_dtype, name=name)
+
+
 def load_onnx(model, *, name=None):
     """A :class:`Network` from a quantized ONNX model (see :func:`driver.onnx_import.load_onnx`)."""
     from .onnx_import import load_onnx as _load_onnx
@@ -32,6 +40,7 @@ def load_onnx(model, *, name=None):
 
 
 __all__ = ["QuantLinear", "ColumnTable", "Network", "QuantParams", "Activation", "QuantType",
-           "from_torch", "load_onnx", "open", "Device", "RunStats", "LoweredChain", "lower",
+           "from_torch", "linear_from_torch", "load_onnx", "open", "Device", "RunStats",
+           "LoweredChain", "lower",
            "NpuError", "QuantizationError", "BackendUnavailable", "available_backends",
            "NpuConfig", "Rounding"]

@@ -247,33 +247,6 @@ class QuantLinear:
                              f"not {arithmetic!r}")
         return y.astype(self.output.qtype.dtype)
 
-    # -- PyTorch ---------------------------------------------------------------------------
-
-    @classmethod
-    def from_torch(cls, module, *, input_scale, input_zero_point, input_dtype="uint8", name=None):
-        """A :class:`QuantLinear` from a converted PyTorch quantized Linear module.
-
-        Parameters
-        ----------
-        module : torch.ao.nn.quantized.Linear or torch.ao.nn.intrinsic.quantized.LinearReLU
-        input_scale, input_zero_point : float, int
-            Quantization of the module's input (a quantized module does not carry it).
-        input_dtype : str
-            ``"uint8"`` (``torch.quint8``), the only type PyTorch's qnnpack Linear takes.
-        name : str, optional
-
-        Raises
-        ------
-        TypeError
-            If ``module`` is not a static quantized Linear.
-        QuantizationError
-            If the chip cannot reproduce the module exactly.
-        """
-        from .torch_import import linear_from_torch
-        return linear_from_torch(cls, module, input_scale=input_scale,
-                                 input_zero_point=input_zero_point, input_dtype=input_dtype,
-                                 name=name)
-
 
 class ColumnTable:
     """A per-column lookup table the driver applies on the host between chip passes.

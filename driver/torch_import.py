@@ -39,9 +39,28 @@ def _quantize_bias(torch, weight, bias, input_scale):
     return q.int_repr().numpy().astype(np.int64)
 
 
-def linear_from_torch(cls, module, *, input_scale, input_zero_point, input_dtype="uint8",
-                      name=None, activation=None):
-    """Build ``cls`` (a :class:`QuantLinear`) from a PyTorch quantized Linear module."""
+def linear_from_torch(module, *, input_scale, input_zero_point, input_dtype="uint8", name=None,
+                      activation=None):
+    """A :class:`~driver.layers.QuantLinear` from a converted PyTorch quantized Linear module.
+
+    Parameters
+    ----------
+    module : torch.ao.nn.quantized.Linear or torch.ao.nn.intrinsic.quantized.LinearReLU
+    input_scale, input_zero_point : float, int
+        Quantization of the module's input (a quantized module does not carry it).
+    input_dtype : str
+        ``"uint8"`` (``torch.quint8``), the only type PyTorch's qnnpack Linear takes.
+    name : str, optional
+    activation : Activation, optional
+        A fused activation after the module (default: ReLU for ``LinearReLU``).
+
+    Raises
+    ------
+    TypeError
+        If ``module`` is not a static quantized Linear.
+    QuantizationError
+        If the chip cannot reproduce the module exactly.
+    """
     torch = _torch()
     from torch.ao.nn.intrinsic.quantized import LinearReLU
     from torch.ao.nn.quantized import Linear
@@ -79,11 +98,12 @@ def linear_from_torch(cls, module, *, input_scale, input_zero_point, input_dtype
 
     bias = module.bias()
     bias_q = None if bias is None else _quantize_bias(torch, weight, bias, float(input_scale))
-    return cls(weight=weight.int_repr().numpy(), weight_scale=scales, weight_zero_point=zeros,
-               bias=bias_q, input_scale=input_scale, input_zero_point=int(input_zero_point),
-               input_dtype="uint8", output_scale=float(module.scale),
-               output_zero_point=int(module.zero_point), output_dtype="uint8",
-               activation=activation, scale_order="torch", name=name)
+    return QuantLinear(weight=weight.int_repr().numpy(), weight_scale=scales,
+                       weight_zero_point=zeros, bias=bias_q, input_scale=input_scale,
+                       input_zero_point=int(input_zero_point), input_dtype="uint8",
+                       output_scale=float(module.scale),
+                       output_zero_point=int(module.zero_point), output_dtype="uint8",
+                       activation=activation, scale_order="torch", name=name)
 
 
 class TorchNetwork(Network):
@@ -195,7 +215,7 @@ def from_torch(model, *, name=None):
                             "chains of quantized Linear and ReLU layers")
     if not specs:
         raise TypeError("the model has no quantized Linear layer")
-    layers = [linear_from_torch(QuantLinear, s["module"], input_scale=s["input"].scale,
+    layers = [linear_from_torch(s["module"], input_scale=s["input"].scale,
                                 input_zero_point=s["input"].zero_point, name=s["name"],
                                 activation=s["activation"]) for s in specs]
     return TorchNetwork(layers=layers, input=network_input, output=output,

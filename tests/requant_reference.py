@@ -4,7 +4,7 @@ This module deliberately shares no code with :func:`sim.golden.requantize`: it w
 one Python integer at a time and computes the rounding with exact fractions, so that a
 shared mistake in shifts, masks or tie detection cannot hide in both.
 
-The definition (``/work/shared/NOTES.md`` section 2 and :class:`hw.isa.ParamRecord`)::
+The definition (``docs/arithmetic.md`` and :class:`hw.isa.ParamRecord`)::
 
     t = saturate_int32(acc + bias)
     r = round(t * multiplier / 2**shift)        # rounding mode chosen per column

@@ -28,7 +28,7 @@ def test_linear_matches_qnnpack(shape, per_channel, relu):
     rng = np.random.default_rng(k * 1009 + n + 7 * per_channel + relu)
     module = torch_linear(rng, k, n, per_channel=per_channel, relu=relu)
     scale, zero = float(rng.uniform(0.01, 0.05)), int(rng.integers(0, 256))
-    layer = driver.QuantLinear.from_torch(module, input_scale=scale, input_zero_point=zero)
+    layer = driver.linear_from_torch(module, input_scale=scale, input_zero_point=zero)
     x = rng.integers(0, 256, size=(batch, k)).astype(np.uint8)
     framework = torch_run(module, x, scale, zero)
     chip = run_golden(layer, x, CONFIGS["2x3"] if k * n < 5000 else None)
@@ -113,7 +113,7 @@ def test_exact_rounding_would_differ_from_qnnpack_rarely():
     rng = np.random.default_rng(42)
     module = torch_linear(rng, 64, 64)
     scale, zero = 0.03, 120
-    layer = driver.QuantLinear.from_torch(module, input_scale=scale, input_zero_point=zero)
+    layer = driver.linear_from_torch(module, input_scale=scale, input_zero_point=zero)
     assert layer.rounding is driver.Rounding.FLOAT32
     x = rng.integers(0, 256, size=(4000, 64)).astype(np.uint8)
     framework = torch_run(module, x, scale, zero)
@@ -130,18 +130,18 @@ def test_exact_rounding_would_differ_from_qnnpack_rarely():
 def test_dynamic_linear_wrong():
     module = torch.ao.nn.quantized.dynamic.Linear(4, 3)
     with pytest.raises(TypeError, match="dynamic quantized Linear has float inputs"):
-        driver.QuantLinear.from_torch(module, input_scale=0.1, input_zero_point=0)
+        driver.linear_from_torch(module, input_scale=0.1, input_zero_point=0)
 
 
 def test_float_linear_wrong():
     with pytest.raises(TypeError, match="expected torch.ao.nn.quantized.Linear"):
-        driver.QuantLinear.from_torch(torch.nn.Linear(3, 3), input_scale=0.1, input_zero_point=0)
+        driver.linear_from_torch(torch.nn.Linear(3, 3), input_scale=0.1, input_zero_point=0)
 
 
 def test_int8_activations_wrong():
     module = torch_linear(np.random.default_rng(0), 3, 3)
     with pytest.raises(driver.QuantizationError, match="XNNPACK"):
-        driver.QuantLinear.from_torch(module, input_scale=0.1, input_zero_point=0,
+        driver.linear_from_torch(module, input_scale=0.1, input_zero_point=0,
                                       input_dtype="int8")
 
 
