@@ -24,8 +24,8 @@ PARAM_RECORD_BYTES = 16
 #: Bytes of the record that ``READ_STATUS`` writes to the output stream.
 STATUS_RECORD_BYTES = 8
 
-#: Largest array side and stream width, in operands and bytes (a design limit: the ISA
-#: fields that carry them are wider).
+#: Largest array side (operands) and stream width (bytes): a design limit, well inside
+#: the ISA fields that carry sizes.
 _MAX_SIDE = 256
 
 
