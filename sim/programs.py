@@ -166,8 +166,9 @@ def gemm_program(config, a, w, params=None, *, act_signed=None, weight_signed=No
 
 
 @cache
-def _smallest_valid(cls, config):
-    """The first instruction of ``cls`` with every field 0 or 1 that passes its rules."""
+def _smallest_valid(cls, rules, config):
+    """The first instruction of ``cls`` with every field 0 or 1 that passes ``rules``
+    (its ``RULES``, a key of the cache)."""
     for values in itertools.product((0, 1), repeat=len(cls.FIELDS)):
         ins = cls(**{f.name: v for f, v in zip(cls.FIELDS, values, strict=True)})
         if ins.error(config) == isa.ErrorCode.NONE:
@@ -185,7 +186,8 @@ def valid_instruction(config, opcode, randint, *, sweeps=2):
     high)`` (inclusive: ``random.Random.randint``, a Hypothesis draw, ``max`` or ``min``
     for the extremes) picks the index of each value among the valid ones.
     """
-    ins = _smallest_valid(isa.INSTRUCTIONS[opcode], config)
+    cls = isa.INSTRUCTIONS[opcode]
+    ins = _smallest_valid(cls, cls.RULES, config)
     for _ in range(sweeps):
         for f in ins.FIELDS:
             values = ins.valid_values(f.name, config)
