@@ -6,6 +6,7 @@ the project hard-codes an array size, a buffer depth or a stream width.
 """
 
 from dataclasses import asdict, dataclass, fields
+from functools import cache
 from math import ceil
 
 __all__ = ["NpuConfig", "check_config", "parse_config", "OPERAND_WIDTH", "ACC_WIDTH",
@@ -23,9 +24,20 @@ PARAM_RECORD_BYTES = 16
 #: Bytes of the record that ``READ_STATUS`` writes to the output stream.
 STATUS_RECORD_BYTES = 8
 
-# ISA fields that carry a size or an address are 16 bits wide (see hw/isa.py).
-_MAX_DIMENSION = (1 << 16) - 1
-_MAX_DEPTH = 1 << 16
+#: Largest array side (operands) and stream width (bytes): a design limit, well inside
+#: the ISA fields that carry sizes.
+_MAX_SIDE = 256
+
+
+@cache
+def _addressable():
+    """The buffer sizes the ISA's address and slot fields can address in full.
+
+    ``hw/isa.py`` imports this module for its constants, so the ISA is looked up only
+    when the first configuration is checked, after both modules are loaded.
+    """
+    from .isa import addressable_limits
+    return addressable_limits()
 
 
 def _check_positive(name, value, limit):
@@ -71,12 +83,13 @@ class NpuConfig:
     data_bytes: int = 8
 
     def __post_init__(self):
-        _check_positive("rows", self.rows, 256)
-        _check_positive("cols", self.cols, 256)
-        _check_positive("act_depth", self.act_depth, _MAX_DEPTH)
-        _check_positive("weight_tiles", self.weight_tiles, 256)
-        _check_positive("acc_depth", self.acc_depth, _MAX_DEPTH)
-        _check_positive("data_bytes", self.data_bytes, 256)
+        limits = _addressable()
+        _check_positive("rows", self.rows, _MAX_SIDE)
+        _check_positive("cols", self.cols, _MAX_SIDE)
+        _check_positive("act_depth", self.act_depth, limits["act_depth"])
+        _check_positive("weight_tiles", self.weight_tiles, limits["weight_tiles"])
+        _check_positive("acc_depth", self.acc_depth, limits["acc_depth"])
+        _check_positive("data_bytes", self.data_bytes, _MAX_SIDE)
 
     # -- derived constants ---------------------------------------------------------------
 

@@ -19,9 +19,10 @@ class Controller(wiring.Component):
     """Fetches, checks and dispatches commands in order, one per cycle at best.
 
     Each command is checked against the configuration in the order of
-    :class:`~hw.isa.ErrorCode` (opcode, reserved bits, zero sizes, oversize,
-    address ranges).  A malformed command latches its error code (the first error
-    wins) and is consumed without effect.  While an error is latched every command
+    :class:`~hw.isa.ErrorCode`: its opcode, its reserved bits, then the rules of its
+    instruction (``RULES`` in :mod:`hw.isa`: the decoder is built from them).  A
+    malformed command latches its error code (the first error wins) and is consumed
+    without effect.  While an error is latched every command
     but ``NOP``, ``FENCE``, ``READ_STATUS`` and ``CLEAR_ERROR`` is consumed without
     effect and without taking data.
 
@@ -51,7 +52,7 @@ class Controller(wiring.Component):
 
     Members
     -------
-    commands : In(stream.Signature(64))
+    commands : In(stream.Signature(COMMAND_WIDTH))
         The command stream.
     load, matmul, store : Out(stream.Signature(...))
         Decoded commands for the execution units.
@@ -67,10 +68,11 @@ class Controller(wiring.Component):
         The load unit met an invalid requantization record.
     busy : Out(1)
         A fetched command waits to be dispatched.
-    error, error_opcode : Out(8)
-        The sticky error code and the opcode of the command that raised it.
-    executed : Out(32)
-        Commands consumed since reset (modulo 2**32).
+    error, error_opcode : Out(isa.status_shape(...))
+        The sticky error code and the opcode of the command that raised it, as wide as
+        their status record fields.
+    executed : Out(isa.status_shape("commands"))
+        Commands consumed since reset (modulo 2**width).
     """
 
     def __init__(self, *, config):
@@ -92,54 +94,27 @@ class Controller(wiring.Component):
             "store_current": In(store_command_layout()),
             "param_error": In(1),
             "busy": Out(1),
-            "error": Out(8),
-            "error_opcode": Out(8),
-            "executed": Out(32),
+            "error": Out(isa.status_shape("error")),
+            "error_opcode": Out(isa.status_shape("error_opcode")),
+            "executed": Out(isa.status_shape("commands")),
         })
 
     def _check(self, m, word):
         """The ErrorCode of ``word`` (combinational), in ErrorCode priority order."""
-        c = self.config
         code = Signal(ErrorCode)
         opcode = word[:isa.OPCODE_WIDTH]
         views = {op: data.View(isa.command_layout(cls), word)
                  for op, cls in isa.INSTRUCTIONS.items()}
-
-        def check(op, zero=(), oversize=(), out_of_range=()):
-            rules = [(ErrorCode.RESERVED_BITS, [views[op].reserved != 0]),
-                     (ErrorCode.ZERO_SIZE, [z == 0 for z in zero]),
-                     (ErrorCode.OVERSIZE, list(oversize)),
-                     (ErrorCode.ADDR_RANGE, list(out_of_range))]
-            first = True
-            for error, conditions in rules:
-                if not conditions:
-                    continue
-                with (m.If if first else m.Elif)(_any(conditions)):
-                    m.d.comb += code.eq(error)
-                first = False
-
         with m.Switch(opcode):
-            for op in isa.INSTRUCTIONS:
-                v = views[op]
+            for op, cls in isa.INSTRUCTIONS.items():
                 with m.Case(op):
-                    if op == Opcode.LOAD_PARAMS:
-                        check(op, zero=[v.count], oversize=[v.count > c.cols])
-                    elif op == Opcode.LOAD_ACT:
-                        check(op, zero=[v.count, v.length], oversize=[v.length > c.rows],
-                              out_of_range=[v.addr + v.count > c.act_depth])
-                    elif op == Opcode.LOAD_WEIGHT:
-                        check(op, zero=[v.k, v.n], oversize=[v.k > c.rows, v.n > c.cols],
-                              out_of_range=[v.slot >= c.weight_tiles])
-                    elif op == Opcode.MATMUL:
-                        check(op, zero=[v.count], out_of_range=[
-                            v.act_addr + v.count > c.act_depth,
-                            v.acc_addr + v.count > c.acc_depth,
-                            v.slot >= c.weight_tiles])
-                    elif op == Opcode.STORE:
-                        check(op, zero=[v.count, v.n], oversize=[v.n > c.cols],
-                              out_of_range=[v.acc_addr + v.count > c.acc_depth])
-                    else:
-                        check(op)
+                    # The first check that fails decides: reserved bits, then each code
+                    # of the instruction's rules, in ErrorCode order.
+                    checks = [(ErrorCode.RESERVED_BITS, views[op].reserved != 0),
+                              *cls.checks(views[op], self.config)]
+                    for i, (error, violated) in enumerate(checks):
+                        with (m.Elif if i else m.If)(violated):
+                            m.d.comb += code.eq(error)
             with m.Default():
                 m.d.comb += code.eq(ErrorCode.BAD_OPCODE)
         return code, views

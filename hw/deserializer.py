@@ -7,13 +7,19 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
 
+from . import isa
 from .config import check_config
 
-__all__ = ["VectorDeserializer", "deserializer_command_layout"]
+__all__ = ["VectorDeserializer", "deserializer_command_layout", "VECTOR_COUNTS"]
+
+#: The instruction fields that give how many vectors a load reads from the data stream.
+VECTOR_COUNTS = (isa.LoadParams.field("count"), isa.LoadAct.field("count"),
+                 isa.LoadWeight.field("k"))
 
 
 def deserializer_command_layout(config):
-    return data.StructLayout({"length": range(config.vector_bytes + 1), "count": 16})
+    return data.StructLayout({"length": range(config.vector_bytes + 1),
+                              "count": max(f.width for f in VECTOR_COUNTS)})
 
 
 class VectorDeserializer(wiring.Component):
@@ -33,7 +39,7 @@ class VectorDeserializer(wiring.Component):
     -------
     beats : In(stream.Signature(data_width))
         The data-in stream.
-    cmd : In(stream.Signature(StructLayout({"length": range(vector_bytes + 1), "count": 16})))
+    cmd : In(stream.Signature(deserializer_command_layout(config)))
         Vectors to assemble; taken when the previous command is complete.
     vectors : Out(stream.Signature(ArrayLayout(8, vector_bytes)))
         Whole vectors, byte 0 first.
@@ -60,7 +66,7 @@ class VectorDeserializer(wiring.Component):
         offset_after = Signal(bits_for(max_beats * beat_bytes))
 
         length = Signal(range(nbytes + 1))
-        remaining = Signal(16)
+        remaining = Signal(self.cmd.payload.count.shape())
         m.d.comb += [
             self.cmd.ready.eq((remaining == 0) & ~self.vectors.valid),
             self.beats.ready.eq((remaining != 0) & (~self.vectors.valid | self.vectors.ready)),

@@ -116,7 +116,21 @@ def _instruction(opcode, cls):
     if spare:
         rows.append([f"`{_bits(cls.used_bits(), spare)}`", "`reserved`", spare, "—",
                      "reserved, must be zero"])
-    return lines + _table(_FIELD_HEADER, rows) + [""]
+    return lines + _table(_FIELD_HEADER, rows) + [""] + _checks(cls)
+
+
+def _checks(cls):
+    """The table of a command's checks: its reserved bits, then its rules, in the order
+    they are checked."""
+    spare = COMMAND_WIDTH - cls.used_bits()
+    rows = [[f"`{isa.ErrorCode.RESERVED_BITS.name}`",
+             f"a bit of `{_bits(cls.used_bits(), spare)}` is set"]] if spare else []
+    rows += [[f"`{rule.error.name}`", rule.doc] for rule in cls.RULES]
+    if not rows:
+        return []
+    return ["Checks, in the order they are made (the first that fails raises its error; "
+            "`rows`, `cols`, `act_depth`, ... are the fields of the configuration, "
+            "`NpuConfig`):", "", *_table(["Error", "Raised when"], rows), ""]
 
 
 def _instructions():

@@ -11,8 +11,11 @@ its ``FIELDS``.  Bits above the last field are reserved and must be zero.
 
 import enum
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass
+from types import SimpleNamespace
 
+import numpy as np
 from amaranth.hdl import signed, unsigned
 from amaranth.lib import data
 
@@ -23,7 +26,8 @@ __all__ = [
     "Opcode", "ErrorCode", "Rounding", "Instruction", "Nop", "LoadParams", "LoadAct",
     "LoadWeight", "Matmul", "Store", "Fence", "ReadStatus", "ClearError", "INSTRUCTIONS",
     "OPCODE_WIDTH", "decode", "command_layout", "ParamRecord", "PARAM_FIELDS",
-    "param_layout", "StatusRecord", "Field",
+    "param_layout", "StatusRecord", "Field", "Rule", "RULE_ERRORS", "fields_layout",
+    "status_shape", "addressable_limits",
 ]
 
 OPCODE_WIDTH = 4
@@ -121,6 +125,71 @@ class Field:
         return value
 
 
+#: The error codes an instruction's rules may raise.  ``BAD_OPCODE`` and
+#: ``RESERVED_BITS`` are checked for every instruction alike, before its rules;
+#: ``BAD_PARAM`` comes from the data a command reads, not from the command.
+RULE_ERRORS = tuple(code for code in ErrorCode if code not in (
+    ErrorCode.NONE, ErrorCode.BAD_OPCODE, ErrorCode.RESERVED_BITS, ErrorCode.BAD_PARAM))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rule:
+    """One check of a command: it raises ``error`` when ``condition`` holds.
+
+    ``condition(fields, config)`` reads the instruction's fields as attributes of
+    ``fields`` and the configuration as an :class:`~hw.config.NpuConfig`.  It is
+    evaluated on Python integers (the golden model), on numpy arrays (to find a
+    field's valid values) and on the Amaranth values of a ``data.View`` of the command
+    word (the controller's decoder), so it must use only operators that mean the same
+    on all three: arithmetic, comparisons, ``|`` and ``&``, never ``and``, ``or``,
+    ``not`` or ``~``.
+
+    Parameters
+    ----------
+    error : ErrorCode
+        One of :data:`RULE_ERRORS`.  An instruction's rules with the same code combine
+        with ``|``; codes are checked in :class:`ErrorCode` order.
+    doc : str
+        When the rule raises its error, for the reference (``docs/isa.md``).
+    condition : callable
+        ``condition(fields, config)``, true when the command is malformed.
+
+    Raises
+    ------
+    TypeError
+        If ``error`` is not an :class:`ErrorCode`, ``doc`` not a non-empty string or
+        ``condition`` not callable.
+    ValueError
+        If ``error`` is not one of :data:`RULE_ERRORS`.
+    """
+    error: ErrorCode
+    doc: str
+    condition: Callable
+
+    def __post_init__(self):
+        if not isinstance(self.error, ErrorCode):
+            raise TypeError(f"error must be an ErrorCode, not {self.error!r}")
+        if self.error not in RULE_ERRORS:
+            names = ", ".join(code.name for code in RULE_ERRORS)
+            raise ValueError(f"error must be one of {names}, not {self.error.name}")
+        if not isinstance(self.doc, str) or not self.doc.strip():
+            raise TypeError(f"doc must be a non-empty string, not {self.doc!r}")
+        if not callable(self.condition):
+            raise TypeError(f"condition must be callable, not {self.condition!r}")
+
+
+def _check_rules(rules, owner):
+    rules = tuple(rules)
+    for rule in rules:
+        if not isinstance(rule, Rule):
+            raise TypeError(f"{owner} rules must be Rule objects, not {rule!r}")
+    errors = [rule.error for rule in rules]
+    if errors != sorted(errors):
+        raise ValueError(f"{owner} rules must be in ErrorCode order (the order they are "
+                         f"checked in), not {', '.join(e.name for e in errors)}")
+    return rules
+
+
 def _pack(field_list, values, owner):
     word, offset = 0, 0
     for f in field_list:
@@ -147,11 +216,57 @@ def _layout(field_list):
 
 class Instruction:
     """Base of all instructions.  Subclasses are frozen dataclasses with ``OPCODE``,
-    ``FIELDS`` (a tuple of :class:`Field`, in bit order from bit 4) and ``DOC``."""
+    ``FIELDS`` (a tuple of :class:`Field`, in bit order from bit 4), ``DOC`` and
+    ``RULES`` (a tuple of :class:`Rule` in :class:`ErrorCode` order: the checks of the
+    command, beyond its opcode and reserved bits)."""
 
     OPCODE: Opcode
     FIELDS: tuple = ()
     DOC: str = ""
+    RULES: tuple = ()
+
+    @classmethod
+    def field(cls, name):
+        """The :class:`Field` called ``name``."""
+        return next(f for f in cls.FIELDS if f.name == name)
+
+    @classmethod
+    def checks(cls, fields, config):
+        """``(error, violated)`` for each code the rules raise, in the order they are
+        checked: ``violated`` is the conditions of the rules with that code, combined with
+        ``|``, on ``fields`` and ``config`` (see :class:`Rule`).  The first code whose
+        ``violated`` holds is the command's error."""
+        combined = {}
+        for rule in cls.RULES:
+            violated = rule.condition(fields, config)
+            combined[rule.error] = (combined[rule.error] | violated if rule.error in combined
+                                    else violated)
+        return list(combined.items())
+
+    def error(self, config):
+        """The :class:`ErrorCode` this instruction's rules raise on ``config``
+        (``NONE`` when it passes them all)."""
+        return next((error for error, violated in self.checks(self, config) if violated),
+                    ErrorCode.NONE)
+
+    def varied(self, name):
+        """This instruction's fields with field ``name`` replaced by a numpy array of every
+        value the field holds, to evaluate rule conditions on all of them at once."""
+        f = self.field(name)
+        values = {g.name: getattr(self, g.name) for g in self.FIELDS}
+        values[name] = np.arange(f.min, f.max + 1)
+        return SimpleNamespace(**values)
+
+    def valid_values(self, name, config):
+        """The values field ``name`` may take on ``config``, the other fields as they are
+        in this instruction, without breaking a rule (a sorted numpy array)."""
+        fields = self.varied(name)
+        values = getattr(fields, name)
+        broken = np.zeros(values.shape, dtype=bool)
+        for _, violated in self.checks(fields, config):
+            broken |= violated
+        return values[~broken]
+
     def data_in_bytes(self, config):
         """Bytes this instruction takes from the data-in stream (whole beats)."""
         return 0
@@ -192,11 +307,12 @@ class Instruction:
         return f"{self.OPCODE.name:<12}{args}".rstrip()
 
 
-def _instruction(opcode, doc, *field_list):
+def _instruction(opcode, doc, *field_list, rules=()):
     def wrap(cls):
         cls.OPCODE = opcode
         cls.FIELDS = tuple(field_list)
         cls.DOC = doc
+        cls.RULES = _check_rules(rules, opcode.name)
         cls.__annotations__ = {f.name: int for f in field_list}
         for f in field_list:
             setattr(cls, f.name, 0)
@@ -217,7 +333,13 @@ class Nop(Instruction):
     "starting at column 0) from the data stream into parameter set `param_set`.  Two "
     "sets let one tile's store requantize while the next tile's parameters load.",
     Field("count", 16, doc="columns to load, 1..cols"),
-    Field("param_set", 1, doc="which of the two parameter sets to write"))
+    Field("param_set", 1, doc="which of the two parameter sets to write"),
+    rules=(
+        Rule(error=ErrorCode.ZERO_SIZE, doc="`count` is 0",
+             condition=lambda f, c: f.count == 0),
+        Rule(error=ErrorCode.OVERSIZE, doc="`count` > `cols`",
+             condition=lambda f, c: f.count > c.cols),
+    ))
 class LoadParams(Instruction):
     def data_in_bytes(self, config):
         return self.count * row_stride(config, PARAM_RECORD_BYTES)
@@ -231,7 +353,17 @@ class LoadParams(Instruction):
     Field("addr", 16, doc="first activation buffer vector"),
     Field("count", 16, doc="vectors (M), 1..act_depth - addr"),
     Field("length", 16, doc="bytes per vector (K), 1..rows"),
-    Field("signed", 1, doc="1: int8 activations, 0: uint8"))
+    Field("signed", 1, doc="1: int8 activations, 0: uint8"),
+    rules=(
+        Rule(error=ErrorCode.ZERO_SIZE, doc="`count` is 0",
+             condition=lambda f, c: f.count == 0),
+        Rule(error=ErrorCode.ZERO_SIZE, doc="`length` is 0",
+             condition=lambda f, c: f.length == 0),
+        Rule(error=ErrorCode.OVERSIZE, doc="`length` > `rows`",
+             condition=lambda f, c: f.length > c.rows),
+        Rule(error=ErrorCode.ADDR_RANGE, doc="`addr + count` > `act_depth`",
+             condition=lambda f, c: f.addr + f.count > c.act_depth),
+    ))
 class LoadAct(Instruction):
     def data_in_bytes(self, config):
         return self.count * row_stride(config, self.length)
@@ -247,7 +379,17 @@ class LoadAct(Instruction):
     Field("k", 16, doc="tile rows, 1..rows"),
     Field("n", 16, doc="tile columns, 1..cols"),
     Field("signed", 1, doc="1: int8 weights, 0: uint8"),
-    Field("param_set", 1, doc="the parameter set whose weight zero points apply"))
+    Field("param_set", 1, doc="the parameter set whose weight zero points apply"),
+    rules=(
+        Rule(error=ErrorCode.ZERO_SIZE, doc="`k` is 0", condition=lambda f, c: f.k == 0),
+        Rule(error=ErrorCode.ZERO_SIZE, doc="`n` is 0", condition=lambda f, c: f.n == 0),
+        Rule(error=ErrorCode.OVERSIZE, doc="`k` > `rows`",
+             condition=lambda f, c: f.k > c.rows),
+        Rule(error=ErrorCode.OVERSIZE, doc="`n` > `cols`",
+             condition=lambda f, c: f.n > c.cols),
+        Rule(error=ErrorCode.ADDR_RANGE, doc="`slot` ≥ `weight_tiles`",
+             condition=lambda f, c: f.slot >= c.weight_tiles),
+    ))
 class LoadWeight(Instruction):
     def data_in_bytes(self, config):
         return self.k * row_stride(config, self.n)
@@ -262,7 +404,17 @@ class LoadWeight(Instruction):
     Field("count", 16, doc="vectors (M), 1.."),
     Field("slot", 8, doc="weight tile"),
     Field("acc_addr", 16, doc="first accumulator row"),
-    Field("accumulate", 1, doc="1: add to the accumulator, 0: overwrite it"))
+    Field("accumulate", 1, doc="1: add to the accumulator, 0: overwrite it"),
+    rules=(
+        Rule(error=ErrorCode.ZERO_SIZE, doc="`count` is 0",
+             condition=lambda f, c: f.count == 0),
+        Rule(error=ErrorCode.ADDR_RANGE, doc="`act_addr + count` > `act_depth`",
+             condition=lambda f, c: f.act_addr + f.count > c.act_depth),
+        Rule(error=ErrorCode.ADDR_RANGE, doc="`acc_addr + count` > `acc_depth`",
+             condition=lambda f, c: f.acc_addr + f.count > c.acc_depth),
+        Rule(error=ErrorCode.ADDR_RANGE, doc="`slot` ≥ `weight_tiles`",
+             condition=lambda f, c: f.slot >= c.weight_tiles),
+    ))
 class Matmul(Instruction):
     pass
 
@@ -276,7 +428,16 @@ class Matmul(Instruction):
     Field("count", 16, doc="rows, 1..acc_depth - acc_addr"),
     Field("n", 16, doc="columns, 1..cols"),
     Field("raw", 1, doc="1: raw int32 accumulator, 0: requantized bytes"),
-    Field("param_set", 1, doc="the parameter set that requantizes"))
+    Field("param_set", 1, doc="the parameter set that requantizes"),
+    rules=(
+        Rule(error=ErrorCode.ZERO_SIZE, doc="`count` is 0",
+             condition=lambda f, c: f.count == 0),
+        Rule(error=ErrorCode.ZERO_SIZE, doc="`n` is 0", condition=lambda f, c: f.n == 0),
+        Rule(error=ErrorCode.OVERSIZE, doc="`n` > `cols`",
+             condition=lambda f, c: f.n > c.cols),
+        Rule(error=ErrorCode.ADDR_RANGE, doc="`acc_addr + count` > `acc_depth`",
+             condition=lambda f, c: f.acc_addr + f.count > c.acc_depth),
+    ))
 class Store(Instruction):
     def data_out_bytes(self, config):
         return self.count * row_stride(config, self.n * (4 if self.raw else 1))
@@ -331,11 +492,23 @@ def decode(word):
 
 def command_layout(cls):
     """Amaranth layout of one instruction's command word, for the hardware decoder."""
-    layout = {"opcode": OPCODE_WIDTH}
-    for f in cls.FIELDS:
-        layout[f.name] = f.width
-    layout["reserved"] = COMMAND_WIDTH - cls.used_bits()
-    return data.StructLayout(layout)
+    return data.StructLayout({"opcode": OPCODE_WIDTH, **fields_layout(cls).members,
+                              "reserved": COMMAND_WIDTH - cls.used_bits()})
+
+
+def fields_layout(cls):
+    """Amaranth layout of one instruction's fields alone, as the units take them."""
+    return _layout(cls.FIELDS)
+
+
+def addressable_limits():
+    """The largest ``act_depth``, ``acc_depth`` and ``weight_tiles`` whose every position
+    the address and slot fields reach (:class:`~hw.config.NpuConfig` checks these)."""
+    def reach(*fields):
+        return 1 << min(f.width for f in fields)
+    return {"act_depth": reach(LoadAct.field("addr"), Matmul.field("act_addr")),
+            "acc_depth": reach(Matmul.field("acc_addr"), Store.field("acc_addr")),
+            "weight_tiles": reach(LoadWeight.field("slot"), Matmul.field("slot"))}
 
 
 # -- per-column requantization record ---------------------------------------------------
@@ -436,3 +609,8 @@ class StatusRecord:
 def status_layout():
     """Amaranth layout of the status record."""
     return _layout(STATUS_FIELDS)
+
+
+def status_shape(name):
+    """The shape of status record field ``name``: the width of the registers it reports."""
+    return status_layout().members[name]

@@ -9,7 +9,7 @@ from amaranth.utils import ceil_log2
 
 from . import isa
 from .config import OPERAND_WIDTH, PARAM_RECORD_BYTES, check_config
-from .deserializer import deserializer_command_layout
+from .deserializer import VECTOR_COUNTS, deserializer_command_layout
 
 __all__ = ["LoadUnit", "LoadKind", "load_command_layout"]
 
@@ -20,11 +20,22 @@ class LoadKind(enum.IntEnum):
     WEIGHT = 2
 
 
+#: The fields of a decoded load and the instruction fields each one carries.
+_CARRIES = {
+    "addr": (isa.LoadAct.field("addr"), isa.LoadWeight.field("slot")),
+    "count": VECTOR_COUNTS,
+    "length": (isa.LoadAct.field("length"), isa.LoadWeight.field("n")),
+    "signed": (isa.LoadAct.field("signed"), isa.LoadWeight.field("signed")),
+    "param_set": (isa.LoadParams.field("param_set"), isa.LoadWeight.field("param_set")),
+}
+
+
 def load_command_layout():
     """A decoded load: ``addr`` is the activation address or the weight slot, ``count``
-    the vectors (or weight rows ``k``), ``length`` the bytes per vector (or ``n``)."""
-    return data.StructLayout({"kind": LoadKind, "addr": 16, "count": 16, "length": 16,
-                              "signed": 1, "param_set": 1})
+    the vectors (or weight rows ``k``), ``length`` the bytes per vector (or ``n``); each
+    as wide as the widest instruction field it carries."""
+    return data.StructLayout({"kind": LoadKind, **{
+        name: max(f.width for f in fields) for name, fields in _CARRIES.items()}})
 
 
 class LoadUnit(wiring.Component):
@@ -54,7 +65,7 @@ class LoadUnit(wiring.Component):
     param_error : Out(1)
     slot_written : Out(1)
         A LOAD_WEIGHT into slot ``written_slot`` starts (the array may hold a stale copy).
-    written_slot : Out(8)
+    written_slot : Out(LoadWeight slot width)
     busy : Out(1)
     """
 
@@ -79,7 +90,7 @@ class LoadUnit(wiring.Component):
             "error_latched": In(1),
             "param_error": Out(1),
             "slot_written": Out(1),
-            "written_slot": Out(8),
+            "written_slot": Out(isa.LoadWeight.field("slot").width),
             "busy": Out(1),
         })
 
@@ -87,7 +98,7 @@ class LoadUnit(wiring.Component):
         m = Module()
         c = self.config
         command = Signal(load_command_layout())
-        index = Signal(16)
+        index = Signal(command.count.shape())
         vector = self.vectors.payload
         take = self.vectors.valid & self.vectors.ready
 

@@ -5,6 +5,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from . import isa
 from .accumulator import accumulate_tag_layout
 from .config import check_config
 
@@ -12,13 +13,13 @@ __all__ = ["MatmulUnit", "matmul_command_layout", "act_request_tag_layout", "act
 
 
 def matmul_command_layout():
-    return data.StructLayout({"act_addr": 16, "count": 16, "slot": 8, "acc_addr": 16,
-                              "accumulate": 1})
+    return isa.fields_layout(isa.Matmul)
 
 
 def act_rows_layout():
     """Activation rows a command will still read: ``addr .. addr + count - 1`` if valid."""
-    return data.StructLayout({"valid": 1, "addr": 16, "count": 16})
+    return data.StructLayout({"valid": 1, "addr": isa.Matmul.field("act_addr").width,
+                              "count": isa.Matmul.field("count").width})
 
 
 def act_request_tag_layout(config):
@@ -47,7 +48,7 @@ class MatmulUnit(wiring.Component):
         A requested weight row has not entered the array yet.
     slot_written : In(1)
         LOAD_WEIGHT is rewriting weight slot ``written_slot``: forget that a bank holds it.
-    written_slot : In(8)
+    written_slot : In(LoadWeight slot width)
     preloading : Out(1)
         Weight rows are being requested from the weight buffer.
     queued_rows, streaming_rows : Out(act_rows_layout())
@@ -69,7 +70,7 @@ class MatmulUnit(wiring.Component):
                 "addr": ceil_log2(config.act_depth), "tag": act_request_tag_layout(config)}))),
             "weights_pending": In(1),
             "slot_written": In(1),
-            "written_slot": In(8),
+            "written_slot": In(isa.LoadWeight.field("slot").width),
             "preloading": Out(1),
             "queued_rows": Out(act_rows_layout()),
             "streaming_rows": Out(act_rows_layout()),
@@ -84,7 +85,8 @@ class MatmulUnit(wiring.Component):
         row = Signal(range(rows + 1))
 
         # Which weight slot each bank holds, and whether it still matches the buffer.
-        resident_slot = [Signal(8, name=f"resident_slot_{b}") for b in range(2)]
+        resident_slot = [Signal(command.slot.shape(), name=f"resident_slot_{b}")
+                         for b in range(2)]
         resident = [Signal(name=f"resident_{b}") for b in range(2)]
         with m.If(self.slot_written):
             for b in range(2):
@@ -95,7 +97,7 @@ class MatmulUnit(wiring.Component):
         stream_command = Signal(matmul_command_layout())
         stream_bank = Signal()
         streaming = Signal()
-        index = Signal(16)
+        index = Signal(stream_command.count.shape())
         handoff = Signal()
         last_request = Signal()
         m.d.comb += last_request.eq(self.act_requests.valid & self.act_requests.ready

@@ -5,6 +5,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from . import isa
 from .accumulator import AccumulatorBuffer, accumulate_tag_layout
 from .config import COMMAND_WIDTH, OPERAND_WIDTH, NpuConfig, check_config
 from .controller import Controller
@@ -45,13 +46,13 @@ class Npu(wiring.Component):
         Stored rows and status records.
     busy : Out(1)
         A command is executing or data is in flight.
-    error, error_opcode : Out(8)
+    error, error_opcode : Out(isa.status_shape(...))
         Sticky error code (:class:`~hw.isa.ErrorCode`) and the opcode that raised it.
-    executed : Out(32)
+    executed : Out(isa.status_shape("commands"))
         Commands consumed since reset.
-    cycles : Out(32)
+    cycles : Out(isa.status_shape("commands"))
         Cycles the chip was busy or had a command waiting, since reset.
-    array_cycles : Out(32)
+    array_cycles : Out(isa.status_shape("commands"))
         Cycles an activation vector entered the array, since reset
         (``array_cycles * rows * cols`` multiply-accumulates were issued).
     """
@@ -66,11 +67,11 @@ class Npu(wiring.Component):
             "data_in": In(stream.Signature(config.data_width)),
             "data_out": Out(stream.Signature(config.data_width)),
             "busy": Out(1),
-            "error": Out(8),
-            "error_opcode": Out(8),
-            "executed": Out(32),
-            "cycles": Out(32),
-            "array_cycles": Out(32),
+            "error": Out(isa.status_shape("error")),
+            "error_opcode": Out(isa.status_shape("error_opcode")),
+            "executed": Out(isa.status_shape("commands")),
+            "cycles": Out(isa.status_shape("commands")),
+            "array_cycles": Out(isa.status_shape("commands")),
         })
 
     def elaborate(self, platform):

@@ -5,13 +5,14 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from . import isa
 from .config import check_config
 
 __all__ = ["StoreUnit", "store_command_layout", "store_tag_layout"]
 
 
 def store_command_layout():
-    return data.StructLayout({"acc_addr": 16, "count": 16, "n": 16, "raw": 1, "param_set": 1})
+    return isa.fields_layout(isa.Store)
 
 
 def store_tag_layout(config):
@@ -48,7 +49,7 @@ class StoreUnit(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         command = self.current
-        index = Signal(16)
+        index = Signal(command.count.shape())
         m.d.comb += [
             self.read_requests.payload.addr.eq(command.acc_addr + index),
             self.read_requests.payload.tag.raw.eq(command.raw),

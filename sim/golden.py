@@ -12,7 +12,7 @@ import numpy as np
 
 from hw import isa
 from hw.beats import pack_rows, row_stride, unpack_rows
-from hw.config import PARAM_RECORD_BYTES, NpuConfig, check_config
+from hw.config import OPERAND_WIDTH, PARAM_RECORD_BYTES, NpuConfig, check_config
 from hw.isa import ErrorCode, Opcode
 from sim.cycle_model import CycleModel, Outcome
 
@@ -48,10 +48,11 @@ def _wrap(values, bits):
 
 
 def widen_weights(raw, signed, weight_zero):
-    """Weight bytes to the 9-bit operands the array holds: ``ext(w) - z_w`` wrapped to 9 bits."""
+    """Weight bytes to the operands the array holds: ``ext(w) - z_w`` wrapped to
+    ``OPERAND_WIDTH`` bits."""
     raw = np.asarray(raw, dtype=np.uint8)
     ext = raw.view(np.int8).astype(np.int64) if signed else raw.astype(np.int64)
-    return _wrap(ext - np.asarray(weight_zero, dtype=np.int64), 9)
+    return _wrap(ext - np.asarray(weight_zero, dtype=np.int64), OPERAND_WIDTH)
 
 
 def _bit_length(values):
@@ -135,7 +136,12 @@ def requantize(acc, bias, multiplier, shift, rounding, output_zero, low, high):
 
 def check_command(word, config):
     """The :class:`~hw.isa.ErrorCode` a command word raises on ``config``, and the decoded
-    instruction (None when it cannot be decoded)."""
+    instruction (None when it cannot be decoded).
+
+    The opcode and the reserved bits are checked first, then the rules of the
+    instruction (its ``RULES`` in :mod:`hw.isa`, which the controller's decoder is
+    built from too).
+    """
     opcode = word & ((1 << isa.OPCODE_WIDTH) - 1)
     cls = isa.INSTRUCTIONS.get(opcode)
     if cls is None:
@@ -143,31 +149,7 @@ def check_command(word, config):
     if word >> cls.used_bits():
         return ErrorCode.RESERVED_BITS, None
     ins = isa.decode(word)
-    c = config
-    if opcode == Opcode.LOAD_PARAMS:
-        sizes, limits, ranges = [ins.count], [(ins.count, c.cols)], []
-    elif opcode == Opcode.LOAD_ACT:
-        sizes, limits = [ins.count, ins.length], [(ins.length, c.rows)]
-        ranges = [ins.addr + ins.count > c.act_depth]
-    elif opcode == Opcode.LOAD_WEIGHT:
-        sizes, limits = [ins.k, ins.n], [(ins.k, c.rows), (ins.n, c.cols)]
-        ranges = [ins.slot >= c.weight_tiles]
-    elif opcode == Opcode.MATMUL:
-        sizes, limits = [ins.count], []
-        ranges = [ins.act_addr + ins.count > c.act_depth, ins.acc_addr + ins.count > c.acc_depth,
-                  ins.slot >= c.weight_tiles]
-    elif opcode == Opcode.STORE:
-        sizes, limits = [ins.count, ins.n], [(ins.n, c.cols)]
-        ranges = [ins.acc_addr + ins.count > c.acc_depth]
-    else:
-        sizes, limits, ranges = [], [], []
-    if any(s == 0 for s in sizes):
-        return ErrorCode.ZERO_SIZE, ins
-    if any(v > lim for v, lim in limits):
-        return ErrorCode.OVERSIZE, ins
-    if any(ranges):
-        return ErrorCode.ADDR_RANGE, ins
-    return ErrorCode.NONE, ins
+    return ins.error(config), ins
 
 
 class GoldenNpu:

@@ -5,7 +5,10 @@ they consume.  :func:`gemm_program` tiles a whole quantized matrix multiply
 ``requant(A @ (W - z_w) + bias)`` for any M, K and N onto a configuration.
 """
 
+import dataclasses
+import itertools
 from dataclasses import dataclass, field
+from functools import cache
 
 import numpy as np
 
@@ -14,7 +17,7 @@ from hw.beats import pack_rows
 from hw.config import NpuConfig
 
 __all__ = ["CommandStream", "gemm_schedule", "gemm_program", "random_params",
-           "random_program"]
+           "random_program", "valid_instruction", "invalid_instruction"]
 
 
 @dataclass
@@ -162,52 +165,93 @@ def gemm_program(config, a, w, params=None, *, act_signed=None, weight_signed=No
     return program
 
 
+@cache
+def _smallest_valid(cls, rules, config):
+    """The first instruction of ``cls`` with every field 0 or 1 that passes ``rules``
+    (its ``RULES``, a key of the cache)."""
+    for values in itertools.product((0, 1), repeat=len(cls.FIELDS)):
+        ins = cls(**{f.name: v for f, v in zip(cls.FIELDS, values, strict=True)})
+        if ins.error(config) == isa.ErrorCode.NONE:
+            return ins
+    raise ValueError(f"no {cls.OPCODE.name} with fields of 0 and 1 passes its rules on "
+                     f"{config}")
+
+
+def valid_instruction(config, opcode, randint, *, sweeps=2):
+    """A random instruction of ``opcode`` that passes its rules on ``config``.
+
+    Taken from the rules alone (``Instruction.valid_values``): from the first instruction
+    with fields of 0 and 1 that passes, each field in turn is redrawn from the values
+    it may take with the others as they are, ``sweeps`` times over.  ``randint(low,
+    high)`` (inclusive: ``random.Random.randint``, a Hypothesis draw, ``max`` or ``min``
+    for the extremes) picks the index of each value among the valid ones.
+    """
+    cls = isa.INSTRUCTIONS[opcode]
+    ins = _smallest_valid(cls, cls.RULES, config)
+    for _ in range(sweeps):
+        for f in ins.FIELDS:
+            values = ins.valid_values(f.name, config)
+            ins = dataclasses.replace(ins, **{f.name: int(values[randint(0, len(values) - 1)])})
+    return ins
+
+
+def invalid_instruction(config, opcode, randint):
+    """An instruction of ``opcode`` that breaks one of its rules on ``config``, or None
+    if it has no rules: a :func:`valid_instruction` with one field set to a value it may
+    not take, half of the time one next to a value it may."""
+    ins = valid_instruction(config, opcode, randint)
+    breakable = []
+    for f in ins.FIELDS:
+        valid = ins.valid_values(f.name, config)
+        if len(valid) <= f.max - f.min:
+            breakable.append((f, valid))
+    if not breakable:
+        return None
+    f, valid = breakable[randint(0, len(breakable) - 1)]
+    invalid = np.setdiff1d(np.arange(f.min, f.max + 1), valid)
+    edges = invalid[np.isin(invalid - 1, valid) | np.isin(invalid + 1, valid)]
+    pool = edges if randint(0, 1) else invalid
+    return dataclasses.replace(ins, **{f.name: int(pool[randint(0, len(pool) - 1)])})
+
+
+#: The instructions that have rules, which a malformed command breaks.
+_CHECKED = [op for op, cls in isa.INSTRUCTIONS.items() if cls.RULES]
+
+
 def random_program(config, rng, length=25):
     """A random mix of every command, with the data each takes, for stress tests.
 
-    Valid commands of random sizes and addresses (overlapping buffer ranges, weight
-    slots reused and rewritten, accumulate on and off), status reads, fences, error
-    clears and two kinds of error: a zero-sized MATMUL and a requantization record
-    with shift 0.
+    Valid commands of random sizes and addresses drawn from their rules
+    (:func:`valid_instruction`: overlapping buffer ranges, weight slots reused and
+    rewritten, accumulate on and off), status reads, fences, error clears and two kinds
+    of error: a command that breaks one of its rules (:func:`invalid_instruction`) and a
+    requantization record with shift 0.
     """
     c = config
     program = CommandStream(config)
 
+    def randint(low, high):
+        return int(rng.integers(low, high + 1))
+
     def rows_of(shape):
         return pack_rows(c, rng.integers(0, 256, shape))
-
-    def span(depth):
-        count = int(rng.integers(1, depth + 1))
-        return int(rng.integers(0, depth - count + 1)), count
 
     for _ in range(length):
         kind = rng.choice(["act", "weight", "params", "matmul", "matmul", "matmul", "store",
                            "status", "fence", "nop", "clear", "error"])
         if kind == "act":
-            addr, count = span(c.act_depth)
-            length_ = int(rng.integers(1, c.rows + 1))
-            program.add(isa.LoadAct(addr=addr, count=count, length=length_,
-                                    signed=int(rng.integers(0, 2))),
-                        rows_of((count, length_)))
+            ins = valid_instruction(c, isa.Opcode.LOAD_ACT, randint)
+            program.add(ins, rows_of((ins.count, ins.length)))
         elif kind == "weight":
-            k, n = int(rng.integers(1, c.rows + 1)), int(rng.integers(1, c.cols + 1))
-            program.add(isa.LoadWeight(slot=int(rng.integers(0, c.weight_tiles)), k=k, n=n,
-                                       signed=int(rng.integers(0, 2)),
-                                       param_set=int(rng.integers(0, 2))), rows_of((k, n)))
+            ins = valid_instruction(c, isa.Opcode.LOAD_WEIGHT, randint)
+            program.add(ins, rows_of((ins.k, ins.n)))
         elif kind == "params":
-            records = random_params(rng, int(rng.integers(1, c.cols + 1)))
-            program.add(isa.LoadParams(count=len(records), param_set=int(rng.integers(0, 2))),
-                        _records(c, records))
+            ins = valid_instruction(c, isa.Opcode.LOAD_PARAMS, randint)
+            program.add(ins, _records(c, random_params(rng, ins.count)))
         elif kind == "matmul":
-            count = int(rng.integers(1, min(c.act_depth, c.acc_depth) + 1))
-            program.add(isa.Matmul(act_addr=int(rng.integers(0, c.act_depth - count + 1)),
-                                   count=count, slot=int(rng.integers(0, c.weight_tiles)),
-                                   acc_addr=int(rng.integers(0, c.acc_depth - count + 1)),
-                                   accumulate=int(rng.integers(0, 2))))
+            program.add(valid_instruction(c, isa.Opcode.MATMUL, randint))
         elif kind == "store":
-            addr, count = span(c.acc_depth)
-            program.add(isa.Store(acc_addr=addr, count=count, n=int(rng.integers(1, c.cols + 1)),
-                                  raw=int(rng.integers(0, 2)), param_set=int(rng.integers(0, 2))))
+            program.add(valid_instruction(c, isa.Opcode.STORE, randint))
         elif kind == "status":
             program.add(isa.ReadStatus())
         elif kind == "fence":
@@ -217,7 +261,8 @@ def random_program(config, rng, length=25):
         elif kind == "clear":
             program.add(isa.ClearError())
         elif rng.random() < 0.5:
-            program.add(isa.Matmul(act_addr=0, count=0, slot=0, acc_addr=0))   # ZERO_SIZE
+            opcode = _CHECKED[randint(0, len(_CHECKED) - 1)]
+            program.add(invalid_instruction(c, opcode, randint))   # takes no data
         else:
             zero = isa.ParamRecord(shift=1)
             records = [zero] * int(rng.integers(0, c.cols)) + [None]

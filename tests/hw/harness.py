@@ -9,8 +9,8 @@ they happen and checks the stream rules on the way (once ``valid`` rises, it and
 the payload hold until the transfer); :class:`Trace` records named signals at
 every clock edge for cycle-level checks; the conversion helpers turn
 ``data.Const`` values into Python integers, lists and bytes;
-:func:`valid_instruction` and :func:`invalidated` build valid commands and invalid
-requantization records.
+:func:`invalidated` builds invalid requantization records (valid and invalid
+commands come from their rules: ``sim.programs.valid_instruction``).
 """
 
 import dataclasses
@@ -20,12 +20,9 @@ from amaranth.lib import data
 from amaranth.sim import Simulator
 from streams import StreamStalls, put_all, stream_get
 
-from hw import isa
-from hw.isa import Opcode
-
 __all__ = ["simulate", "producer", "consumer", "random_ready", "with_tail", "wait_for",
            "Monitor", "Trace", "stream_signals", "as_int", "elements", "as_bytes", "wrap",
-           "valid_instruction", "invalidated"]
+           "invalidated"]
 
 #: Clock period of every simulation, in seconds.
 PERIOD = 1e-6
@@ -227,31 +224,6 @@ def wrap(value, bits):
     """Two's complement wrap of an integer to ``bits`` bits."""
     half = 1 << (bits - 1)
     return ((int(value) + half) % (1 << bits)) - half
-
-
-def valid_instruction(config, opcode, randint):
-    """An instruction of ``opcode`` that is valid on ``config``, its fields drawn with
-    ``randint(low, high)`` (inclusive: ``random.Random.randint`` or a Hypothesis draw)."""
-    c = config
-    if opcode == Opcode.LOAD_PARAMS:
-        return isa.LoadParams(count=randint(1, c.cols))
-    if opcode == Opcode.LOAD_ACT:
-        count = randint(1, c.act_depth)
-        return isa.LoadAct(addr=randint(0, c.act_depth - count), count=count,
-                           length=randint(1, c.rows), signed=randint(0, 1))
-    if opcode == Opcode.LOAD_WEIGHT:
-        return isa.LoadWeight(slot=randint(0, c.weight_tiles - 1), k=randint(1, c.rows),
-                              n=randint(1, c.cols), signed=randint(0, 1))
-    if opcode == Opcode.MATMUL:
-        count = randint(1, min(c.act_depth, c.acc_depth))
-        return isa.Matmul(act_addr=randint(0, c.act_depth - count), count=count,
-                          slot=randint(0, c.weight_tiles - 1),
-                          acc_addr=randint(0, c.acc_depth - count), accumulate=randint(0, 1))
-    if opcode == Opcode.STORE:
-        count = randint(1, c.acc_depth)
-        return isa.Store(acc_addr=randint(0, c.acc_depth - count), count=count,
-                         n=randint(1, c.cols), raw=randint(0, 1))
-    return isa.INSTRUCTIONS[opcode]()
 
 
 def invalidated(record, choose):

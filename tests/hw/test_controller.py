@@ -35,7 +35,11 @@ import dataclasses
 import random
 from collections import Counter
 
+import numpy as np
 import pytest
+from amaranth import Module
+from amaranth.lib import wiring
+from amaranth.sim import Simulator
 from harness import (
     Monitor,
     Trace,
@@ -44,44 +48,19 @@ from harness import (
     random_ready,
     simulate,
     stream_signals,
-    valid_instruction,
     wait_for,
 )
 
 from hw import isa
-from hw.config import STATUS_RECORD_BYTES, NpuConfig
+from hw.config import COMMAND_WIDTH, STATUS_RECORD_BYTES, NpuConfig
 from hw.controller import Controller
 from hw.isa import ErrorCode, Opcode
 from hw.load_unit import LoadKind
 from sim.golden import check_command
+from sim.programs import invalid_instruction, valid_instruction
 
 CONFIGS = [NpuConfig(rows=3, cols=2, act_depth=8, weight_tiles=2, acc_depth=6, data_bytes=4),
            NpuConfig(rows=8, cols=5, act_depth=300, weight_tiles=3, acc_depth=40)]
-
-#: Fields that must not be zero, may exceed the array, or address a buffer.
-SIZES = {Opcode.LOAD_PARAMS: ["count"], Opcode.LOAD_ACT: ["count", "length"],
-         Opcode.LOAD_WEIGHT: ["k", "n"], Opcode.MATMUL: ["count"], Opcode.STORE: ["count", "n"]}
-RANGES = {Opcode.LOAD_ACT: ["addr"], Opcode.LOAD_WEIGHT: ["slot"],
-          Opcode.MATMUL: ["act_addr", "acc_addr", "slot"], Opcode.STORE: ["acc_addr"]}
-
-
-def _limits(config):
-    return {Opcode.LOAD_PARAMS: {"count": config.cols}, Opcode.LOAD_ACT: {"length": config.rows},
-            Opcode.LOAD_WEIGHT: {"k": config.rows, "n": config.cols},
-            Opcode.STORE: {"n": config.cols}}
-
-
-def _last_in_range(config, ins, name):
-    """The largest value of address or slot field ``name`` that keeps ``ins`` in range."""
-    if name == "slot":
-        return config.weight_tiles - 1
-    depth = config.acc_depth if name == "acc_addr" else config.act_depth
-    return depth - ins.count
-
-
-def _field(cls, name):
-    return next(f for f in cls.FIELDS if f.name == name)
-
 
 def _malformed(rng, config, opcode):
     """A command word of ``opcode`` broken one way or another (or a random word)."""
@@ -89,9 +68,7 @@ def _malformed(rng, config, opcode):
     cls = type(ins)
     ways = ["opcode", "random", "field"]
     ways += ["reserved"] * (cls.used_bits() < 64)
-    ways += ["zero"] * (opcode in SIZES)
-    ways += ["oversize"] * (opcode in _limits(config))
-    ways += ["range"] * (opcode in RANGES)
+    ways += ["rule"] * 3 * bool(cls.RULES)
     way = rng.choice(ways)
     if way == "opcode":
         return rng.getrandbits(60) << 4 | rng.randint(max(isa.Opcode) + 1, 15)
@@ -99,41 +76,37 @@ def _malformed(rng, config, opcode):
         return rng.getrandbits(64)
     if way == "reserved":
         return ins.encode() | 1 << rng.randrange(cls.used_bits(), 64)
-    if way == "zero":
-        return dataclasses.replace(ins, **{rng.choice(SIZES[opcode]): 0}).encode()
-    if way in ("oversize", "range"):
-        # The first value past the limit, or any beyond it.
-        if way == "oversize":
-            name, limit = rng.choice(list(_limits(config)[opcode].items()))
-        else:
-            name = rng.choice(RANGES[opcode])
-            limit = _last_in_range(config, ins, name)
-        edge = limit + 1
-        return dataclasses.replace(ins, **{name: rng.choice(
-            [edge, rng.randint(edge, _field(cls, name).max)])}).encode()
+    if way == "rule":
+        return invalid_instruction(config, opcode, rng.randint).encode()
     name = rng.choice([f.name for f in cls.FIELDS] or ["-"])
     if name == "-":
         return ins.encode() | 1 << rng.randrange(cls.used_bits(), 64)
-    f = _field(cls, name)
+    f = cls.field(name)
     return dataclasses.replace(ins, **{name: rng.randint(f.min, f.max)}).encode()
 
 
+def _edges(values, field):
+    """The values of ``field`` at either end of each run of ``values`` (sorted), and the
+    values just outside each run."""
+    runs = np.split(values, np.flatnonzero(np.diff(values) != 1) + 1) if len(values) else []
+    edges = {int(v) for run in runs for v in (run[0], run[-1], run[0] - 1, run[-1] + 1)}
+    return sorted(v for v in edges if field.min <= v <= field.max)
+
+
 def _boundary_words(config):
-    """Every instruction with its sizes and addresses at their limits (valid), and each
-    one step past a limit: zero sizes, oversize dimensions, addresses and slots just out
-    of range, the lowest and highest reserved bit; and every undefined opcode."""
+    """Every instruction with its fields at the ends of their valid ranges (as the rules
+    give them, the other fields at their largest or smallest valid values), and each
+    one step past an end; the lowest and highest reserved bit; every undefined opcode."""
     words = list(range(max(Opcode) + 1, 16))
     for opcode, cls in isa.INSTRUCTIONS.items():
-        for pick in (max, min):     # largest sizes first, then smallest
+        for pick in (max, min):     # largest values first, then smallest
             ins = valid_instruction(config, opcode, lambda low, high, pick=pick: pick(low, high))
             words.append(ins.encode())
             words += [ins.encode() | 1 << bit for bit in {cls.used_bits(), 63}
                       if bit < 64]
-            broken = [(name, 0) for name in SIZES.get(opcode, [])]
-            broken += [(name, limit + 1) for name, limit in _limits(config).get(opcode, {}).items()]
-            broken += [(name, _last_in_range(config, ins, name) + 1)
-                       for name in RANGES.get(opcode, [])]
-            words += [dataclasses.replace(ins, **{name: value}).encode() for name, value in broken]
+            for f in cls.FIELDS:
+                words += [dataclasses.replace(ins, **{f.name: v}).encode()
+                          for v in _edges(ins.valid_values(f.name, config), f)]
     return words
 
 
@@ -447,3 +420,138 @@ def test_controller_checks_latches_and_dispatches(config):
 def test_controller_config_wrong():
     with pytest.raises(TypeError, match="config must be an NpuConfig"):
         Controller(config=None)
+
+
+# -- the decoder alone: hand-written cases, and built from the rules ------------------------
+
+class Decoder(wiring.Component):
+    """The controller's command check (``Controller._check``) alone, combinational."""
+
+    def __init__(self, config):
+        self.controller = Controller(config=config)
+        super().__init__({"word": wiring.In(COMMAND_WIDTH), "code": wiring.Out(ErrorCode)})
+
+    def elaborate(self, platform):
+        m = Module()
+        code, _ = self.controller._check(m, self.word)
+        m.d.comb += self.code.eq(code)
+        return m
+
+
+def _decode(config, words):
+    """The ErrorCode the controller's decoder gives each word."""
+    dut, codes = Decoder(config), []
+
+    async def testbench(ctx):
+        for word in words:
+            ctx.set(dut.word, word)
+            codes.append(ErrorCode(ctx.get(dut.code)))
+
+    sim = Simulator(dut)
+    sim.add_testbench(testbench)
+    sim.run()
+    return codes
+
+
+def _directed(config):
+    """Hand-written commands with the code each must raise on ``config`` (the rules'
+    independent check): one per rule and per error class, and valid ones at the limits."""
+    c = config
+    return [
+        (0x9, ErrorCode.BAD_OPCODE),
+        (0xF | (1 << 63), ErrorCode.BAD_OPCODE),
+        (isa.Nop().encode() | (1 << 4), ErrorCode.RESERVED_BITS),
+        (isa.Store(acc_addr=0, count=0, n=0).encode() | (1 << 63), ErrorCode.RESERVED_BITS),
+        (isa.LoadParams(count=0).encode(), ErrorCode.ZERO_SIZE),
+        (isa.LoadParams(count=c.cols + 1).encode(), ErrorCode.OVERSIZE),
+        (isa.LoadParams(count=c.cols, param_set=1).encode(), ErrorCode.NONE),
+        (isa.LoadAct(addr=0, count=0, length=1).encode(), ErrorCode.ZERO_SIZE),
+        (isa.LoadAct(addr=0, count=1, length=0).encode(), ErrorCode.ZERO_SIZE),
+        (isa.LoadAct(addr=0, count=1, length=c.rows + 1).encode(), ErrorCode.OVERSIZE),
+        # Zero sizes come before oversize and address ranges.
+        (isa.LoadAct(addr=c.act_depth, count=0, length=c.rows + 1).encode(),
+         ErrorCode.ZERO_SIZE),
+        (isa.LoadAct(addr=c.act_depth - 1, count=2, length=1).encode(), ErrorCode.ADDR_RANGE),
+        (isa.LoadAct(addr=c.act_depth - 2, count=2, length=c.rows).encode(), ErrorCode.NONE),
+        (isa.LoadWeight(slot=0, k=0, n=1).encode(), ErrorCode.ZERO_SIZE),
+        (isa.LoadWeight(slot=0, k=1, n=0).encode(), ErrorCode.ZERO_SIZE),
+        (isa.LoadWeight(slot=0, k=c.rows + 1, n=1).encode(), ErrorCode.OVERSIZE),
+        (isa.LoadWeight(slot=0, k=1, n=c.cols + 1).encode(), ErrorCode.OVERSIZE),
+        (isa.LoadWeight(slot=c.weight_tiles, k=c.rows + 1, n=1).encode(), ErrorCode.OVERSIZE),
+        (isa.LoadWeight(slot=c.weight_tiles, k=1, n=1).encode(), ErrorCode.ADDR_RANGE),
+        (isa.LoadWeight(slot=c.weight_tiles - 1, k=c.rows, n=c.cols).encode(), ErrorCode.NONE),
+        (isa.Matmul(act_addr=0, count=0, slot=0, acc_addr=0).encode(), ErrorCode.ZERO_SIZE),
+        (isa.Matmul(act_addr=c.act_depth, count=1, slot=0, acc_addr=0).encode(),
+         ErrorCode.ADDR_RANGE),
+        (isa.Matmul(act_addr=0, count=1, slot=0, acc_addr=c.acc_depth).encode(),
+         ErrorCode.ADDR_RANGE),
+        (isa.Matmul(act_addr=0, count=1, slot=c.weight_tiles, acc_addr=0).encode(),
+         ErrorCode.ADDR_RANGE),
+        (isa.Matmul(act_addr=c.act_depth - 1, count=1, slot=c.weight_tiles - 1,
+                    acc_addr=c.acc_depth - 1, accumulate=1).encode(), ErrorCode.NONE),
+        (isa.Store(acc_addr=0, count=0, n=1).encode(), ErrorCode.ZERO_SIZE),
+        (isa.Store(acc_addr=0, count=1, n=0).encode(), ErrorCode.ZERO_SIZE),
+        (isa.Store(acc_addr=0, count=1, n=c.cols + 1).encode(), ErrorCode.OVERSIZE),
+        (isa.Store(acc_addr=c.acc_depth - 2, count=3, n=1).encode(), ErrorCode.ADDR_RANGE),
+        (isa.Store(acc_addr=0, count=c.acc_depth, n=c.cols, raw=1).encode(), ErrorCode.NONE),
+        (isa.ReadStatus().encode(), ErrorCode.NONE),
+    ]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c.rows}x{c.cols}")
+def test_decoder_directed_cases(config):
+    words, expected = zip(*_directed(config), strict=True)
+    assert _decode(config, words) == list(expected)
+    assert [check_command(word, config)[0] for word in words] == list(expected)
+
+
+def _rule_breaking_words(rng, config, count):
+    """Random words, and for every rule of every instruction valid commands with one
+    field changed so that this rule is broken (and perhaps others)."""
+    words = [rng.getrandbits(64) for _ in range(count)]
+    words += [rng.getrandbits(60) << 4 | op for op in isa.INSTRUCTIONS for _ in range(count)]
+    for opcode, cls in isa.INSTRUCTIONS.items():
+        for _ in range(count // 10):
+            ins = valid_instruction(config, opcode, rng.randint)
+            words.append(ins.encode())
+            for rule in cls.RULES:
+                for f in cls.FIELDS:
+                    fields = ins.varied(f.name)
+                    broken = np.broadcast_to(rule.condition(fields, config),
+                                             getattr(fields, f.name).shape)
+                    values = getattr(fields, f.name)[broken]
+                    if len(values):
+                        value = int(values[rng.randrange(len(values))])
+                        words.append(dataclasses.replace(ins, **{f.name: value}).encode())
+    return words
+
+
+#: A rule no instruction has: a raw STORE of more rows than the array has columns.
+EXTRA_RULE = isa.Rule(error=ErrorCode.OVERSIZE, doc="`raw` and `count` > `cols`",
+                      condition=lambda f, c: (f.raw == 1) & (f.count > c.cols))
+
+
+@pytest.mark.parametrize("extra", [False, True], ids=["rules", "extra rule"])
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c.rows}x{c.cols}")
+def test_decoder_is_built_from_the_rules(config, extra, monkeypatch):
+    """The decoder and the golden model agree on words that break each rule; with one
+    more rule, both raise its error exactly where it decides the code, and both change
+    back without it."""
+    rng = random.Random(config.cols + extra)
+    original = isa.Store.RULES
+    if extra:
+        rules = sorted([*original, EXTRA_RULE], key=lambda rule: rule.error)
+        monkeypatch.setattr(isa.Store, "RULES", tuple(rules))
+    words = _rule_breaking_words(rng, config, 200)
+    expected = [check_command(word, config)[0] for word in words]
+    assert _decode(config, words) == expected
+    assert set(expected) == set(ErrorCode) - {ErrorCode.BAD_PARAM}
+    if extra:
+        monkeypatch.setattr(isa.Store, "RULES", original)
+        changed = [(word, code) for word, code in zip(words, expected, strict=True)
+                   if check_command(word, config)[0] != code]
+        assert len(changed) > 10
+        for word, code in changed:
+            assert code == ErrorCode.OVERSIZE and EXTRA_RULE.condition(isa.decode(word), config)
+        without = [check_command(word, config)[0] for word, _ in changed]
+        assert _decode(config, [word for word, _ in changed]) == without

@@ -95,3 +95,16 @@ def test_rounding_modes_listed(text):
     assert [(int(row[0]), row[1]) for row in rows] == [(int(r), f"`{r.name}`")
                                                       for r in isa.Rounding]
     assert all(row[2] for row in rows)   # each mode explained
+
+
+@pytest.mark.parametrize("cls", list(isa.INSTRUCTIONS.values()), ids=lambda c: c.OPCODE.name)
+def test_instruction_checks_are_the_rules(text, cls):
+    """Each instruction lists its reserved-bit check and then its rules, in order."""
+    section = text.split(f"### {cls.OPCODE.name}\n", 1)[1].split("\n### ", 1)[0]
+    after = section.split("\nChecks, in the order they are made", 1)[1].split("\n", 1)[1]
+    rows = table_rows("Checks\n" + after, "Checks")
+    spare = range(cls.used_bits(), 64)
+    assert rows[0][0] == f"`{isa.ErrorCode.RESERVED_BITS.name}`"
+    assert bit_range(rows[0][1].removeprefix("a bit of ").removesuffix(" is set")) == spare
+    assert [(row[0].strip("`"), row[1]) for row in rows[1:]] == [
+        (rule.error.name, docs._cell(rule.doc)) for rule in cls.RULES]

@@ -5,17 +5,21 @@ the golden model use.  Reading every encoded word back through an Amaranth
 ``data.Const`` of the layout checks that both agree bit for bit.
 """
 
+import dataclasses
+import random
 from fractions import Fraction
 
 import numpy as np
 import pytest
+from amaranth.hdl import Signal, Value
 from amaranth.lib import data
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hw import isa
 from hw.config import COMMAND_WIDTH, PARAM_RECORD_BYTES, STATUS_RECORD_BYTES, NpuConfig
-from hw.isa import ErrorCode, Opcode, Rounding
+from hw.isa import ErrorCode, Field, Opcode, Rounding
+from sim.programs import valid_instruction
 
 CLASSES = list(isa.INSTRUCTIONS.values())
 CLASS_IDS = [cls.OPCODE.name for cls in CLASSES]
@@ -307,3 +311,111 @@ def test_error_codes_have_distinct_descriptions():
     assert all(descriptions) and len(set(descriptions)) == len(descriptions)
     assert ErrorCode.NONE == 0
     assert max(ErrorCode) < 1 << {f.name: f for f in isa.STATUS_FIELDS}["error"].width
+
+
+# -- rules ----------------------------------------------------------------------------------
+
+RULES = [(cls, rule) for cls in CLASSES for rule in cls.RULES]
+RULE_IDS = [f"{cls.OPCODE.name}: {rule.doc}" for cls, rule in RULES]
+RULE_CONFIG = NpuConfig(rows=3, cols=5, act_depth=7, weight_tiles=2, acc_depth=6)
+
+
+def _rule(**overrides):
+    return isa.Rule(**{"error": ErrorCode.ZERO_SIZE, "doc": "`x` is 0",
+                       "condition": lambda f, c: f.x == 0, **overrides})
+
+
+@pytest.mark.parametrize("error", [3, "ZERO_SIZE", None])
+def test_rule_error_type_wrong(error):
+    with pytest.raises(TypeError, match=f"^error must be an ErrorCode, not {error!r}$"):
+        _rule(error=error)
+
+
+@pytest.mark.parametrize("error", [ErrorCode.NONE, ErrorCode.BAD_OPCODE,
+                                   ErrorCode.RESERVED_BITS, ErrorCode.BAD_PARAM])
+def test_rule_error_generic_wrong(error):
+    with pytest.raises(ValueError, match=f"^error must be one of ZERO_SIZE, OVERSIZE, "
+                                         f"ADDR_RANGE, not {error.name}$"):
+        _rule(error=error)
+
+
+@pytest.mark.parametrize("doc", ["", "  ", None, 3])
+def test_rule_doc_wrong(doc):
+    with pytest.raises(TypeError, match="^doc must be a non-empty string, not "):
+        _rule(doc=doc)
+
+
+def test_rule_condition_wrong():
+    with pytest.raises(TypeError, match="^condition must be callable, not 'x == 0'$"):
+        _rule(condition="x == 0")
+
+
+def test_rule_positional_wrong():
+    with pytest.raises(TypeError):
+        isa.Rule(ErrorCode.ZERO_SIZE, "`x` is 0", lambda f, c: f.x == 0)
+
+
+def test_instruction_rules_wrong():
+    with pytest.raises(TypeError, match="^NOP rules must be Rule objects, not 'x'$"):
+        isa._instruction(Opcode.NOP, "test", rules=["x"])(type("Test", (isa.Instruction,), {}))
+    unordered = [_rule(error=ErrorCode.OVERSIZE), _rule(error=ErrorCode.ZERO_SIZE)]
+    with pytest.raises(ValueError, match="^NOP rules must be in ErrorCode order .*, not "
+                                         "OVERSIZE, ZERO_SIZE$"):
+        isa._instruction(Opcode.NOP, "test", Field("x", 4), rules=unordered)(
+            type("Test", (isa.Instruction,), {}))
+
+
+def test_field_by_name():
+    assert isa.LoadAct.field("length") is isa.LoadAct.FIELDS[2]
+    with pytest.raises(StopIteration):
+        isa.LoadAct.field("slot")
+
+
+@pytest.mark.parametrize("cls, rule", RULES, ids=RULE_IDS)
+def test_rule_conditions_work_on_integers_and_on_amaranth_values(cls, rule):
+    """A condition gives a bool on integer fields (not an int, as ``~`` would) and an
+    Amaranth value on a view of the command word (``and``/``or``/``not`` would raise)."""
+    for ins in (cls(), valid_instruction(RULE_CONFIG, cls.OPCODE, max)):
+        assert isinstance(rule.condition(ins, RULE_CONFIG), bool)
+    view = data.View(isa.command_layout(cls), Signal(COMMAND_WIDTH))
+    assert isinstance(Value.cast(rule.condition(view, RULE_CONFIG)), Value)
+    # The doc names a field the rule reads.
+    assert any(f"`{f.name}" in rule.doc for f in cls.FIELDS), rule.doc
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=CLASS_IDS)
+def test_valid_values_are_the_values_that_pass_every_rule(cls):
+    rng = random.Random(cls.OPCODE)
+    for _ in range(5):
+        ins = valid_instruction(RULE_CONFIG, cls.OPCODE, rng.randint)
+        assert ins.error(RULE_CONFIG) == ErrorCode.NONE
+        for f in cls.FIELDS:
+            values = ins.valid_values(f.name, RULE_CONFIG)
+            # By brute force over the values a small configuration makes interesting.
+            candidates = range(f.min, min(f.max, 20) + 1)
+            passing = [v for v in candidates if dataclasses.replace(
+                ins, **{f.name: v}).error(RULE_CONFIG) == ErrorCode.NONE]
+            assert [int(v) for v in values if v <= 20] == passing
+            assert getattr(ins, f.name) in values
+            if not cls.RULES:
+                assert len(values) == f.max - f.min + 1
+
+
+def test_error_takes_the_first_code_in_errorcode_order():
+    c = RULE_CONFIG
+    assert isa.LoadAct(addr=c.act_depth, count=0, length=c.rows + 1).error(c) \
+        == ErrorCode.ZERO_SIZE
+    assert isa.LoadAct(addr=c.act_depth, count=1, length=c.rows + 1).error(c) \
+        == ErrorCode.OVERSIZE
+    assert isa.LoadAct(addr=c.act_depth, count=1, length=c.rows).error(c) \
+        == ErrorCode.ADDR_RANGE
+    assert isa.LoadAct(addr=c.act_depth - 1, count=1, length=c.rows).error(c) == ErrorCode.NONE
+
+
+def test_status_shapes_and_addressable_limits_come_from_the_fields():
+    for f in isa.STATUS_FIELDS:
+        assert isa.status_shape(f.name).width == f.width
+    limits = isa.addressable_limits()
+    assert limits["act_depth"] == 1 << isa.LoadAct.field("addr").width
+    assert limits["acc_depth"] == 1 << isa.Store.field("acc_addr").width
+    assert limits["weight_tiles"] == 1 << isa.Matmul.field("slot").width

@@ -21,7 +21,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from harness import invalidated, valid_instruction
+from harness import invalidated
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -32,7 +32,7 @@ from hw.isa import ErrorCode, Opcode
 from hw.npu import Npu
 from sim.amaranth_runner import run_amaranth
 from sim.golden import GoldenNpu, check_command
-from sim.programs import gemm_program, random_params
+from sim.programs import gemm_program, random_params, valid_instruction
 
 CONFIGS = {
     "1x1": NpuConfig(rows=1, cols=1, act_depth=8, weight_tiles=2, acc_depth=8, data_bytes=1),
@@ -135,29 +135,20 @@ OPCODES = list(Opcode) + [Opcode.LOAD_PARAMS, Opcode.LOAD_ACT, Opcode.LOAD_WEIGH
                           Opcode.MATMUL, Opcode.STORE] * 2
 
 
-def _bound(config, opcode, name):
-    """The largest valid value of a size, address or slot field, else None."""
-    c = config
-    count = {Opcode.LOAD_PARAMS: c.cols, Opcode.LOAD_ACT: c.act_depth,
-             Opcode.MATMUL: min(c.act_depth, c.acc_depth), Opcode.STORE: c.acc_depth}
-    bounds = {"count": count.get(opcode), "length": c.rows, "k": c.rows, "n": c.cols,
-              "addr": c.act_depth - 1, "act_addr": c.act_depth - 1,
-              "acc_addr": c.acc_depth - 1, "slot": c.weight_tiles - 1}
-    return bounds.get(name)
-
-
 def _instruction(draw, config, opcode):
     """An instruction of ``opcode``: mostly valid; else each field from 0 to one past its
-    largest valid value (zero, oversize and out-of-range fields)."""
+    largest valid value, with the other fields at their smallest (zero, oversize and
+    out-of-range fields, as the rules give them)."""
     def randint(low, high):
         return draw(st.integers(low, high))
 
     if draw(st.integers(0, 3)):
         return valid_instruction(config, opcode, randint)
+    smallest = valid_instruction(config, opcode, min)
     fields = {}
-    for f in isa.INSTRUCTIONS[opcode].FIELDS:
-        bound = _bound(config, opcode, f.name)
-        fields[f.name] = randint(0, 1 if bound is None else bound + 1)
+    for f in smallest.FIELDS:
+        largest = int(smallest.valid_values(f.name, config).max())
+        fields[f.name] = randint(0, min(largest + 1, f.max))
     return isa.INSTRUCTIONS[opcode](**fields)
 
 
