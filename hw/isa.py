@@ -176,6 +176,11 @@ class Instruction:
         return int(self.OPCODE) | (_pack(self.FIELDS, values, self.OPCODE.name) << OPCODE_WIDTH)
 
     @classmethod
+    def field(cls, name):
+        """The :class:`Field` called ``name``."""
+        return next(f for f in cls.FIELDS if f.name == name)
+
+    @classmethod
     def field_offsets(cls):
         offset, result = OPCODE_WIDTH, {}
         for f in cls.FIELDS:
