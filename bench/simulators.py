@@ -29,10 +29,11 @@ def _program(config, gemm, rng):
     return chip_pass.commands, data_in
 
 
-def _run_and_check(chip, program, config):
-    """Run ``program`` (commands, data-in); its cycles and bytes next to the golden model's."""
+def _run_and_check(chip, program, model):
+    """Run ``program`` (commands, data-in); its cycles and bytes next to those of the golden
+    ``model``, which has run everything the chip ran (the status counts commands since reset)."""
     commands, data_in = program
-    expected = GoldenNpu(config).run(commands, data_in)
+    expected = model.run(commands, data_in)
     started = time.perf_counter()
     result = chip.execute(commands, data_in)
     seconds = time.perf_counter() - started
@@ -65,10 +66,11 @@ def measure_backends(plan, rng, backends=RTL_BACKENDS, on_step=None):
         with chip:
             start_seconds = time.perf_counter() - started
             cached = None if name == "amaranth" else stamp == _build_stamp(name, config)
+            model = GoldenNpu(config)
             for gemm, program in validation_programs:
                 validation.append({"backend": name, "gemm": str(gemm),
-                                   **_run_and_check(chip, program, config)})
-            timed = _run_and_check(chip, speed_program, config)
+                                   **_run_and_check(chip, program, model)})
+            timed = _run_and_check(chip, speed_program, model)
         speed.append({"backend": name, "available": True, "build_cached": cached,
                       "start_seconds": start_seconds, "gemm": str(plan.speed), **timed,
                       "cycles_per_second": timed["measured_cycles"] / timed["seconds"]})
