@@ -20,7 +20,7 @@ from .gemms import activity_rows, model_sweep
 from .plan import FULL_PLAN, QUICK_PLAN, RTL_BACKENDS
 from .plots import plot_activity, plot_scalesim, plot_speed, plot_utilization
 from .report import headline, write_report, yes
-from .scalesim import scalesim_comparison
+from .scalesim import scalesim_comparison, scalesim_problem
 from .simulators import measure_backends, time_golden
 
 __all__ = ["run_bench", "main"]
@@ -60,8 +60,8 @@ def run_bench(output, *, quick=False, scalesim=True, backends=RTL_BACKENDS, cons
                         "python": platform.python_version(),
                         "load_average": " / ".join(f"{x:.1f}" for x in os.getloadavg()),
                         "plan": asdict(plan)}}
-    scalesim_problem = None if scalesim else "switched off with --no-scalesim"
-    scalesim_problem = scalesim_problem or scalesim_problem()
+    why_no_scalesim = None if scalesim else "switched off with --no-scalesim"
+    why_no_scalesim = why_no_scalesim or scalesim_problem()
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
@@ -81,12 +81,12 @@ def run_bench(output, *, quick=False, scalesim=True, backends=RTL_BACKENDS, cons
         progress.advance(task)
         # After the timed simulators, so that SCALE-Sim's processes do not slow them down.
         step("SCALE-Sim")
-        if scalesim_problem is None:
+        if why_no_scalesim is None:
             with tempfile.TemporaryDirectory(prefix="npu-scalesim-") as workdir:
                 results["scalesim"] = {"ran": True, "reason": None,
                                        "rows": scalesim_comparison(plan, workdir)}
         else:
-            results["scalesim"] = {"ran": False, "reason": scalesim_problem, "rows": []}
+            results["scalesim"] = {"ran": False, "reason": why_no_scalesim, "rows": []}
         progress.advance(task)
         step("array activity, digits MLP, plots, report")
         results["activity"] = activity_rows(plan)
