@@ -21,7 +21,8 @@ from sim.programs import random_params
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m examples.gemm.run", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m examples.gemm.run",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--m", type=int, default=64, help="rows of A (default 64)")
     parser.add_argument("--k", type=int, default=64, help="columns of A, rows of W (default 64)")
     parser.add_argument("--n", type=int, default=64, help="columns of W (default 64)")
@@ -60,7 +61,7 @@ def main(argv=None):
     match = match and np.array_equal(chip_pass.decode(result.data_out), numpy_result)
     macs = args.m * args.k * args.n
     table = Table(show_header=False)
-    table.add_row("every output byte matches the golden model",
+    table.add_row("every output byte matches the golden model and NumPy",
                   "[green]yes[/]" if match else "[red]NO[/]")
     table.add_row("output bytes", str(len(result.data_out)))
     table.add_row("chip cycles", f"{result.cycles:,}")
