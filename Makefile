@@ -30,7 +30,7 @@ demo: $(STAMP)
 	$(PY) -m examples.digits.run --backend verilator --config "$(CONFIG)"
 
 demo-gemm: $(STAMP)
-	$(PY) -m sim.demo --config "$(CONFIG)"
+	$(PY) -m examples.gemm.run --config "$(CONFIG)"
 
 test: $(STAMP) iverilog-installed
 	$(PY) -m pytest -n $(JOBS) tests
@@ -39,7 +39,7 @@ verilog: $(STAMP)
 	$(PY) -m hw.generate --config "$(CONFIG)" --output build/npu.v
 
 lint: $(STAMP)
-	$(PY) -m ruff check hw sim driver tests examples
+	$(PY) -m ruff check hw sim driver tests examples bench
 	$(VENV)/bin/lint-imports
 
 # The benchmark's extra (SCALE-Sim) on top of the dev install, once per pyproject change.
@@ -48,7 +48,7 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 	@touch $@
 
 bench: $(BENCH_STAMP) iverilog-installed
-	$(PY) -m sim.bench --output build/bench
+	$(PY) -m bench --output build/bench
 
 clean:
 	rm -rf build sim_build .pytest_cache

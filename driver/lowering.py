@@ -9,18 +9,28 @@ activations between layers stay int8/uint8: one pass's requantized output is the
 next pass's input, unchanged.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
 from hw.beats import pack_rows, row_stride, unpack_rows
 from hw.config import PARAM_RECORD_BYTES, STATUS_RECORD_BYTES, NpuConfig, check_config
-from hw.isa import LoadAct, LoadParams, LoadWeight, Matmul, ReadStatus, StatusRecord, Store
+from hw.isa import (
+    LoadAct,
+    LoadParams,
+    LoadWeight,
+    Matmul,
+    ParamRecord,
+    ReadStatus,
+    StatusRecord,
+    Store,
+)
 
 from .layers import ColumnTable, QuantLinear, check_chain
 
-__all__ = ["lower", "LoweredChain", "ChipPass", "HostPass", "ActivationBlock", "OutputBlock",
-           "tile_plan", "TilePlan"]
+__all__ = ["lower", "lower_matmul", "LoweredChain", "ChipPass", "BlockCommands", "HostPass",
+           "ActivationBlock", "OutputBlock", "tile_plan", "TilePlan"]
 
 
 @dataclass(frozen=True)
@@ -62,8 +72,9 @@ def _tiles(total, size):
 def tile_plan(in_features, out_features, batch, config):
     """The :class:`TilePlan` of a layer; the batch block is as large as the buffers allow."""
     c = config
-    # Counts are 16-bit command fields.
-    limit = min(c.act_depth, c.acc_depth, (1 << 16) - 1)
+    # A block's rows are the count of its LOAD_ACTs, MATMULs and STOREs.
+    limit = min(c.act_depth, c.acc_depth, *(cls.field("count").max
+                                            for cls in (LoadAct, Matmul, Store)))
     k_tiles, n_tiles = _tiles(in_features, c.rows), _tiles(out_features, c.cols)
     act_banks = 1
     if len(k_tiles) <= c.act_depth:
@@ -88,21 +99,58 @@ def tile_plan(in_features, out_features, batch, config):
                     resident=resident, acc_banks=acc_banks, act_banks=act_banks)
 
 
+@dataclass(frozen=True)
+class BlockCommands:
+    """The commands of one M block of a :class:`ChipPass`, and where their data comes from.
+
+    ``sources`` holds one entry per instruction: ``None``, or what it takes from the
+    data-in stream: ``("act", later, k0, k)`` (features ``k0..k0+k`` of this block's
+    rows, or with ``later`` of the next block's), ``("weight", k0, k, n0, n)`` or
+    ``("params", n0, n)``.  Blocks with the same commands are one object, so a
+    repetitive pass is cheap to lower and to replay.
+    """
+    instructions: tuple
+    sources: tuple
+
+
 @dataclass
 class ChipPass:
-    """One layer over one batch: a command stream and the recipe for its data stream.
+    """A matrix multiply over one batch: a command stream and the recipe for its data stream.
 
-    ``segments`` lists the data-in stream in order: bytes known when lowering (weights,
-    requantization records) and :class:`ActivationBlock` slices of the input.
-    ``outputs`` lists, in order, what each ``STORE`` sends back.
+    The commands come as :attr:`blocks`, one :class:`BlockCommands` per M block (each
+    block's commands end before its last STORE, which follows the next block's first
+    weight load), then :attr:`tail`.  ``outputs`` lists, in order, what each ``STORE``
+    sends back.
     """
-    layer: QuantLinear
+    name: str
     batch: int
     config: NpuConfig
     plan: TilePlan
-    instructions: list = field(default_factory=list)
-    segments: list = field(default_factory=list)
-    outputs: list = field(default_factory=list)
+    weight: np.ndarray            #: [K, N] bytes as the chip loads them
+    records: tuple                #: one ParamRecord per output column, or empty
+    raw: bool                     #: STOREs send int32 accumulators
+    output_signed: bool           #: requantized outputs are int8 (else uint8)
+    blocks: list
+    tail: tuple
+    layer: QuantLinear = None     #: the layer lowered, if any
+
+    @property
+    def in_features(self):
+        return self.weight.shape[0]
+
+    @property
+    def out_features(self):
+        return self.weight.shape[1]
+
+    @property
+    def output_dtype(self):
+        """What :meth:`decode` returns: int32 when raw, else int8 or uint8."""
+        return np.dtype(np.int32 if self.raw else np.int8 if self.output_signed else np.uint8)
+
+    @cached_property
+    def instructions(self):
+        """Every instruction, in order."""
+        return [ins for block in self.blocks for ins in block.instructions] + list(self.tail)
 
     @property
     def commands(self):
@@ -112,14 +160,49 @@ class ChipPass:
     @property
     def macs(self):
         """Useful multiply-accumulates (padding lanes excluded)."""
-        return self.layer.macs(self.batch)
+        return self.batch * self.in_features * self.out_features
+
+    def _rows(self, block):
+        m0 = block * self.plan.m_block
+        return m0, min(self.plan.m_block, self.batch - m0)
+
+    @cached_property
+    def segments(self):
+        """The data-in stream in order: bytes known when lowering (weights, requantization
+        records) and :class:`ActivationBlock` slices of the input."""
+        config, segments = self.config, []
+        record_rows = np.frombuffer(b"".join(r.encode() for r in self.records),
+                                    dtype=np.uint8).reshape(-1, PARAM_RECORD_BYTES)
+        for index, block in enumerate(self.blocks):
+            for source in block.sources:
+                if source is None:
+                    continue
+                kind, *where = source
+                if kind == "act":
+                    later, k0, k = where
+                    m0, m = self._rows(index + later)
+                    segments.append(ActivationBlock(m0=m0, m=m, k0=k0, k=k))
+                elif kind == "weight":
+                    k0, k, n0, n = where
+                    segments.append(pack_rows(config, self.weight[k0:k0 + k, n0:n0 + n]))
+                else:
+                    n0, n = where
+                    segments.append(pack_rows(config, record_rows[n0:n0 + n]))
+        return segments
+
+    @cached_property
+    def outputs(self):
+        """What each STORE sends back, in order: an :class:`OutputBlock` per output tile."""
+        return [OutputBlock(m0=m0, m=m, n0=n0, n=n)
+                for m0, m in map(self._rows, range(len(self.blocks)))
+                for n0, n in self.plan.n_tiles]
 
     def data_in(self, x):
-        """The data-in stream for input ``x`` [batch, in_features] of the layer's input type."""
+        """The data-in stream for input ``x`` [batch, in_features] of the input type."""
         x = np.asarray(x)
-        if x.shape != (self.batch, self.layer.in_features):
-            raise ValueError(f"{self.layer.name}: the pass was lowered for input shape "
-                             f"{(self.batch, self.layer.in_features)}, not {x.shape}")
+        if x.shape != (self.batch, self.in_features):
+            raise ValueError(f"{self.name}: the pass was lowered for input shape "
+                             f"{(self.batch, self.in_features)}, not {x.shape}")
         parts = []
         for seg in self.segments:
             if isinstance(seg, ActivationBlock):
@@ -145,13 +228,14 @@ class ChipPass:
         return StatusRecord.decode(data_out[-self.status_bytes:])
 
     def decode(self, data_out):
-        """The layer's output [batch, out_features] from the data-out bytes."""
-        y = np.empty((self.batch, self.layer.out_features), dtype=self.layer.output.qtype.dtype)
-        pos = 0
+        """The product [batch, out_features] from the data-out bytes (see :attr:`output_dtype`)."""
+        y = np.empty((self.batch, self.out_features), dtype=self.output_dtype)
+        width, pos = y.dtype.itemsize, 0
         for out in self.outputs:
-            block = unpack_rows(self.config, data_out, out.m, out.n, offset=pos)
-            y[out.m0:out.m0 + out.m, out.n0:out.n0 + out.n] = block.view(y.dtype)
-            pos += out.m * row_stride(self.config, out.n)
+            block = unpack_rows(self.config, data_out, out.m, width * out.n, offset=pos)
+            y[out.m0:out.m0 + out.m, out.n0:out.n0 + out.n] = (
+                block.copy().view("<i4") if self.raw else block.view(y.dtype))
+            pos += out.m * row_stride(self.config, width * out.n)
         return y
 
 
@@ -163,86 +247,170 @@ class HostPass:
     macs = 0
 
 
-def _lower_linear(layer, batch, config):
-    plan = tile_plan(layer.in_features, layer.out_features, batch, config)
-    p = ChipPass(layer=layer, batch=batch, config=config, plan=plan)
-    ins, segs = p.instructions, p.segments
-    x_signed, w_signed = int(layer.input.qtype.signed), int(layer.weight_type.signed)
-    weight_t = np.ascontiguousarray(layer.weight.T)     # row r: input feature r, as the chip loads
-    records = [r.encode() for r in layer.records]
+def _block_commands(plan, config, *, signs, params, raw, m, base, own_loads, upcoming,
+                    tile, slot, load_weights, pending_store):
+    """The commands of one M block of ``m`` rows whose activations sit at ``base``.
+
+    ``own_loads``: the block loads its activations first (else the previous block
+    prefetched them); ``upcoming``: ``(rows, base)`` of the next block, whose loads
+    are spread over this block's MATMULs; ``tile`` and ``slot``: output tiles and
+    weight slots used so far (they alternate parameter sets, accumulator regions and
+    weight slots); ``pending_store``: the previous block's last STORE.
+
+    Returns the :class:`BlockCommands`, this block's last STORE, and ``tile`` and
+    ``slot`` after it.
+    """
+    x_signed, w_signed = signs
     groups = [plan.k_tiles[i:i + plan.k_group] for i in range(0, len(plan.k_tiles), plan.k_group)]
-    record_rows = np.frombuffer(b"".join(records), dtype=np.uint8).reshape(-1, PARAM_RECORD_BYTES)
+    ins, sources = [], []
 
-    def act_loads(block, group):
-        """The LOAD_ACTs (and their data) of one block's K group."""
-        m0 = block * plan.m_block
-        m = min(plan.m_block, batch - m0)
-        base = (block % plan.act_banks) * plan.k_group * plan.m_block
-        return [(LoadAct(addr=base + index * m, count=m, length=k, signed=x_signed),
-                 ActivationBlock(m0=m0, m=m, k0=k0, k=k)) for index, (k0, k) in enumerate(group)]
+    def emit(instruction, source=None):
+        ins.append(instruction)
+        sources.append(source)
 
-    def emit(loads):
-        for instruction, segment in loads:
-            ins.append(instruction)
-            segs.append(segment)
+    def act_loads(rows, at, later, group):
+        """The LOAD_ACTs of one K group of a block of ``rows`` rows at ``at``."""
+        return [(LoadAct(addr=at + index * rows, count=rows, length=k, signed=x_signed),
+                 ("act", later, k0, k)) for index, (k0, k) in enumerate(group)]
 
+    upcoming = act_loads(*upcoming, 1, groups[0]) if upcoming is not None else []
+    spacing = max(1, len(plan.n_tiles) * len(plan.k_tiles) // max(1, len(upcoming)))
+    if own_loads:
+        for load in act_loads(m, base, 0, groups[0]):
+            emit(*load)
+    issued = 0
+    for j, (n0, n) in enumerate(plan.n_tiles):
+        param_set = tile % 2
+        acc_addr = (tile % plan.acc_banks) * plan.m_block
+        tile += 1
+        if params:
+            # Weight loading subtracts the zero points of the records loaded before it.
+            emit(LoadParams(count=n, param_set=param_set), ("params", n0, n))
+        t = 0
+        for group in groups:
+            if len(groups) > 1:
+                for load in act_loads(m, base, 0, group):
+                    emit(*load)
+            for index, (k0, k) in enumerate(group):
+                if plan.resident:
+                    this_slot = j * len(plan.k_tiles) + t
+                else:
+                    this_slot, slot = slot % config.weight_tiles, slot + 1
+                if load_weights:
+                    emit(LoadWeight(slot=this_slot, k=k, n=n, signed=w_signed,
+                                    param_set=param_set), ("weight", k0, k, n0, n))
+                if pending_store is not None:
+                    # The previous tile drains through the store path while this one
+                    # computes: another parameter set, another accumulator region.
+                    emit(pending_store)
+                    pending_store = None
+                emit(Matmul(act_addr=base + index * m, count=m, slot=this_slot,
+                            acc_addr=acc_addr, accumulate=int(t > 0)))
+                t += 1
+                issued += 1
+                if upcoming and issued % spacing == 0:
+                    emit(*upcoming.pop(0))
+        pending_store = Store(acc_addr=acc_addr, count=m, n=n, raw=int(raw),
+                              param_set=param_set)
+    for load in upcoming:
+        emit(*load)
+    return BlockCommands(tuple(ins), tuple(sources)), pending_store, tile, slot
+
+
+def lower_matmul(weight, *, batch, config=None, act_signed, records=None, raw=None,
+                 output_signed=False, name="matmul"):
+    """Lower the matrix multiply ``A @ weight`` of a batch of ``A`` rows to a :class:`ChipPass`.
+
+    This is the one place a matrix multiply becomes commands; :func:`lower` lowers each
+    :class:`~driver.layers.QuantLinear` through it.
+
+    Parameters
+    ----------
+    weight : numpy.ndarray [K, N] of uint8 or int8
+        The weights as the chip loads them (row ``r``: input feature ``r``).
+    batch : int
+        Rows M of ``A``.
+    config : NpuConfig, optional
+        The chip's configuration (default: ``NpuConfig()``).
+    act_signed : bool
+        ``A`` is int8 (else uint8).
+    records : sequence of hw.isa.ParamRecord, optional
+        One requantization record per output column; they also carry the weight zero
+        points.  Without them the chip's parameter sets are not loaded.
+    raw : bool, optional
+        STOREs send the int32 accumulators instead of requantized bytes (default: when
+        there are no ``records``).
+    output_signed : bool
+        Requantized outputs are int8 (else uint8); only :meth:`ChipPass.decode` uses it.
+    name : str
+        Names the pass in messages.
+
+    Raises
+    ------
+    TypeError
+        If ``weight`` is not a 2-D uint8/int8 array or a record is not a ParamRecord.
+    ValueError
+        If ``batch`` is not positive, ``records`` do not match the columns, or a
+        requantized pass has no records.
+    """
+    config = NpuConfig() if config is None else config
+    check_config(config)
+    if not isinstance(weight, np.ndarray) or weight.dtype not in (np.uint8, np.int8):
+        raise TypeError(f"weight must be a uint8 or int8 NumPy array, not {weight!r}")
+    if weight.ndim != 2 or 0 in weight.shape:
+        raise ValueError(f"weight must have shape [K, N], not {weight.shape}")
+    if not isinstance(batch, (int, np.integer)) or isinstance(batch, bool) or batch <= 0:
+        raise ValueError(f"batch must be a positive integer, not {batch!r}")
+    records = () if records is None else tuple(records)
+    raw = not records if raw is None else bool(raw)
+    for record in records:
+        if not isinstance(record, ParamRecord):
+            raise TypeError(f"records must be ParamRecords, not {record!r}")
+    if records and len(records) != weight.shape[1]:
+        raise ValueError(f"{name}: {len(records)} records for {weight.shape[1]} columns")
+    if not raw and not records:
+        raise ValueError(f"{name}: a requantized matmul needs one record per column")
+    batch = int(batch)
+    k, n = weight.shape
+    plan = tile_plan(k, n, batch, config)
     blocks = -(-batch // plan.m_block)
-    matmuls_per_block = len(plan.n_tiles) * len(plan.k_tiles)
     # With two activation regions, the next block's activations load in small pieces
     # spread over this block's MATMULs, so the array never waits for a whole block.
-    prefetch = plan.act_banks == 2 and len(groups) == 1
-    next_slot = 0
-    tile = 0                 # output tiles so far: they alternate parameter sets and regions
-    pending_store = None     # a tile's STORE waits until the next tile has weights in flight
-    if len(groups) == 1:
-        emit(act_loads(0, groups[0]))
+    prefetch = plan.act_banks == 2 and plan.k_group == len(plan.k_tiles)
+    signs = (int(act_signed), int(weight.dtype == np.int8))
+    made, pass_blocks = {}, []
+    tile, slot, pending_store = 0, 0, None
     for block in range(blocks):
         m0 = block * plan.m_block
         m = min(plan.m_block, batch - m0)
-        act_base = (block % plan.act_banks) * plan.k_group * plan.m_block
-        upcoming = act_loads(block + 1, groups[0]) if prefetch and block + 1 < blocks else []
-        spacing = max(1, matmuls_per_block // max(1, len(upcoming)))
-        if len(groups) == 1 and block > 0 and not prefetch:
-            emit(act_loads(block, groups[0]))
-        issued = 0
-        for j, (n0, n) in enumerate(plan.n_tiles):
-            param_set = tile % 2
-            acc_addr = (tile % plan.acc_banks) * plan.m_block
-            tile += 1
-            # Weight loading subtracts the zero points of the records loaded before it.
-            ins.append(LoadParams(count=n, param_set=param_set))
-            segs.append(pack_rows(config, record_rows[n0:n0 + n]))
-            t = 0
-            for group in groups:
-                if len(groups) > 1:
-                    emit(act_loads(block, group))
-                for index, (k0, k) in enumerate(group):
-                    if plan.resident:
-                        slot, load = j * len(plan.k_tiles) + t, block == 0
-                    else:
-                        slot, load = next_slot % config.weight_tiles, True
-                        next_slot += 1
-                    if load:
-                        ins.append(LoadWeight(slot=slot, k=k, n=n, signed=w_signed,
-                                              param_set=param_set))
-                        segs.append(pack_rows(config, weight_t[k0:k0 + k, n0:n0 + n]))
-                    if pending_store is not None:
-                        # The previous tile drains through the store path while this one
-                        # computes: another parameter set, another accumulator region.
-                        ins.append(pending_store)
-                        pending_store = None
-                    ins.append(Matmul(act_addr=act_base + index * m, count=m, slot=slot,
-                                      acc_addr=acc_addr, accumulate=int(t > 0)))
-                    t += 1
-                    issued += 1
-                    if upcoming and issued % spacing == 0:
-                        emit(upcoming[:1])
-                        upcoming = upcoming[1:]
-            pending_store = Store(acc_addr=acc_addr, count=m, n=n, raw=0, param_set=param_set)
-            p.outputs.append(OutputBlock(m0=m0, m=m, n0=n0, n=n))
-        emit(upcoming)
-    ins.append(pending_store)
-    ins.append(ReadStatus())
+        upcoming = None
+        if prefetch and block + 1 < blocks:
+            upcoming = (min(plan.m_block, batch - m0 - plan.m_block),
+                        ((block + 1) % plan.act_banks) * plan.k_group * plan.m_block)
+        # Everything the block's commands depend on; equal keys, equal commands.
+        key = dict(m=m, base=(block % plan.act_banks) * plan.k_group * plan.m_block,
+                   own_loads=plan.k_group == len(plan.k_tiles) and (block == 0 or not prefetch),
+                   upcoming=upcoming, tile=tile % 2,
+                   slot=0 if plan.resident else slot % config.weight_tiles,
+                   load_weights=block == 0 or not plan.resident, pending_store=pending_store)
+        frozen = tuple(key.items())
+        if frozen not in made:
+            made[frozen] = _block_commands(plan, config, signs=signs, params=bool(records),
+                                           raw=raw, **key)
+        commands, pending_store, tile_after, slot_after = made[frozen]
+        tile += tile_after - key["tile"]
+        slot += slot_after - key["slot"]
+        pass_blocks.append(commands)
+    return ChipPass(name=name, batch=batch, config=config, plan=plan, weight=weight,
+                    records=records, raw=raw, output_signed=bool(output_signed),
+                    blocks=pass_blocks, tail=(pending_store, ReadStatus()))
+
+
+def _lower_linear(layer, batch, config):
+    p = lower_matmul(np.ascontiguousarray(layer.weight.T), batch=batch, config=config,
+                     act_signed=layer.input.qtype.signed, records=layer.records, raw=False,
+                     output_signed=layer.output.qtype.signed, name=layer.name)
+    p.layer = layer
     return p
 
 

@@ -14,15 +14,20 @@ longer and these counts are a lower bound.
 """
 
 import enum
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 
 from hw.config import PARAM_RECORD_BYTES, STATUS_RECORD_BYTES, NpuConfig
 from hw.isa import Opcode
 from hw.requantizer import STAGES as REQUANTIZER_STAGES
 
-__all__ = ["Outcome", "CycleModel", "program_cycles", "Breakdown"]
+__all__ = ["Outcome", "CycleModel", "Breakdown"]
 
 _NEVER = -(1 << 40)
+#: Attributes of a run that hold cycle numbers; a negative one means "has not happened"
+#: (every event of a run is at cycle 0 or later).
+_CLOCKS = ("last_dispatch", "load_through", "preload_through", "preloader_free",
+           "stream_last", "matmul_through", "compute_through", "store_through",
+           "output_through", "bank_last_accept", "error_visible", "act_read_last")
 #: From a STORE's dispatch to its first row at the serializer: store unit request,
 #: accumulator read, the requantizer's stages.
 _STORE_TO_SERIALIZER = 2 + REQUANTIZER_STAGES
@@ -81,6 +86,49 @@ class CycleModel:
         self.act_read_rows = []
         self.act_read_last = []
         self.error_visible = _NEVER     # when a BAD_PARAM still being loaded latches
+
+    def snapshot(self):
+        """What decides the rest of the schedule, as a hashable value relative to the
+        latest dispatch (counters excluded).
+
+        Two models with equal snapshots take the same cycles for the same commands from
+        here on, shifted in time by the difference of their ``last_dispatch``: the model
+        counts time only relative to earlier events.  A clock far enough in the past
+        that it can no longer delay a command is "past", however long ago: every clock
+        is compared with a later dispatch cycle, a bank's last accept plus the array's
+        latency with a later preload.
+        """
+        origin = self.last_dispatch
+        past = origin - self.config.array_latency - 1
+
+        def relative(value):
+            if isinstance(value, list):
+                return tuple(map(relative, value))
+            return value - origin if value > past else "past"
+
+        return tuple((name, relative(value) if name in _CLOCKS else repr(value))
+                     for name, value in sorted(vars(self).items())
+                     if name not in ("config", "commands", "breakdown"))
+
+    def counts(self):
+        """The counters, which only count up: ``commands`` and the :class:`Breakdown`."""
+        return {"commands": self.commands, **asdict(self.breakdown)}
+
+    def shift(self, cycles, counts):
+        """The state ``cycles`` later, with ``counts`` (as :meth:`counts` names them) added:
+        what commands that took ``cycles`` and counted ``counts`` would leave behind, when
+        they left the :meth:`snapshot` as it was."""
+        def later(value):
+            if isinstance(value, list):
+                return list(map(later, value))
+            return value + cycles if value >= 0 else value
+
+        for name in _CLOCKS:
+            setattr(self, name, later(getattr(self, name)))
+        self.commands += counts.get("commands", 0)
+        for f in fields(self.breakdown):
+            setattr(self.breakdown, f.name, getattr(self.breakdown, f.name)
+                    + counts.get(f.name, 0))
 
     @property
     def end(self):
@@ -207,12 +255,3 @@ class CycleModel:
         last = first + (ins.count - 1) * beats
         self.store_through = last
         self.output_through = last + beats
-
-
-def program_cycles(commands, data_in=b"", config=None):
-    """Cycles for a whole command stream on a freshly reset chip, without stalls.
-
-    The golden model decides which commands execute (errors skip commands).
-    """
-    from sim.golden import GoldenNpu
-    return GoldenNpu(config if config is not None else NpuConfig()).run(commands, data_in).cycles

@@ -1,8 +1,8 @@
-"""Command-stream builders for testbenches, the demo and benchmarks.
+"""Hand-written and random command streams for tests that need a specific sequence.
 
 A :class:`CommandStream` is what the host pushes: command words and the data-in bytes
-they consume.  :func:`gemm_program` tiles a whole quantized matrix multiply
-``requant(A @ (W - z_w) + bias)`` for any M, K and N onto a configuration.
+they consume.  Matrix multiplies are tiled by the driver's lowering
+(``driver.lowering.lower_matmul``), the only tiler.
 """
 
 import dataclasses
@@ -16,8 +16,8 @@ from hw import isa
 from hw.beats import pack_rows
 from hw.config import NpuConfig
 
-__all__ = ["CommandStream", "gemm_schedule", "gemm_program", "random_params",
-           "random_program", "valid_instruction", "invalid_instruction"]
+__all__ = ["CommandStream", "random_params", "random_program", "valid_instruction",
+           "invalid_instruction"]
 
 
 @dataclass
@@ -68,101 +68,6 @@ def random_params(rng, n, *, output_signed=False):
             weight_zero=0,
             output_zero=zero, low=low, high=high))
     return records
-
-
-def gemm_schedule(config, m, k, n, *, act_signed=False, weight_signed=True, raw=False,
-                  with_params=True, m_tile=None):
-    """The commands that tile an ``m`` x ``k`` x ``n`` matmul onto ``config``, in order.
-
-    Yields ``(instruction, source)`` pairs; ``source`` says which data the instruction
-    takes: ``("act", m0, rows, k0)``, ``("weight", k0, n0)``, ``("params", n0, columns)``
-    or ``None``.  :func:`gemm_program` fills in the data; benchmarks use the schedule
-    alone.
-
-    Each M pass loads every K tile of its rows into the activation buffer, then runs
-    the column tiles.  Column tiles alternate parameter sets and, where two fit,
-    accumulator regions, and each tile's STORE follows the next tile's first weight
-    load, so the store drains while the next tile computes.
-    """
-    rows, cols = config.rows, config.cols
-    k_tiles = -(-k // rows)
-    if m_tile is None:
-        m_tile = min(config.act_depth // k_tiles, config.acc_depth)
-    if m_tile < 1:
-        raise ValueError(f"K={k} needs {k_tiles} activation vectors per row, more than "
-                         f"act_depth={config.act_depth}")
-    for m0 in range(0, m, m_tile):
-        mt = min(m_tile, m - m0)
-        for kt in range(k_tiles):
-            k0 = kt * rows
-            yield (isa.LoadAct(addr=kt * mt, count=mt, length=min(rows, k - k0),
-                               signed=act_signed), ("act", m0, mt, k0))
-        regions = 2 if 2 * mt <= config.acc_depth else 1
-        pending_store = None
-        for j, n0 in enumerate(range(0, n, cols)):
-            nt = min(cols, n - n0)
-            param_set, acc_addr = j % 2, (j % regions) * mt
-            if with_params:
-                yield isa.LoadParams(count=nt, param_set=param_set), ("params", n0, nt)
-            for kt in range(k_tiles):
-                k0 = kt * rows
-                slot = kt % config.weight_tiles
-                yield (isa.LoadWeight(slot=slot, k=min(rows, k - k0), n=nt,
-                                      signed=weight_signed, param_set=param_set),
-                       ("weight", k0, n0))
-                if pending_store is not None:
-                    yield pending_store, None
-                    pending_store = None
-                yield (isa.Matmul(act_addr=kt * mt, count=mt, slot=slot, acc_addr=acc_addr,
-                                  accumulate=kt > 0), None)
-            pending_store = isa.Store(acc_addr=acc_addr, count=mt, n=nt, raw=raw,
-                                      param_set=param_set)
-        yield pending_store, None
-
-
-def gemm_program(config, a, w, params=None, *, act_signed=None, weight_signed=None,
-                 raw=False, m_tile=None):
-    """Tile ``a @ w`` (``a`` [M, K] uint8/int8, ``w`` [K, N] uint8/int8) onto ``config``.
-
-    Parameters
-    ----------
-    params : list of ParamRecord, optional
-        One per output column (N); needed unless ``raw``.
-    raw : bool
-        Store int32 accumulators instead of requantized bytes.
-    m_tile : int, optional
-        Rows per pass (default: as many as the buffers hold).
-
-    Returns
-    -------
-    CommandStream
-        Its data-out is the M x N result, row-major, each N-tile's rows padded to
-        beats, N-tiles in order within each M-tile (see :func:`gemm_schedule`).
-    """
-    a, w = np.asarray(a), np.asarray(w)
-    m, k = a.shape
-    k2, n = w.shape
-    if k != k2:
-        raise ValueError(f"inner dimensions differ: a is {a.shape}, w is {w.shape}")
-    act_signed = a.dtype == np.int8 if act_signed is None else act_signed
-    weight_signed = w.dtype == np.int8 if weight_signed is None else weight_signed
-    rows, cols = config.rows, config.cols
-    program = CommandStream(config)
-    for instruction, source in gemm_schedule(config, m, k, n, act_signed=act_signed,
-                                             weight_signed=weight_signed, raw=raw,
-                                             with_params=params is not None, m_tile=m_tile):
-        data = b""
-        if source is not None and source[0] == "act":
-            _, m0, mt, k0 = source
-            data = pack_rows(config, a[m0:m0 + mt, k0:k0 + rows])
-        elif source is not None and source[0] == "weight":
-            _, k0, n0 = source
-            data = pack_rows(config, w[k0:k0 + rows, n0:n0 + cols])
-        elif source is not None:
-            _, n0, nt = source
-            data = _records(config, params[n0:n0 + nt])
-        program.add(instruction, data)
-    return program
 
 
 @cache

@@ -10,11 +10,12 @@ import pytest
 
 from driver.backends import BackendUnavailable, available_backends, open_backend
 from driver.backends.base import BACKENDS
+from driver.lowering import lower_matmul
 from hw import isa
 from hw.beats import pack_rows
 from hw.config import NpuConfig
 from sim.golden import GoldenNpu
-from sim.programs import CommandStream, gemm_program, random_params
+from sim.programs import CommandStream, random_params
 
 CONFIG = NpuConfig(rows=4, cols=4, act_depth=64, weight_tiles=2, acc_depth=32, data_bytes=4)
 
@@ -25,7 +26,10 @@ def _programs(seed):
     rng = np.random.default_rng(seed)
     a = rng.integers(0, 256, (6, 9)).astype(np.uint8)
     w = rng.integers(-128, 128, (9, 5)).astype(np.int8)
-    first = gemm_program(CONFIG, a, w, random_params(rng, 5))
+    gemm = lower_matmul(w, batch=len(a), config=CONFIG, act_signed=False,
+                        records=random_params(rng, 5))
+    first = CommandStream(CONFIG, instructions=list(gemm.instructions),
+                          data_chunks=[gemm.data_in(a)])
     second = CommandStream(CONFIG).add(isa.Store(acc_addr=0, count=6, n=1, raw=1))
     third = CommandStream(CONFIG).add(isa.Matmul(act_addr=0, count=0, slot=0, acc_addr=0))
     third.add(isa.ReadStatus())

@@ -7,9 +7,10 @@ from hypothesis import strategies as st
 from npu_builders import CONFIGS, SHAPES, chain_of, random_input, random_layer
 
 import driver
-from driver.lowering import ActivationBlock, ChipPass, tile_plan
+from driver.lowering import ActivationBlock, ChipPass, lower_matmul, tile_plan
 from hw import isa
 from hw.config import NpuConfig
+from sim.golden import GoldenNpu
 
 
 def run_golden(layers, x, config):
@@ -145,3 +146,74 @@ def test_data_in_shape_wrong():
     chip_pass = driver.lower(layer, batch=2).passes[0]
     with pytest.raises(ValueError, match=r"lowered for input shape \(2, 3\)"):
         chip_pass.data_in(np.zeros((3, 3), dtype=np.uint8))
+
+
+# -- lower_matmul: the matrix multiply underneath every layer ---------------------------------
+
+@pytest.mark.parametrize("config", CONFIGS.values(), ids=CONFIGS.keys())
+@pytest.mark.parametrize("types", [(False, np.int8), (True, np.uint8)])
+def test_lower_matmul_raw_is_the_integer_product(config, types):
+    act_signed, weight_dtype = types
+    rng = np.random.default_rng(len(str(config)))
+    m, k, n = 23, 3 * config.rows + 1, 2 * config.cols + 1
+    a = rng.integers(-128 if act_signed else 0, 128 if act_signed else 256, (m, k))
+    w = rng.integers(0, 256, (k, n)).astype(np.uint8).view(weight_dtype)
+    chip_pass = lower_matmul(w, batch=m, config=config, act_signed=act_signed)
+    assert not any(isinstance(ins, isa.LoadParams) for ins in chip_pass.instructions)
+    x = a.astype(np.int8 if act_signed else np.uint8)
+    result = GoldenNpu(config).run(chip_pass.commands, chip_pass.data_in(x))
+    assert len(result.data_out) == chip_pass.data_out_bytes
+    y = chip_pass.decode(result.data_out)
+    assert y.dtype == np.int32
+    np.testing.assert_array_equal(y, a @ w.astype(np.int64))
+
+
+def test_lower_matmul_raw_with_records_subtracts_weight_zero_points():
+    config = CONFIGS["shallow"]
+    rng = np.random.default_rng(8)
+    a = rng.integers(0, 256, (9, 7)).astype(np.uint8)
+    w = rng.integers(0, 256, (7, 6)).astype(np.uint8)
+    zero = rng.integers(0, 256, 6)
+    records = [isa.ParamRecord(multiplier=1 << 30, shift=31, weight_zero=int(z)) for z in zero]
+    chip_pass = lower_matmul(w, batch=9, config=config, act_signed=False, records=records,
+                             raw=True)
+    result = GoldenNpu(config).run(chip_pass.commands, chip_pass.data_in(a))
+    np.testing.assert_array_equal(chip_pass.decode(result.data_out),
+                                  a.astype(np.int64) @ (w.astype(np.int64) - zero))
+
+
+def test_a_layer_lowers_through_lower_matmul():
+    layer = random_layer(np.random.default_rng(9), 21, 9, input_dtype="int8",
+                         output_dtype="int8")
+    chip_pass = driver.lower(layer, batch=30, config=CONFIGS["shallow"]).passes[0]
+    matmul = lower_matmul(np.ascontiguousarray(layer.weight.T), batch=30,
+                          config=CONFIGS["shallow"], act_signed=True, records=layer.records,
+                          output_signed=True)
+    assert chip_pass.commands == matmul.commands
+    assert chip_pass.output_dtype == matmul.output_dtype == np.int8
+    # Identical M blocks are one object.
+    assert len({id(block) for block in chip_pass.blocks}) < len(chip_pass.blocks)
+
+
+def test_lower_matmul_weight_wrong():
+    with pytest.raises(TypeError, match="weight must be a uint8 or int8 NumPy array"):
+        lower_matmul(np.zeros((2, 2), np.int32), batch=1, act_signed=False)
+    with pytest.raises(TypeError, match="weight must be a uint8 or int8 NumPy array"):
+        lower_matmul([[1]], batch=1, act_signed=False)
+    with pytest.raises(ValueError, match=r"weight must have shape \[K, N\]"):
+        lower_matmul(np.zeros(3, np.int8), batch=1, act_signed=False)
+
+
+def test_lower_matmul_batch_wrong():
+    with pytest.raises(ValueError, match="batch must be a positive integer"):
+        lower_matmul(np.zeros((2, 2), np.int8), batch=0, act_signed=False)
+
+
+def test_lower_matmul_records_wrong():
+    w = np.zeros((2, 3), np.int8)
+    with pytest.raises(TypeError, match="records must be ParamRecords"):
+        lower_matmul(w, batch=1, act_signed=False, records=[1, 2, 3])
+    with pytest.raises(ValueError, match="2 records for 3 columns"):
+        lower_matmul(w, batch=1, act_signed=False, records=[isa.ParamRecord(shift=1)] * 2)
+    with pytest.raises(ValueError, match="a requantized matmul needs one record per column"):
+        lower_matmul(w, batch=1, act_signed=False, raw=False)

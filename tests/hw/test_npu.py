@@ -5,7 +5,8 @@ Verifies ``hw/npu.py`` (and the wiring of every unit inside it) on 1x1, 2x3 and
 4x4 arrays with 1-, 4- and 16-byte streams, every stream stalled at random
 (``run_amaranth(..., stall_probability=0.3)``):
 
-* random tiled GEMMs (``sim.programs.gemm_program``): uint8 or int8 activations,
+* random tiled GEMMs as the driver lowers them (``driver.lowering.lower_matmul``):
+  uint8 or int8 activations,
   int8 weights or uint8 weights with per-column zero points, requantized and raw
   stores, status reads; the raw result also equals NumPy's ``a @ w``;
 * the same programs broken mid-way: a malformed command (the commands after it
@@ -25,6 +26,7 @@ from harness import invalidated
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from driver.lowering import lower_matmul
 from hw import isa
 from hw.beats import pack_rows
 from hw.config import NpuConfig
@@ -32,7 +34,7 @@ from hw.isa import ErrorCode, Opcode
 from hw.npu import Npu
 from sim.amaranth_runner import run_amaranth
 from sim.golden import GoldenNpu, check_command
-from sim.programs import gemm_program, random_params, valid_instruction
+from sim.programs import random_params, valid_instruction
 
 CONFIGS = {
     "1x1": NpuConfig(rows=1, cols=1, act_depth=8, weight_tiles=2, acc_depth=8, data_bytes=1),
@@ -51,7 +53,7 @@ def _compare(config, words, data_in, seed):
 
 
 def _gemm(config, rng, *, raw=False):
-    """A random GEMM program; a raw one has a single output tile (N <= cols)."""
+    """A random GEMM: the driver's pass, its data-in stream and the operands."""
     m = int(rng.integers(1, 6))
     k = int(rng.integers(1, 2 * config.rows + 2))
     n = int(rng.integers(1, config.cols + (1 if raw else 3)))
@@ -61,9 +63,9 @@ def _gemm(config, rng, *, raw=False):
     params = random_params(rng, n, output_signed=bool(rng.integers(0, 2)))
     if weight_dtype == np.uint8:       # uint8 weights carry zero points
         params = [dataclasses.replace(p, weight_zero=int(rng.integers(0, 256))) for p in params]
-    program = gemm_program(config, a, w, None if raw else params, raw=raw)
-    program.add(isa.ReadStatus())
-    return program, a, w
+    chip_pass = lower_matmul(w, batch=m, config=config, act_signed=act_dtype == np.int8,
+                             records=params, raw=raw)
+    return chip_pass, chip_pass.data_in(a), a, w, params
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
@@ -71,25 +73,24 @@ def test_npu_gemm_programs_match_golden(name):
     config = CONFIGS[name]
     rng = np.random.default_rng(len(name) + config.data_bytes)
     for seed in range(3):
-        program, _, _ = _gemm(config, rng)
-        golden = _compare(config, program.commands, program.data_in, seed=seed)
+        chip_pass, data_in, _, _, _ = _gemm(config, rng)
+        golden = _compare(config, chip_pass.commands, data_in, seed=seed)
         assert golden.status.error == ErrorCode.NONE
-        assert len(golden.data_out) == program.data_out_bytes()
+        assert len(golden.data_out) == chip_pass.data_out_bytes
 
-    program, a, w = _gemm(config, rng, raw=True)
-    golden = _compare(config, program.commands, program.data_in, seed=3)
-    n = w.shape[1]
-    rows = np.frombuffer(golden.data_out[:-config.beats(8) * config.data_bytes], np.uint8)
-    rows = rows.reshape(len(a), -1)[:, :4 * n].copy().view("<i4")
-    assert (rows == a.astype(np.int64) @ w.astype(np.int64)).all()
+    chip_pass, data_in, a, w, params = _gemm(config, rng, raw=True)
+    golden = _compare(config, chip_pass.commands, data_in, seed=3)
+    zero = np.array([p.weight_zero for p in params])
+    assert (chip_pass.decode(golden.data_out)
+            == a.astype(np.int64) @ (w.astype(np.int64) - zero)).all()
 
 
 def _broken(config, rng):
     """A GEMM broken mid-way by a malformed command, or by a LOAD_PARAMS with an invalid
     record (the records after it must not be written); then, further on, CLEAR_ERROR and
     a STORE whose bytes show the parameters in force."""
-    program, _, _ = _gemm(config, rng)
-    words = program.commands
+    chip_pass, data_in, _, _, _ = _gemm(config, rng)
+    words = chip_pass.commands
     i = int(rng.integers(0, len(words)))
     j = int(rng.integers(i, len(words) + 1))
     if rng.integers(0, 2):
@@ -108,8 +109,8 @@ def _broken(config, rng):
     words = words[:i] + [bad, isa.ReadStatus().encode()] + words[i:j] + [
         ins.encode() for ins in show] + words[j:]
     # The records go where the program's data stands when the bad command runs.
-    offset = sum(ins.data_in_bytes(config) for ins in program.instructions[:i])
-    return words, program.data_in[:offset] + data + program.data_in[offset:], i
+    offset = sum(ins.data_in_bytes(config) for ins in chip_pass.instructions[:i])
+    return words, data_in[:offset] + data + data_in[offset:], i
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))

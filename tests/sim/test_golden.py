@@ -1,8 +1,9 @@
 """The golden model against plain NumPy: GEMMs, data framing, errors and status.
 
 The expected results come from ``numpy`` integer matmuls and from the big-integer
-requantization reference, never from the model itself.  The command streams are built
-here from :mod:`hw.isa` with a small tiling helper (the driver is not used).
+requantization reference, never from the model itself.  GEMMs run as the driver lowers
+them (``driver.lowering.lower_matmul``); other command streams are built here from
+:mod:`hw.isa` (``sim.programs.CommandStream``).
 """
 
 import time
@@ -12,10 +13,12 @@ import numpy as np
 import pytest
 from requant_reference import requantize_reference
 
+from driver.lowering import lower_matmul
 from hw import isa
 from hw.config import NpuConfig
 from hw.isa import ErrorCode, Opcode, Rounding
 from sim.golden import DataUnderflow, GoldenNpu
+from sim.programs import CommandStream
 
 #: Beat padding on the data-in stream is filled with this, to show the chip ignores it.
 PAD = 0xA5
@@ -73,24 +76,12 @@ def status_bytes(config, error=0, error_opcode=0, commands=0):
     return beats_of([list(record.encode())], config, fill=0)
 
 
-class Program:
-    """A command stream and its data-in stream, built together."""
-
-    def __init__(self, config):
-        self.config = config
-        self.commands = []
-        self.data = bytearray()
-
-    def add(self, instruction, data=b""):
-        self.commands.append(instruction.encode())
-        self.data += data
-        return self
-
-    def run(self, npu):
-        return npu.run(self.commands, bytes(self.data))
+def run(npu, program):
+    """Run a :class:`~sim.programs.CommandStream` on ``npu``."""
+    return npu.run(program.commands, program.data_in)
 
 
-# -- a tiling helper (independent of driver/) -----------------------------------------------
+# -- GEMMs as the driver lowers them --------------------------------------------------------
 
 @dataclass
 class Gemm:
@@ -117,53 +108,33 @@ class Gemm:
                           for j, value in enumerate(row)] for row in acc.tolist()])
 
 
-def tiled_program(config, gemm, raw):
-    """Commands that compute ``gemm`` tile by tile and store every output tile.
-
-    Returns the program and the list of (row, column, rows, columns) output blocks in
-    the order the stores send them.
-    """
-    program, blocks = Program(config), []
-    m, k = gemm.a.shape
-    n = gemm.w.shape[1]
-    m_step = min(config.act_depth, config.acc_depth)
-    for n0 in range(0, n, config.cols):
-        nt = min(config.cols, n - n0)
-        program.add(isa.LoadParams(count=nt), records_of(gemm.records[n0:n0 + nt], config))
-        for m0 in range(0, m, m_step):
-            mt = min(m_step, m - m0)
-            for step, k0 in enumerate(range(0, k, config.rows)):
-                kt = min(config.rows, k - k0)
-                slot = step % config.weight_tiles
-                program.add(isa.LoadAct(addr=0, count=mt, length=kt, signed=int(gemm.a_signed)),
-                            beats_of(as_bytes(gemm.a[m0:m0 + mt, k0:k0 + kt], gemm.a_signed),
-                                     config))
-                program.add(isa.LoadWeight(slot=slot, k=kt, n=nt, signed=int(gemm.w_signed)),
-                            beats_of(as_bytes(gemm.w[k0:k0 + kt, n0:n0 + nt], gemm.w_signed),
-                                     config))
-                program.add(isa.Matmul(act_addr=0, count=mt, slot=slot, acc_addr=0,
-                                       accumulate=int(step > 0)))
-            program.add(isa.Store(acc_addr=0, count=mt, n=nt, raw=int(raw)))
-            blocks.append((m0, n0, mt, nt))
-    return program, blocks
+def gemm_pass(config, gemm, raw):
+    """The driver's pass for ``gemm`` and its data-in stream."""
+    chip_pass = lower_matmul(gemm.w.astype(np.int8 if gemm.w_signed else np.uint8),
+                             batch=len(gemm.a), config=config, act_signed=gemm.a_signed,
+                             records=gemm.records, raw=raw)
+    return chip_pass, chip_pass.data_in(gemm.a.astype(np.int8 if gemm.a_signed else np.uint8))
 
 
 def run_gemm(npu, gemm, raw):
     """Run ``gemm`` tiled on ``npu``; the (M, N) result as int32 or as output bytes."""
     config = npu.config
-    program, blocks = tiled_program(config, gemm, raw)
-    result = program.run(npu)
+    chip_pass, data_in = gemm_pass(config, gemm, raw)
+    result = npu.run(chip_pass.commands, data_in)
     assert result.status.error == ErrorCode.NONE
-    assert result.data_in_used == len(program.data)
+    assert result.data_in_used == len(data_in)
     out = np.zeros((gemm.a.shape[0], gemm.w.shape[1]), dtype=np.int64)
     position, width = 0, 4 if raw else 1
-    for m0, n0, mt, nt in blocks:
-        size = mt * config.beats(width * nt) * config.data_bytes
-        rows = unframe(result.data_out[position:position + size], mt, width * nt, config)
+    for block in chip_pass.outputs:
+        size = block.m * config.beats(width * block.n) * config.data_bytes
+        rows = unframe(result.data_out[position:position + size], block.m, width * block.n,
+                       config)
         values = rows.copy().view("<i4") if raw else rows
-        out[m0:m0 + mt, n0:n0 + nt] = values
+        out[block.m0:block.m0 + block.m, block.n0:block.n0 + block.n] = values
         position += size
-    assert position == len(result.data_out)
+    # The pass ends with a status read.
+    assert result.data_out[position:] == status_bytes(config,
+                                                      commands=result.status.commands - 1)
     return out
 
 
@@ -236,7 +207,7 @@ def test_parameter_sets_are_independent():
     halve = isa.ParamRecord(multiplier=1 << 30, shift=31, weight_zero=10, low=-256, high=255)
     third = isa.ParamRecord(multiplier=(1 << 31) // 3, shift=31, weight_zero=20, low=-256,
                             high=255)
-    program = Program(config)
+    program = CommandStream(config)
     program.add(isa.LoadParams(count=config.cols, param_set=0),
                 records_of([halve] * config.cols, config))
     program.add(isa.LoadParams(count=config.cols, param_set=1),
@@ -248,7 +219,7 @@ def test_parameter_sets_are_independent():
     for slot, param_set in ((0, 1), (1, 0)):
         program.add(isa.Matmul(count=1, slot=slot))
         program.add(isa.Store(count=1, n=config.cols, param_set=param_set))
-    out = unframe(program.run(npu).data_out, 2, config.cols, config).view(np.int8)
+    out = unframe(run(npu, program).data_out, 2, config.cols, config).view(np.int8)
     # Slot 0 holds 100 - 10, requantized by set 1 (x 1/3); slot 1 holds 100 - 20 (x 1/2).
     assert out[0].tolist() == [round(3 * 90 / 3)] * config.cols
     assert out[1].tolist() == [round(3 * 80 / 2)] * config.cols
@@ -257,7 +228,7 @@ def test_parameter_sets_are_independent():
 def test_accumulator_wraps_at_int32():
     config = CONFIGS[2]
     npu = GoldenNpu(config)
-    program = Program(config)
+    program = CommandStream(config)
     program.add(isa.LoadAct(count=1, length=config.rows),
                 beats_of(np.full((1, config.rows), 255), config))
     program.add(isa.LoadWeight(k=config.rows, n=config.cols),
@@ -271,7 +242,7 @@ def test_accumulator_wraps_at_int32():
     program.add(isa.LoadParams(count=1), records_of([isa.ParamRecord(shift=31, low=-256,
                                                                      high=255)], config))
     program.add(isa.Store(count=1, n=1))
-    data_out = program.run(npu).data_out
+    data_out = run(npu, program).data_out
     raw_bytes = config.beats(4 * config.cols) * config.data_bytes
     wrapped = repeats * step - 2**32
     out = unframe(data_out[:raw_bytes], 1, 4 * config.cols, config).copy().view("<i4")
@@ -287,7 +258,7 @@ def test_accumulator_wraps_at_int32():
 def test_matmul_overwrites_unless_accumulating(config):
     npu = GoldenNpu(config)
     a = np.arange(1, config.rows + 1)[None, :]
-    program = Program(config)
+    program = CommandStream(config)
     program.add(isa.LoadAct(count=1, length=config.rows), beats_of(a, config))
     program.add(isa.LoadWeight(k=config.rows, n=config.cols),
                 beats_of(np.ones((config.rows, config.cols)), config))
@@ -297,14 +268,14 @@ def test_matmul_overwrites_unless_accumulating(config):
     program.add(isa.Matmul(count=1, acc_addr=2, accumulate=1))     # onto the reset zeros
     program.add(isa.Matmul(count=1, acc_addr=2))
     program.add(isa.Store(acc_addr=1, count=2, n=config.cols, raw=1))
-    out = unframe(program.run(npu).data_out, 2, 4 * config.cols, config).copy().view("<i4")
+    out = unframe(run(npu, program).data_out, 2, 4 * config.cols, config).copy().view("<i4")
     total = int(a.sum())
     assert out.tolist() == [[3 * total] * config.cols, [total] * config.cols]
 
 
 def full_inputs(config, activation, weight):
     """A program that fills one activation vector and weight slot 0 with constants."""
-    return Program(config).add(
+    return CommandStream(config).add(
         isa.LoadAct(count=1, length=config.rows),
         beats_of(np.full((1, config.rows), activation), config)).add(
         isa.LoadWeight(k=config.rows, n=config.cols),
@@ -313,25 +284,27 @@ def full_inputs(config, activation, weight):
 
 def matmul_row(npu):
     """MATMUL of activation vector 0 with slot 0, stored raw."""
-    program = Program(npu.config).add(isa.Matmul(count=1))
+    program = CommandStream(npu.config).add(isa.Matmul(count=1))
     program.add(isa.Store(count=1, n=npu.config.cols, raw=1))
-    data_out = program.run(npu).data_out
+    data_out = run(npu, program).data_out
     return unframe(data_out, 1, 4 * npu.config.cols, npu.config).copy().view("<i4").tolist()
 
 
 def test_short_activation_vectors_zero_the_other_lanes():
     config = CONFIGS[2]
     npu = GoldenNpu(config)
-    full_inputs(config, activation=7, weight=3).run(npu)
-    Program(config).add(isa.LoadAct(count=1, length=2), beats_of([[5, 6]], config)).run(npu)
+    run(npu, full_inputs(config, activation=7, weight=3))
+    run(npu, CommandStream(config).add(isa.LoadAct(count=1, length=2),
+                                       beats_of([[5, 6]], config)))
     assert matmul_row(npu) == [[(5 + 6) * 3] * config.cols]
 
 
 def test_short_weight_tiles_zero_the_rest_of_the_tile():
     config = CONFIGS[2]
     npu = GoldenNpu(config)
-    full_inputs(config, activation=7, weight=3).run(npu)
-    Program(config).add(isa.LoadWeight(k=2, n=3), beats_of(np.ones((2, 3)), config)).run(npu)
+    run(npu, full_inputs(config, activation=7, weight=3))
+    run(npu, CommandStream(config).add(isa.LoadWeight(k=2, n=3),
+                                       beats_of(np.ones((2, 3)), config)))
     assert matmul_row(npu) == [[7 * 2] * 3 + [0] * (config.cols - 3)]
 
 
@@ -340,7 +313,7 @@ def test_store_pads_rows_to_beats(config):
     npu = GoldenNpu(config)
     for n in range(1, config.cols + 1):
         for raw in (0, 1):
-            result = Program(config).add(isa.Store(count=3, n=n, raw=raw)).run(npu)
+            result = run(npu, CommandStream(config).add(isa.Store(count=3, n=n, raw=raw)))
             width = 4 if raw else 1
             assert len(result.data_out) == 3 * -(-width * n // config.data_bytes) \
                 * config.data_bytes
@@ -417,14 +390,13 @@ def test_command_errors_latch_and_skip(name, command, code):
     config = ERROR_CONFIG
     npu = GoldenNpu(config)
     word = word_of(command)
-    program = Program(config)
-    program.commands.append(word)
     # Commands after the error would consume data and write output, were they executed.
+    program = CommandStream(config)
     program.add(isa.LoadAct(count=1, length=4), beats_of([[1, 2, 3, 4]], config))
     program.add(isa.Store(count=1, n=4, raw=1))
     program.add(isa.Nop()).add(isa.Fence())
     program.add(isa.ReadStatus())
-    result = program.run(npu)
+    result = npu.run([word] + program.commands, program.data_in)
     assert result.data_in_used == 0
     assert result.data_out == status_bytes(config, code, word & 0xF, commands=5)
     assert result.status == isa.StatusRecord(error=code, error_opcode=word & 0xF, commands=6)
@@ -436,20 +408,20 @@ def test_bad_param_latches_and_keeps_the_stream_aligned(field, value):
     npu = GoldenNpu(config)
     good = isa.ParamRecord(multiplier=1 << 30, shift=31, low=-256, high=255)
     records = [good, isa.ParamRecord(**{field: value}), good]
-    program = Program(config)
+    program = CommandStream(config)
     program.add(isa.LoadParams(count=3), records_of(records, config))
     program.add(isa.LoadAct(count=1, length=4), beats_of([[1, 2, 3, 4]], config))
-    result = program.run(npu)
+    result = run(npu, program)
     # The whole LOAD_PARAMS payload is consumed, the skipped LOAD_ACT takes nothing.
     assert result.data_in_used == 3 * config.beats(16) * config.data_bytes
     assert result.status == isa.StatusRecord(error=ErrorCode.BAD_PARAM,
                                              error_opcode=Opcode.LOAD_PARAMS, commands=2)
     # Records from the bad one on are not written: columns 1 and 2 keep the defaults.
-    program = Program(config).add(isa.ClearError())
+    program = CommandStream(config).add(isa.ClearError())
     program.add(isa.LoadAct(count=1, length=1), beats_of([[100]], config))
     program.add(isa.LoadWeight(k=1, n=4), beats_of([[1, 1, 1, 1]], config))
     program.add(isa.Matmul(count=1)).add(isa.Store(count=1, n=4))
-    out = unframe(program.run(npu).data_out, 1, 4, config)
+    out = unframe(run(npu, program).data_out, 1, 4, config)
     # Column 0 was written before the bad record (scale 1/2); the others keep scale 1.
     assert out.tolist() == [[50, 100, 100, 100]]
 
@@ -469,22 +441,22 @@ def test_skipped_commands_change_nothing():
     gemm = random_gemm(np.random.default_rng(5), 3, 4, 4, "u8_x_i8")
     before = run_gemm(npu, gemm, raw=True)
     # Latch an error, then try to overwrite activations, weights, parameters and results.
-    program = Program(config)
+    program = CommandStream(config)
     program.add(isa.LoadAct(count=0))
     program.add(isa.LoadParams(count=4), records_of([isa.ParamRecord(shift=1)] * 4, config))
     program.add(isa.LoadAct(count=3, length=4), beats_of(np.full((3, 4), 9), config))
     program.add(isa.LoadWeight(k=4, n=4), beats_of(np.full((4, 4), 9), config))
     program.add(isa.Matmul(count=3))
     program.add(isa.Store(count=3, n=4, raw=1))
-    result = program.run(npu)
+    result = run(npu, program)
     assert result.data_out == b"" and result.data_in_used == 0
     assert result.status.error == ErrorCode.ZERO_SIZE
     # After CLEAR_ERROR the old results, inputs and parameters are all still there.
-    program = Program(config).add(isa.ClearError())
+    program = CommandStream(config).add(isa.ClearError())
     program.add(isa.Store(count=3, n=4, raw=1))
     program.add(isa.Matmul(count=3, acc_addr=3))
     program.add(isa.Store(acc_addr=3, count=3, n=4, raw=0))
-    result = program.run(npu)
+    result = run(npu, program)
     raw = unframe(result.data_out[:3 * 16], 3, 16, config).copy().view("<i4")
     np.testing.assert_array_equal(raw, gemm.expected_acc())
     requantized = unframe(result.data_out[3 * 16:], 3, 4, config)
@@ -543,16 +515,19 @@ def test_state_persists_across_runs():
     config = CONFIGS[1]
     npu = GoldenNpu(config)
     gemm = random_gemm(np.random.default_rng(9), 4, config.rows, config.cols, "i8_x_i8")
-    program, _ = tiled_program(config, gemm, raw=True)
+    chip_pass, data_in = gemm_pass(config, gemm, raw=True)
     # One command per run(), each with only its own data.
     position = 0
     out = b""
-    for word in program.commands:
+    for word in chip_pass.commands:
         need = isa.decode(word).data_in_bytes(config)
-        out += npu.run([word], bytes(program.data[position:position + need])).data_out
+        out += npu.run([word], data_in[position:position + need]).data_out
         position += need
-    assert position == len(program.data)
-    raw = unframe(out, 4, 4 * config.cols, config).copy().view("<i4")
+    assert position == len(data_in)
+    assert out[-config.beats(8) * config.data_bytes:] == status_bytes(
+        config, commands=len(chip_pass.commands) - 1)
+    raw = unframe(out[:-config.beats(8) * config.data_bytes], 4, 4 * config.cols,
+                  config).copy().view("<i4")
     np.testing.assert_array_equal(raw, gemm.expected_acc())
 
 

@@ -1,5 +1,5 @@
-"""The benchmark: its replayed GEMMs are the real programs cycle for cycle, and a quick run
-writes a consistent report."""
+"""The benchmark: its replays of the driver's GEMMs count the real programs' cycles, cycle
+for cycle, and a quick run writes a consistent report."""
 
 import json
 import math
@@ -10,55 +10,40 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.activity import ACTIVITIES, ArrayActivity
+from bench.gemms import lower_gemm, periodic_runs, random_gemm, replay, replay_gemm
+from bench.plan import FULL_PLAN, GEMM_SCHEDULE_CYCLES, QUICK_PLAN, Gemm, array_name
+from bench.report import write_report
 from hw.config import NpuConfig
 from hw.isa import Matmul
-from sim.bench import (
-    ACTIVITIES,
-    ArrayActivity,
-    Gemm,
-    gemm_instructions,
-    gemm_pass_depth,
-    gemm_pass_instructions,
-    replay_gemm,
-    write_report,
-)
-from sim.cycle_model import program_cycles
-from sim.programs import gemm_program, random_params, random_program
+from sim.golden import GoldenNpu
+from sim.programs import random_program
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-#: Buffers so small that most GEMMs take many M passes.
+#: Buffers so small that most GEMMs take many M blocks.
 SMALL_BUFFERS = NpuConfig(rows=3, cols=5, act_depth=16, weight_tiles=2, acc_depth=8,
                           data_bytes=2)
-GEMMS = [Gemm(1, 1, 1), Gemm(17, 7, 11), Gemm(20, 9, 5), Gemm(40, 24, 16), Gemm(37, 5, 4)]
+#: Two activation regions and weight tiles that stay resident across M blocks.
+RESIDENT = NpuConfig(rows=2, cols=2, act_depth=40, weight_tiles=8, acc_depth=30, data_bytes=1)
+GEMMS = [Gemm(1, 1, 1), Gemm(17, 7, 11), Gemm(20, 9, 5), Gemm(40, 24, 16), Gemm(37, 5, 4),
+         Gemm(300, 4, 4), Gemm(90, 16, 9)]
 
 
-def _real_program(config, gemm):
-    rng = np.random.default_rng(gemm.macs)
-    a = rng.integers(0, 256, (gemm.m, gemm.k)).astype(np.uint8)
-    w = rng.integers(-128, 128, (gemm.k, gemm.n)).astype(np.int8)
-    return gemm_program(config, a, w, random_params(rng, gemm.n))
-
-
-@pytest.mark.parametrize("config", [SMALL_BUFFERS, NpuConfig()], ids=str)
-@pytest.mark.parametrize("gemm", GEMMS, ids=str)
-def test_bench_commands_are_the_real_programs_commands(config, gemm):
-    assert list(gemm_instructions(config, gemm)) == _real_program(config, gemm).instructions
-
-
-@pytest.mark.parametrize("config", [SMALL_BUFFERS, NpuConfig()], ids=str)
+@pytest.mark.parametrize("config", [SMALL_BUFFERS, RESIDENT, NpuConfig()], ids=str)
 @pytest.mark.parametrize("gemm", GEMMS, ids=str)
 def test_replay_counts_the_cycles_of_the_real_program(config, gemm):
-    program = _real_program(config, gemm)
-    replay = replay_gemm(config, gemm)
-    assert replay["cycles"] == program_cycles(program.commands, program.data_in, config)
-    assert replay["commands"] == len(program.instructions)
-    assert set(replay["parts"]) == set(ACTIVITIES)
-    assert sum(replay["parts"].values()) == replay["cycles"]
+    chip_pass, data_in = random_gemm(config, gemm, np.random.default_rng(gemm.macs))
+    replayed = replay_gemm(config, gemm)
+    assert replayed["cycles"] == GoldenNpu(config).run(chip_pass.commands, data_in).cycles
+    assert replayed["commands"] == len(chip_pass.instructions)
+    assert lower_gemm(config, gemm).commands == chip_pass.commands
+    assert set(replayed["parts"]) == set(ACTIVITIES)
+    assert sum(replayed["parts"].values()) == replayed["cycles"]
     # Every row of A meets every weight tile once, one activation vector per cycle.
     tiles = math.ceil(gemm.k / config.rows) * math.ceil(gemm.n / config.cols)
-    assert replay["parts"]["streaming"] == gemm.m * tiles
-    assert replay["preloads"] + replay["reused_tiles"] == replay["matmuls"]
+    assert replayed["parts"]["streaming"] == gemm.m * tiles
+    assert replayed["preloads"] + replayed["reused_tiles"] == replayed["matmuls"]
 
 
 def _stepped(config, unit, times):
@@ -83,26 +68,47 @@ def test_repeat_skips_repetitions_without_changing_the_schedule(seed):
     fast = ArrayActivity(config)
     fast.repeat(unit, times)
     assert fast.summary() == plain.summary()
-    assert vars(fast.model) == vars(plain.model)
+    assert fast.model.snapshot() == plain.model.snapshot()
+    assert fast.model.counts() == plain.model.counts()
+    assert fast.model.last_dispatch == plain.model.last_dispatch
 
 
-def test_repeat_skips_identical_gemm_passes():
-    gemm = Gemm(40, 24, 16)
-    depth = gemm_pass_depth(SMALL_BUFFERS, gemm.k)
-    unit = gemm_pass_instructions(SMALL_BUFFERS, gemm, depth)
-    passes = gemm.m // depth
-    fast = ArrayActivity(SMALL_BUFFERS)
-    fast.repeat(unit, passes)
-    assert fast.repetitions_skipped > passes // 2
-    plain = _stepped(SMALL_BUFFERS, unit, passes)
+@pytest.mark.parametrize("config", [SMALL_BUFFERS, RESIDENT], ids=str)
+def test_replay_skips_identical_blocks(config):
+    chip_pass = lower_gemm(config, Gemm(300, 4, 4))
+    distinct = {id(block) for block in chip_pass.blocks}
+    assert len(distinct) < len(chip_pass.blocks) // 4
+    fast = replay(chip_pass, ArrayActivity(config))
+    # Repetitions of a period of blocks (two activation regions take turns).
+    assert fast.repetitions_skipped >= len(chip_pass.blocks) // 3
+    plain = _stepped(config, chip_pass.instructions, 1)
     assert fast.summary() == plain.summary()
+
+
+def test_periodic_runs():
+    a, b, c = object(), object(), object()
+    items = [a, b, c, b, c, b, c, a, a, a, b]
+    runs = periodic_runs(items)
+    assert [(len(unit), times) for unit, times in runs] == [(1, 1), (2, 3), (1, 3), (1, 1)]
+    assert [x for unit, times in runs for _ in range(times) for x in unit] == items
+    # Equal but distinct objects are not taken for repetitions.
+    assert len(periodic_runs([[1], [1]])) == 2
+
+
+def test_schedule_reference_covers_every_gemm():
+    # Every GEMM row has the removed schedule's cycles beside the driver's.
+    for plan in (FULL_PLAN, QUICK_PLAN):
+        gemms = ([g for _, g in plan.sweep()] + list(plan.activity)
+                 + [g for _, _, g in plan.scalesim])
+        for config in (NpuConfig(rows=4, cols=4), NpuConfig(), NpuConfig(rows=16, cols=16)):
+            assert all(str(g) in GEMM_SCHEDULE_CYCLES[array_name(config)] for g in gemms)
 
 
 def test_quick_run_writes_a_consistent_report(tmp_path):
     # Not Verilator: after a hardware change its rebuild alone takes over a minute, while
     # Icarus builds in seconds and Amaranth needs no build; the RTL backends share code.
     completed = subprocess.run(
-        [sys.executable, "-m", "sim.bench", "--quick", "--output", str(tmp_path),
+        [sys.executable, "-m", "bench", "--quick", "--output", str(tmp_path),
          "--backends", "icarus,amaranth"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stdout + completed.stderr
@@ -119,6 +125,8 @@ def test_quick_run_writes_a_consistent_report(tmp_path):
     assert all(0 < r["utilization"] <= 1 for r in sweep)
     checked = [r for r in sweep if r["golden_cycles"] is not None]
     assert checked and all(r["cycles"] == r["golden_cycles"] for r in checked)
+    assert all(r["schedule_cycles"] > 0 for r in sweep)
+    assert "gemm_schedule (8d016d9)" in report
 
     assert {r["backend"] for r in results["validation"]} >= {"amaranth"}
     assert all(r["measured_cycles"] == r["model_cycles"] and r["bytes_match"]
