@@ -108,17 +108,20 @@ class NpuHarness:
         commands_ready, data_in_ready = dut.commands__ready, dut.data_in__ready
         data_out_valid, data_out_ready = dut.data_out__valid, dut.data_out__ready
         data_out_payload, executed, busy = dut.data_out__payload, dut.executed, dut.busy
-        ports = (commands_valid, commands_payload, data_in_valid, data_in_payload,
-                 data_out_ready)
-        driven = [None] * len(ports)
+        # What each driven port holds now: a port is written only when its value changes.
+        driven = [None] * 5
 
         def drive():
-            values = (loop.commands_valid, loop.commands_payload, loop.data_in_valid,
-                      loop.data_in_payload, loop.data_out_ready)
-            for index, value in enumerate(values):
-                if value != driven[index]:
-                    ports[index].value = value
-                    driven[index] = value
+            if loop.commands_valid != driven[0]:
+                commands_valid.value = driven[0] = loop.commands_valid
+            if loop.commands_payload != driven[1]:
+                commands_payload.value = driven[1] = loop.commands_payload
+            if loop.data_in_valid != driven[2]:
+                data_in_valid.value = driven[2] = loop.data_in_valid
+            if loop.data_in_payload != driven[3]:
+                data_in_payload.value = driven[3] = loop.data_in_payload
+            if loop.data_out_ready != driven[4]:
+                data_out_ready.value = driven[4] = loop.data_out_ready
 
         edge = RisingEdge(dut.clk)
         try:
