@@ -121,6 +121,7 @@ class AmaranthSession:
         loop = job.make_loop(executed=ctx.get(dut.executed))
         ports = (dut.commands.valid, dut.commands.payload, dut.data_in.valid,
                  dut.data_in.payload, dut.data_out.ready)
+        # What each driven port holds now: a port is set only when its value changes.
         driven = [None] * len(ports)
 
         def drive():

@@ -288,6 +288,8 @@ class RtlSession:
         ------
         TimeoutError
             If the chip makes no progress for ``max_idle_cycles`` cycles.
+        ValueError
+            If ``data_in`` is not whole beats.
         RuntimeError
             If the simulation failed (the message holds the simulator's log tail).
         """
@@ -317,7 +319,9 @@ class RtlSession:
             self._conn.sendall((json.dumps(chunks) + "\n").encode())
         request_path.unlink()
         if not answer["ok"]:
-            error = TimeoutError if answer.get("type") == "TimeoutError" else RuntimeError
+            # The loop's own errors keep their type; anything else is the simulation's failure.
+            error = {"TimeoutError": TimeoutError, "ValueError": ValueError}.get(
+                answer.get("type"), RuntimeError)
             raise error(f"{self.simulation.simulator} run failed: {answer['error']}")
         with np.load(result_path) as result:
             run = RunResult.from_arrays(result)

@@ -241,3 +241,14 @@ def test_random_pauses_are_seeded():
     assert first == list(itertools.islice(random_pauses(0.4, seed=3), 200))
     assert first != list(itertools.islice(random_pauses(0.4, seed=4), 200))
     assert 40 < sum(first) < 120
+
+
+def test_data_in_wrong(verilator_session):
+    with AmaranthSession(config=CONFIG) as chip:
+        with pytest.raises(ValueError, match=r"data must be whole 4-byte beats, not 3 bytes"):
+            chip.run([isa.Nop().encode()], b"abc")
+        assert chip.run([isa.Nop().encode()]).status.commands == 1
+    with pytest.raises(ValueError, match=r"data must be whole 4-byte beats, not 3 bytes"):
+        verilator_session.run([isa.Nop().encode()], b"abc")
+    # The session still serves runs after refusing one.
+    assert verilator_session.run([isa.Nop().encode()]).status.commands == 1
