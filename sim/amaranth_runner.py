@@ -6,35 +6,27 @@ job for a testbench that never ends; the session advances the simulator until
 the job is done.
 """
 
-import random
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from amaranth.sim import Simulator
 
+from hw.beats import from_beats, to_beats
 from hw.config import NpuConfig, check_config
 from hw.isa import StatusRecord
 from hw.npu import Npu
+from sim.host_loop import HostLoop, stream_pauses
+from sim.run_result import RunResult
 
-__all__ = ["AmaranthRun", "AmaranthSession", "run_amaranth"]
-
-
-@dataclass
-class AmaranthRun:
-    """What one run sent and how long it took."""
-    data_out: bytes
-    status: StatusRecord
-    cycles: int
-    array_cycles: int
+__all__ = ["AmaranthSession", "run_amaranth"]
 
 
 @dataclass
 class _Job:
-    commands: list
-    beats: list
-    stall_probability: float
-    seed: int
-    max_idle_cycles: int
-    result: AmaranthRun | None = None
+    #: Makes the run's HostLoop from the chip's ``executed`` counter when the run starts.
+    make_loop: Callable[..., HostLoop]
+    result: RunResult | None = None
     error: Exception | None = None
 
 
@@ -63,28 +55,37 @@ class AmaranthSession:
             self._trace = self._sim.write_vcd(str(trace))
             self._trace.__enter__()
 
-    def run(self, commands, data_in=b"", *, stall_probability=0.0, seed=0,
-            max_idle_cycles=100_000):
+    def run(self, commands, data_in=b"", *, stall_probability=0.0, seed=0, commands_pause=None,
+            data_in_pause=None, data_out_pause=None, max_idle_cycles=100_000):
         """Push ``commands`` and ``data_in`` into the chip; return what came out.
 
         Parameters
         ----------
+        commands : iterable of int
+            64-bit command words.
+        data_in : bytes-like
+            The data-in stream (whole beats).
         stall_probability : float
             Chance per cycle of an idle cycle on each input stream and of
-            backpressure on the output stream.
+            backpressure on the output stream (for streams without their own pauses).
+        seed : int
+            Seed of those random pauses.
+        commands_pause, data_in_pause, data_out_pause : iterable of bool, optional
+            A stream's pause generator, one value per cycle (see :mod:`sim.host_loop`).
         max_idle_cycles : int
             Give up (TimeoutError) after this many cycles without progress.
+
+        Returns
+        -------
+        RunResult
+            With the chip's own cycle counts (``cycles_measured`` is True).
         """
-        beat_bytes = self.config.data_bytes
-        data_in = bytes(data_in)
-        if len(data_in) % beat_bytes:
-            raise ValueError(f"data_in must be whole {beat_bytes}-byte beats, "
-                             f"not {len(data_in)} bytes")
-        job = _Job(commands=[int(c) for c in commands],
-                   beats=[int.from_bytes(data_in[i:i + beat_bytes], "little")
-                          for i in range(0, len(data_in), beat_bytes)],
-                   stall_probability=stall_probability, seed=seed,
-                   max_idle_cycles=max_idle_cycles)
+        pauses = stream_pauses(stall_probability=stall_probability, seed=seed,
+                               commands_pause=commands_pause, data_in_pause=data_in_pause,
+                               data_out_pause=data_out_pause)
+        beats = to_beats(self.config, data_in)
+        job = _Job(make_loop=partial(HostLoop, commands=commands, data_in=beats, pauses=pauses,
+                                     max_idle_cycles=max_idle_cycles))
         self._jobs.append(job)
         while job.result is None and job.error is None:
             self._sim.advance()
@@ -116,61 +117,48 @@ class AmaranthSession:
 
     async def _execute(self, ctx, job):
         dut = self.dut
-        rng = random.Random(job.seed)
-        stall = job.stall_probability
-        streams = [(dut.commands, job.commands), (dut.data_in, job.beats)]
-        index = [0, 0]
-        out_beats = []
         start_cycles, start_array = ctx.get(dut.cycles), ctx.get(dut.array_cycles)
-        target = (ctx.get(dut.executed) + len(job.commands)) & 0xFFFF_FFFF
-        idle, last_progress = 0, None
-        while True:
-            # Offer the next item on each input (keeping an offer until it is taken).
-            for i, (stream, items) in enumerate(streams):
-                offering = ctx.get(stream.valid)
-                if not offering:
-                    if index[i] < len(items) and not (stall and rng.random() < stall):
-                        ctx.set(stream.payload, items[index[i]])
-                        ctx.set(stream.valid, 1)
-            ready_out = not (stall and rng.random() < stall)
-            ctx.set(dut.data_out.ready, ready_out)
-            _, _, *sampled = await ctx.tick().sample(
-                dut.commands.valid, dut.commands.ready, dut.data_in.valid, dut.data_in.ready,
-                dut.data_out.valid, dut.data_out.payload)
-            cmd_valid, cmd_ready, data_valid, data_ready, out_valid, out_payload = sampled
-            for i, (valid, ready) in enumerate([(cmd_valid, cmd_ready), (data_valid, data_ready)]):
-                if valid and ready:
-                    index[i] += 1
-                    ctx.set(streams[i][0].valid, 0)
-            if out_valid and ready_out:
-                out_beats.append(out_payload)
-            if (index[0] == len(job.commands) and ctx.get(dut.executed) == target
-                    and not ctx.get(dut.busy) and not ctx.get(dut.data_out.valid)):
-                break
-            progress = (index[0], index[1], len(out_beats))
-            idle = idle + 1 if progress == last_progress else 0
-            last_progress = progress
-            if idle > job.max_idle_cycles:
-                raise TimeoutError(f"the simulated Npu made no progress for {idle} cycles: "
-                                   f"{progress[0]} commands, {progress[1]} data beats in, "
-                                   f"{progress[2]} beats out")
-        # Data the program did not consume (commands skipped after an error) is dropped,
-        # as the golden model drops it: nothing of this run may leak into the next.
-        for stream, _ in streams:
-            ctx.set(stream.valid, 0)
-        ctx.set(dut.data_out.ready, 0)
-        beat_bytes = self.config.data_bytes
-        return AmaranthRun(
-            data_out=b"".join(b.to_bytes(beat_bytes, "little") for b in out_beats),
+        loop = job.make_loop(executed=ctx.get(dut.executed))
+        ports = (dut.commands.valid, dut.commands.payload, dut.data_in.valid,
+                 dut.data_in.payload, dut.data_out.ready)
+        # What each driven port holds now: a port is set only when its value changes.
+        driven = [None] * len(ports)
+
+        def drive():
+            values = (loop.commands_valid, loop.commands_payload, loop.data_in_valid,
+                      loop.data_in_payload, loop.data_out_ready)
+            for index, value in enumerate(values):
+                if value != driven[index]:
+                    ctx.set(ports[index], value)
+                    driven[index] = value
+
+        sampled = (dut.commands.ready, dut.data_in.ready, dut.data_out.valid,
+                   dut.data_out.payload, dut.executed, dut.busy)
+        try:
+            drive()
+            done = False
+            while not done:
+                _, _, *values = await ctx.tick().sample(*sampled)
+                done = loop.step(*values)
+                drive()
+        finally:
+            loop.stop()
+            drive()
+        config = self.config
+        array_cycles = (ctx.get(dut.array_cycles) - start_array) & 0xFFFF_FFFF
+        return RunResult(
+            data_out=from_beats(config, loop.data_out),
             status=StatusRecord(error=ctx.get(dut.error), error_opcode=ctx.get(dut.error_opcode),
                                 commands=ctx.get(dut.executed)),
-            cycles=(ctx.get(dut.cycles) - start_cycles) & 0xFFFF_FFFF,
-            array_cycles=(ctx.get(dut.array_cycles) - start_array) & 0xFFFF_FFFF)
+            cycles=(ctx.get(dut.cycles) - start_cycles) & 0xFFFF_FFFF, cycles_measured=True,
+            array_cycles=array_cycles, array_macs=array_cycles * config.rows * config.cols,
+            data_in_used=loop.data_in_taken * config.data_bytes)
 
 
-def run_amaranth(config, commands, data_in=b"", *, stall_probability=0.0, seed=0, trace=None,
-                 max_idle_cycles=100_000):
-    """Run one command stream on a freshly reset simulated Npu (see :class:`AmaranthSession`)."""
+def run_amaranth(config, commands, data_in=b"", *, trace=None, **options):
+    """Run one command stream on a freshly reset simulated Npu.
+
+    ``options`` are those of :meth:`AmaranthSession.run`.
+    """
     with AmaranthSession(config=config, trace=trace) as session:
-        return session.run(commands, data_in, stall_probability=stall_probability, seed=seed,
-                           max_idle_cycles=max_idle_cycles)
+        return session.run(commands, data_in, **options)

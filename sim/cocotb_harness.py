@@ -1,97 +1,33 @@
-"""cocotb drivers, monitor and harness for the Npu's generated Verilog.
+"""cocotb adapter of the host loop and harness for the Npu's generated Verilog.
 
-Structured as in cocotb's matrix_multiplier example and cocotbext-axi: a
-:class:`StreamSource` drives each input stream, a :class:`StreamSink` monitors
-the output stream, and :class:`NpuHarness` resets the chip, runs a command
-stream and collects what came out.  Every stream gets random idle cycles or
-backpressure when ``stall_probability`` is non-zero.
+:class:`NpuHarness` resets the chip and runs command streams on it: at each
+``RisingEdge(clk)`` it samples the chip's ports, hands them to
+:class:`sim.host_loop.HostLoop` and drives what the loop says.  Every stream gets
+pauses (idle cycles on the inputs, backpressure on the output) from the loop's pause
+generators, random when ``stall_probability`` is non-zero.
 
 Sampling follows cocotb's timing model: at ``RisingEdge(clk)`` signals still hold
 the values they had just before the edge, so ``valid and ready`` read there is
-the transfer that edge performs.  One coroutine steps every stream, which keeps
-Python overhead per simulated cycle low.
+the transfer that edge performs, as the loop's contract expects.  To keep Python
+overhead per simulated cycle low, the adapter reads only the ports the loop will
+look at and writes only the ports whose value changes.
 """
 
 import json
 import os
-import random
 
+from hw.beats import from_beats, to_beats
 from hw.config import NpuConfig
+from hw.isa import StatusRecord
+from sim.host_loop import HostLoop, stream_pauses
+from sim.run_result import RunResult
 
-__all__ = ["StreamSource", "StreamSink", "NpuHarness", "config_from_environment"]
+__all__ = ["NpuHarness", "config_from_environment"]
 
 
 def config_from_environment():
     """The NpuConfig the runner built the Verilog for (``NPU_CONFIG``)."""
     return NpuConfig(**json.loads(os.environ["NPU_CONFIG"]))
-
-
-def _port(dut, name):
-    return getattr(dut, name)
-
-
-class StreamSource:
-    """Offers a list of integers on a valid/ready stream, with random idle cycles.
-
-    Once ``valid`` is raised it stays up until the item is taken, as the stream
-    protocol requires.
-    """
-
-    def __init__(self, dut, prefix, items, *, rng, stall_probability=0.0):
-        self.valid = _port(dut, f"{prefix}__valid")
-        self.ready = _port(dut, f"{prefix}__ready")
-        self.payload = _port(dut, f"{prefix}__payload")
-        self.width = len(self.payload)
-        self.items = list(items)
-        self.index = 0
-        self.offering = False
-        self.rng = rng
-        self.stall_probability = stall_probability
-        self.valid.value = 0
-
-    @property
-    def done(self):
-        return self.index >= len(self.items)
-
-    def step(self):
-        """Called at each rising edge: account for the transfer, offer the next item."""
-        if self.offering and int(self.ready.value):
-            self.index += 1
-            self.offering = False
-        if not self.offering:
-            if self.done or (self.stall_probability
-                             and self.rng.random() < self.stall_probability):
-                self.valid.value = 0
-                return
-            self.payload.value = self.items[self.index]
-            self.valid.value = 1
-            self.offering = True
-
-
-class StreamSink:
-    """Takes beats from a valid/ready stream, with random backpressure."""
-
-    def __init__(self, dut, prefix, *, rng, stall_probability=0.0):
-        self.valid = _port(dut, f"{prefix}__valid")
-        self.ready = _port(dut, f"{prefix}__ready")
-        self.payload = _port(dut, f"{prefix}__payload")
-        self.width = len(self.payload)
-        self.beats = []
-        self.rng = rng
-        self.stall_probability = stall_probability
-        self.accepting = False
-        self.ready.value = 0
-
-    def step(self):
-        if self.accepting and int(self.valid.value):
-            self.beats.append(self.payload.value.to_unsigned())
-        self.accepting = not (self.stall_probability
-                              and self.rng.random() < self.stall_probability)
-        self.ready.value = int(self.accepting)
-
-    def data(self):
-        nbytes = self.width // 8
-        return b"".join(b.to_bytes(nbytes, "little") for b in self.beats)
 
 
 class NpuHarness:
@@ -135,15 +71,22 @@ class NpuHarness:
         await RisingEdge(dut.clk)
 
     def status(self):
-        from hw.isa import StatusRecord
         dut = self.dut
         return StatusRecord(error=dut.error.value.to_unsigned(),
                             error_opcode=dut.error_opcode.value.to_unsigned(),
                             commands=dut.executed.value.to_unsigned())
 
     async def run(self, commands, data_in=b"", *, stall_probability=0.0, seed=0,
+                  commands_pause=None, data_in_pause=None, data_out_pause=None,
                   max_idle_cycles=100_000):
-        """Push ``commands`` and ``data_in``; return the data-out bytes once the chip is idle.
+        """Push ``commands`` and ``data_in``; return what came out once the chip is idle.
+
+        The options are those of :meth:`sim.amaranth_runner.AmaranthSession.run`.
+
+        Returns
+        -------
+        RunResult
+            With the chip's own cycle counts (``cycles_measured`` is True).
 
         Raises
         ------
@@ -151,38 +94,59 @@ class NpuHarness:
             If the chip makes no progress for ``max_idle_cycles`` cycles.
         """
         from cocotb.triggers import RisingEdge
-        dut, beat = self.dut, self.config.data_bytes
-        if len(data_in) % beat:
-            raise ValueError(f"data_in must be whole {beat}-byte beats, not {len(data_in)} bytes")
-        rng = random.Random(seed)
-        sources = [
-            StreamSource(dut, "commands", [int(c) for c in commands], rng=rng,
-                         stall_probability=stall_probability),
-            StreamSource(dut, "data_in", [int.from_bytes(data_in[i:i + beat], "little")
-                                          for i in range(0, len(data_in), beat)],
-                         rng=rng, stall_probability=stall_probability),
-        ]
-        sink = StreamSink(dut, "data_out", rng=rng, stall_probability=stall_probability)
-        start_executed = dut.executed.value.to_unsigned()
-        target = (start_executed + len(sources[0].items)) & 0xFFFF_FFFF
-        idle = 0
-        progress = (0, 0, 0)
-        while True:
-            await RisingEdge(dut.clk)
-            for source in sources:
-                source.step()
-            sink.step()
-            if (sources[0].done and dut.executed.value.to_unsigned() == target
-                    and not int(dut.busy.value) and not int(dut.data_out__valid.value)):
-                break
-            now = (sources[0].index, sources[1].index, len(sink.beats))
-            idle = 0 if now != progress else idle + 1
-            progress = now
-            if idle > max_idle_cycles:
-                raise TimeoutError(f"the chip made no progress for {max_idle_cycles} cycles: "
-                                   f"{now[0]} commands, {now[1]} data beats in, "
-                                   f"{now[2]} beats out, status {self.status()}")
-        for source in sources:
-            source.valid.value = 0
-        sink.ready.value = 0
-        return sink.data()
+        dut, config = self.dut, self.config
+        pauses = stream_pauses(stall_probability=stall_probability, seed=seed,
+                               commands_pause=commands_pause, data_in_pause=data_in_pause,
+                               data_out_pause=data_out_pause)
+        start_cycles = dut.cycles.value.to_unsigned()
+        start_array = dut.array_cycles.value.to_unsigned()
+        loop = HostLoop(commands=commands, data_in=to_beats(config, data_in),
+                        executed=dut.executed.value.to_unsigned(), pauses=pauses,
+                        max_idle_cycles=max_idle_cycles)
+        commands_valid, commands_payload = dut.commands__valid, dut.commands__payload
+        data_in_valid, data_in_payload = dut.data_in__valid, dut.data_in__payload
+        commands_ready, data_in_ready = dut.commands__ready, dut.data_in__ready
+        data_out_valid, data_out_ready = dut.data_out__valid, dut.data_out__ready
+        data_out_payload, executed, busy = dut.data_out__payload, dut.executed, dut.busy
+        # What each driven port holds now: a port is written only when its value changes.
+        driven = [None] * 5
+
+        def drive():
+            if loop.commands_valid != driven[0]:
+                commands_valid.value = driven[0] = loop.commands_valid
+            if loop.commands_payload != driven[1]:
+                commands_payload.value = driven[1] = loop.commands_payload
+            if loop.data_in_valid != driven[2]:
+                data_in_valid.value = driven[2] = loop.data_in_valid
+            if loop.data_in_payload != driven[3]:
+                data_in_payload.value = driven[3] = loop.data_in_payload
+            if loop.data_out_ready != driven[4]:
+                data_out_ready.value = driven[4] = loop.data_out_ready
+
+        edge = RisingEdge(dut.clk)
+        try:
+            drive()
+            done = False
+            while not done:
+                await edge
+                out_valid = int(data_out_valid.value)
+                status = loop.needs_status
+                done = loop.step(
+                    int(commands_ready.value) if loop.commands_valid else None,
+                    int(data_in_ready.value) if loop.data_in_valid else None,
+                    out_valid,
+                    data_out_payload.value.to_unsigned()
+                    if out_valid and loop.data_out_ready else None,
+                    executed.value.to_unsigned() if status else None,
+                    int(busy.value) if status else None)
+                drive()
+        finally:
+            loop.stop()
+            drive()
+        array_cycles = (dut.array_cycles.value.to_unsigned() - start_array) & 0xFFFF_FFFF
+        return RunResult(
+            data_out=from_beats(config, loop.data_out), status=self.status(),
+            cycles=(dut.cycles.value.to_unsigned() - start_cycles) & 0xFFFF_FFFF,
+            cycles_measured=True, array_cycles=array_cycles,
+            array_macs=array_cycles * config.rows * config.cols,
+            data_in_used=loop.data_in_taken * config.data_bytes)

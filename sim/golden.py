@@ -6,8 +6,6 @@ sticky error behaviour.  It keeps its buffers between :meth:`GoldenNpu.run` call
 as the chip does.
 """
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from hw import isa
@@ -15,6 +13,7 @@ from hw.beats import pack_rows, row_stride, unpack_rows
 from hw.config import OPERAND_WIDTH, PARAM_RECORD_BYTES, NpuConfig, check_config
 from hw.isa import ErrorCode, Opcode
 from sim.cycle_model import CycleModel, Outcome
+from sim.run_result import RunResult
 
 __all__ = ["GoldenNpu", "RunResult", "DataUnderflow", "requantize", "widen_weights",
            "check_command"]
@@ -27,18 +26,6 @@ class DataUnderflow(RuntimeError):
 
     The chip would wait for more data; the model cannot, so it says so.
     """
-
-
-@dataclass
-class RunResult:
-    """What one :meth:`GoldenNpu.run` produced."""
-    data_out: bytes
-    status: isa.StatusRecord
-    data_in_used: int
-    #: Cycles the chip takes for this run without stalls (the cycle model's count).
-    cycles: int = 0
-    #: Multiply-accumulates the array issued (``rows * cols`` per activation vector).
-    array_macs: int = 0
 
 
 def _wrap(values, bits):
@@ -221,8 +208,8 @@ class GoldenNpu:
         Returns
         -------
         RunResult
-            The data-out bytes, the status after the last command and the data-in
-            bytes consumed.
+            The data-out bytes, the status after the last command, the data-in bytes
+            consumed and the cycle model's counts (``cycles_measured`` is False).
 
         Raises
         ------
@@ -236,9 +223,11 @@ class GoldenNpu:
         self.timeline.start_run()
         for word in commands:
             self.step(int(word))
+        array_macs = self.macs - macs
         return RunResult(data_out=b"".join(self._out), status=self.status(),
-                         data_in_used=self._pos, cycles=self.timeline.cycles,
-                         array_macs=self.macs - macs)
+                         cycles=self.timeline.cycles, cycles_measured=False,
+                         array_cycles=array_macs // (self.config.rows * self.config.cols),
+                         array_macs=array_macs, data_in_used=self._pos)
 
     def status(self):
         return isa.StatusRecord(error=int(self.error), error_opcode=self.error_opcode,

@@ -18,16 +18,16 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from hw.config import NpuConfig, check_config
 from hw.generate import TOPLEVEL, generate_verilog
-from hw.isa import StatusRecord
+from sim.host_loop import STREAMS, stream_pauses
+from sim.run_result import RunResult
 
-__all__ = ["SIMULATORS", "SimulatorMissing", "RtlSimulation", "RtlRun",
+__all__ = ["SIMULATORS", "SimulatorMissing", "RtlSimulation",
            "simulator_problem", "verilator_bin_dir", "RtlSession"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -90,15 +90,6 @@ def _trigger_combinational_blocks(text):
 
 def _config_key(config):
     return hashlib.sha1(json.dumps(config.as_dict(), sort_keys=True).encode()).hexdigest()[:10]
-
-
-@dataclass
-class RtlRun:
-    """What :meth:`RtlSimulation.run_program` returns."""
-    data_out: bytes
-    status: StatusRecord
-    cycles: int
-    array_cycles: int
 
 
 class RtlSimulation:
@@ -217,12 +208,12 @@ class RtlSimulation:
         """Start a simulated chip that serves runs until closed (see :class:`RtlSession`)."""
         return RtlSession(self, trace_path=trace_path)
 
-    def run_program(self, commands, data_in=b"", *, stall_probability=0.0, seed=0,
-                    trace_path=None):
-        """Run one command stream on a freshly reset chip; returns an :class:`RtlRun`."""
+    def run_program(self, commands, data_in=b"", *, trace_path=None, **options):
+        """Run one command stream on a freshly reset chip; returns a
+        :class:`~sim.run_result.RunResult`.  ``options`` are those of :meth:`RtlSession.run`.
+        """
         with self.session(trace_path=trace_path) as session:
-            return session.run(commands, data_in, stall_probability=stall_probability,
-                               seed=seed)
+            return session.run(commands, data_in, **options)
 
 
 class RtlSession:
@@ -285,39 +276,57 @@ class RtlSession:
         raise RuntimeError(f"the {self.simulation.simulator} simulation did not start:\n"
                            f"{self._outcome.get('error') or self._log_tail()}")
 
-    def run(self, commands, data_in=b"", *, stall_probability=0.0, seed=0,
-            max_idle_cycles=100_000):
-        """Run a command stream on the chip; returns an :class:`RtlRun`.
+    def run(self, commands, data_in=b"", *, stall_probability=0.0, seed=0, commands_pause=None,
+            data_in_pause=None, data_out_pause=None, max_idle_cycles=100_000):
+        """Run a command stream on the chip; returns a :class:`~sim.run_result.RunResult`.
+
+        The options are those of :meth:`sim.amaranth_runner.AmaranthSession.run`; the
+        pause generators stay in this process, which sends their values to the
+        simulator as it consumes them.
 
         Raises
         ------
+        TimeoutError
+            If the chip makes no progress for ``max_idle_cycles`` cycles.
+        ValueError
+            If ``data_in`` is not whole beats.
         RuntimeError
             If the simulation failed (the message holds the simulator's log tail).
         """
+        pauses = dict(zip(STREAMS, stream_pauses(
+            stall_probability=stall_probability, seed=seed, commands_pause=commands_pause,
+            data_in_pause=data_in_pause, data_out_pause=data_out_pause), strict=True))
+        pauses = {name: values for name, values in pauses.items() if values is not None}
         self._runs += 1
         request_path = self.test_dir / f"program-{self._runs}.npz"
         result_path = self.test_dir / f"result-{self._runs}.npz"
         np.savez(request_path, commands=np.array([int(c) for c in commands], dtype=np.uint64),
                  data_in=np.frombuffer(bytes(data_in), dtype=np.uint8))
         request = {"program": str(request_path), "result": str(result_path),
-                   "stall_probability": stall_probability, "seed": seed,
-                   "max_idle_cycles": max_idle_cycles}
+                   "paused": list(pauses), "max_idle_cycles": max_idle_cycles}
         self._conn.sendall((json.dumps(request) + "\n").encode())
-        line = self._answers.readline()
-        if not line:
-            raise RuntimeError(f"the {self.simulation.simulator} simulation ended "
-                               f"unexpectedly:\n{self._log_tail()}")
-        answer = json.loads(line)
-        if not answer["ok"]:
-            raise RuntimeError(f"{self.simulation.simulator} run failed: {answer['error']}")
-        result = np.load(result_path)
+        while True:
+            line = self._answers.readline()
+            if not line:
+                raise RuntimeError(f"the {self.simulation.simulator} simulation ended "
+                                   f"unexpectedly:\n{self._log_tail()}")
+            answer = json.loads(line)
+            if "pauses" not in answer:
+                break
+            count = int(answer["pauses"])
+            chunks = {name: "".join("1" if next(values, False) else "0" for _ in range(count))
+                      for name, values in pauses.items()}
+            self._conn.sendall((json.dumps(chunks) + "\n").encode())
         request_path.unlink()
+        if not answer["ok"]:
+            # The loop's own errors keep their type; anything else is the simulation's failure.
+            error = {"TimeoutError": TimeoutError, "ValueError": ValueError}.get(
+                answer.get("type"), RuntimeError)
+            raise error(f"{self.simulation.simulator} run failed: {answer['error']}")
+        with np.load(result_path) as result:
+            run = RunResult.from_arrays(result)
         result_path.unlink()
-        return RtlRun(data_out=result["data_out"].tobytes(),
-                      status=StatusRecord(error=int(result["error"]),
-                                          error_opcode=int(result["error_opcode"]),
-                                          commands=int(result["executed"])),
-                      cycles=int(result["cycles"]), array_cycles=int(result["array_cycles"]))
+        return run
 
     def close(self):
         """End the simulation (writing the waveform, if any)."""

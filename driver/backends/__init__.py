@@ -4,7 +4,6 @@ The driver hands a backend command words and data-in bytes and gets data-out byt
 and a status back; it never knows which backend it talks to.
 """
 
-from .base import Backend, BackendUnavailable, ExecuteResult, available_backends, open_backend
+from .base import Backend, BackendUnavailable, available_backends, open_backend
 
-__all__ = ["Backend", "BackendUnavailable", "ExecuteResult", "available_backends",
-           "open_backend"]
+__all__ = ["Backend", "BackendUnavailable", "available_backends", "open_backend"]

@@ -1,31 +1,15 @@
 """The backend interface and the registry of backends."""
 
 import importlib
-from dataclasses import dataclass
 
 from hw.config import NpuConfig, check_config
-from hw.isa import StatusRecord
 
-__all__ = ["Backend", "SimulatorBackend", "BackendUnavailable", "ExecuteResult", "BACKENDS",
-           "open_backend", "available_backends"]
+__all__ = ["Backend", "SimulatorBackend", "BackendUnavailable", "BACKENDS", "open_backend",
+           "available_backends"]
 
 
 class BackendUnavailable(RuntimeError):
     """A backend cannot start: the message says what is missing and how to install it."""
-
-
-@dataclass
-class ExecuteResult:
-    """What a backend returns for one command stream."""
-    #: Every byte the chip sent on its data-out stream.
-    data_out: bytes
-    #: Sticky error, failing opcode and command count after the last command.
-    status: StatusRecord
-    #: Clock cycles from the first command to idle, or None where the backend has no clock
-    #: (the golden backend reports the cycle model's estimate instead).
-    cycles: int | None = None
-    #: True when ``cycles`` is a measurement of the RTL, False when it is the cycle model's.
-    cycles_measured: bool = False
 
 
 class Backend:
@@ -49,7 +33,9 @@ class Backend:
 
         Returns
         -------
-        ExecuteResult
+        sim.run_result.RunResult
+            The data-out bytes, the status and the cycles (measured on the RTL, or the
+            cycle model's count where the backend has no clock: ``cycles_measured``).
         """
         raise NotImplementedError
 
@@ -71,7 +57,7 @@ class SimulatorBackend(Backend):
     """A backend over a simulator session that keeps one chip alive.
 
     Subclasses open ``self._session`` (anything with ``run(commands, data_in,
-    stall_probability=, seed=)`` returning data_out, status and cycles, and
+    stall_probability=, seed=)`` returning a :class:`~sim.run_result.RunResult`, and
     ``close()``) in their constructor.
     """
 
@@ -84,10 +70,8 @@ class SimulatorBackend(Backend):
 
     def execute(self, commands, data_in=b""):
         self._runs += 1
-        run = self._session.run(commands, data_in, stall_probability=self.stall_probability,
-                                seed=self.seed + self._runs)
-        return ExecuteResult(data_out=run.data_out, status=run.status, cycles=run.cycles,
-                             cycles_measured=True)
+        return self._session.run(commands, data_in, stall_probability=self.stall_probability,
+                                 seed=self.seed + self._runs)
 
     def close(self):
         if self._session is not None:

@@ -2,7 +2,7 @@
 
 from sim.golden import GoldenNpu
 
-from .base import Backend, ExecuteResult
+from .base import Backend
 
 __all__ = ["GoldenBackend"]
 
@@ -17,6 +17,4 @@ class GoldenBackend(Backend):
         self.model = GoldenNpu(self.config)
 
     def execute(self, commands, data_in=b""):
-        result = self.model.run(commands, data_in)
-        return ExecuteResult(data_out=result.data_out, status=result.status,
-                             cycles=result.cycles, cycles_measured=False)
+        return self.model.run(commands, data_in)

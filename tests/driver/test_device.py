@@ -5,10 +5,11 @@ import pytest
 from npu_builders import chain_of, random_input, random_layer
 
 import driver
-from driver.backends.base import Backend, ExecuteResult
+from driver.backends.base import Backend
 from driver.backends.golden import GoldenBackend
 from hw.config import NpuConfig
 from sim.golden import GoldenNpu
+from sim.run_result import RunResult
 
 
 class MismatchedChip(GoldenBackend):
@@ -24,14 +25,14 @@ class ShortChip(GoldenBackend):
 
     def execute(self, commands, data_in=b""):
         result = super().execute(commands, data_in)
-        return ExecuteResult(data_out=result.data_out[1:], status=result.status)
+        return RunResult(data_out=result.data_out[1:], status=result.status)
 
 
 class CountingChip(GoldenBackend):
     def execute(self, commands, data_in=b""):
         result = super().execute(commands, data_in)
-        return ExecuteResult(data_out=result.data_out, status=result.status, cycles=1000,
-                             cycles_measured=True)
+        return RunResult(data_out=result.data_out, status=result.status, cycles=1000,
+                         cycles_measured=True)
 
 
 def test_run_layer_chain_and_network():
@@ -137,7 +138,7 @@ def test_backend_never_sees_layers():
         def execute(self, commands, data_in=b""):
             seen.append((type(commands), type(data_in)))
             result = self.inner.run(commands, data_in)
-            return ExecuteResult(data_out=result.data_out, status=result.status)
+            return RunResult(data_out=result.data_out, status=result.status)
 
     layer = random_layer(np.random.default_rng(9), 5, 5)
     x = random_input(np.random.default_rng(9), 2, layer)

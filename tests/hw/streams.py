@@ -5,24 +5,32 @@ test sees random idle cycles on the valid side and random backpressure on the
 ready side.
 """
 
-import random
+from sim.host_loop import random_pauses
 
 __all__ = ["StreamStalls", "stream_put", "stream_get", "put_all", "get_all"]
 
 
 class StreamStalls:
-    """Random stall generator: before each transfer, idle ``randrange(max_idle + 1)``
-    cycles with probability ``probability``."""
+    """Idle cycles before each transfer, from a pause generator as the host loop's
+    (:mod:`sim.host_loop`): a transfer waits while the generator says pause, one value
+    per cycle.
 
-    def __init__(self, *, seed=0, probability=0.3, max_idle=3):
-        self.rng = random.Random(seed)
-        self.probability = probability
-        self.max_idle = max_idle
+    Parameters
+    ----------
+    seed, probability
+        Of the default generator, :func:`sim.host_loop.random_pauses`.
+    pauses : iterable of bool, optional
+        Any other pause generator (an exhausted one pauses no more).
+    """
+
+    def __init__(self, *, seed=0, probability=0.3, pauses=None):
+        self.pauses = random_pauses(probability, seed=seed) if pauses is None else iter(pauses)
 
     def idle_cycles(self):
-        if self.rng.random() < self.probability:
-            return self.rng.randint(1, self.max_idle)
-        return 0
+        idle = 0
+        while next(self.pauses, False):
+            idle += 1
+        return idle
 
 
 async def stream_put(ctx, stream, payload, stalls=None):

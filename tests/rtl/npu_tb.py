@@ -39,8 +39,8 @@ class Checker:
     async def check(self, commands, data_in=b"", label=""):
         expected = self.model.run(commands, data_in)
         self.runs += 1
-        got = await self.harness.run(commands, data_in, stall_probability=STALLS,
-                                     seed=self.runs)
+        got = (await self.harness.run(commands, data_in, stall_probability=STALLS,
+                                      seed=self.runs)).data_out
         if got != expected.data_out:
             first = next((i for i, (a, b) in enumerate(zip(got, expected.data_out, strict=False))
                           if a != b), min(len(got), len(expected.data_out)))
