@@ -16,7 +16,7 @@ from hw.beats import from_beats, to_beats
 from hw.config import NpuConfig, check_config
 from hw.isa import StatusRecord
 from hw.npu import Npu
-from sim.host_loop import HostLoop, stream_pauses
+from sim.host_loop import HostLoop, counter_difference, stream_pauses
 from sim.run_result import RunResult
 
 __all__ = ["AmaranthSession", "run_amaranth"]
@@ -145,12 +145,12 @@ class AmaranthSession:
             loop.stop()
             drive()
         config = self.config
-        array_cycles = (ctx.get(dut.array_cycles) - start_array) & 0xFFFF_FFFF
+        array_cycles = counter_difference(ctx.get(dut.array_cycles), start_array)
         return RunResult(
             data_out=from_beats(config, loop.data_out),
             status=StatusRecord(error=ctx.get(dut.error), error_opcode=ctx.get(dut.error_opcode),
                                 commands=ctx.get(dut.executed)),
-            cycles=(ctx.get(dut.cycles) - start_cycles) & 0xFFFF_FFFF, cycles_measured=True,
+            cycles=counter_difference(ctx.get(dut.cycles), start_cycles), cycles_measured=True,
             array_cycles=array_cycles, array_macs=array_cycles * config.rows * config.cols,
             data_in_used=loop.data_in_taken * config.data_bytes)
 

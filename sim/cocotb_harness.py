@@ -19,7 +19,7 @@ import os
 from hw.beats import from_beats, to_beats
 from hw.config import NpuConfig
 from hw.isa import StatusRecord
-from sim.host_loop import HostLoop, stream_pauses
+from sim.host_loop import HostLoop, counter_difference, stream_pauses
 from sim.run_result import RunResult
 
 __all__ = ["NpuHarness", "config_from_environment"]
@@ -143,10 +143,10 @@ class NpuHarness:
         finally:
             loop.stop()
             drive()
-        array_cycles = (dut.array_cycles.value.to_unsigned() - start_array) & 0xFFFF_FFFF
+        array_cycles = counter_difference(dut.array_cycles.value.to_unsigned(), start_array)
         return RunResult(
             data_out=from_beats(config, loop.data_out), status=self.status(),
-            cycles=(dut.cycles.value.to_unsigned() - start_cycles) & 0xFFFF_FFFF,
+            cycles=counter_difference(dut.cycles.value.to_unsigned(), start_cycles),
             cycles_measured=True, array_cycles=array_cycles,
             array_macs=array_cycles * config.rows * config.cols,
             data_in_used=loop.data_in_taken * config.data_bytes)

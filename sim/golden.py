@@ -10,7 +10,7 @@ import numpy as np
 
 from hw import isa
 from hw.beats import pack_rows, row_stride, unpack_rows
-from hw.config import OPERAND_WIDTH, PARAM_RECORD_BYTES, NpuConfig, check_config
+from hw.config import ACC_WIDTH, OPERAND_WIDTH, PARAM_RECORD_BYTES, NpuConfig, check_config
 from hw.isa import ErrorCode, Opcode
 from sim.cycle_model import CycleModel, Outcome
 from sim.run_result import RunResult
@@ -18,7 +18,9 @@ from sim.run_result import RunResult
 __all__ = ["GoldenNpu", "RunResult", "DataUnderflow", "requantize", "widen_weights",
            "check_command"]
 
-_INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
+_INT32_MIN, _INT32_MAX = -(1 << (ACC_WIDTH - 1)), (1 << (ACC_WIDTH - 1)) - 1
+#: The status record's command count wraps at its field width.
+_COMMAND_COUNT_MASK = (1 << isa.status_shape("commands").width) - 1
 
 
 class DataUnderflow(RuntimeError):
@@ -231,7 +233,7 @@ class GoldenNpu:
 
     def status(self):
         return isa.StatusRecord(error=int(self.error), error_opcode=self.error_opcode,
-                                commands=self.commands & 0xFFFF_FFFF)
+                                commands=self.commands & _COMMAND_COUNT_MASK)
 
     def _checked(self, word):
         """``check_command`` of ``word``, remembered: tiled programs repeat their words."""
@@ -300,7 +302,7 @@ class GoldenNpu:
         products = self.act[ins.act_addr:ins.act_addr + ins.count] @ self.weights[ins.slot]
         rows = slice(ins.acc_addr, ins.acc_addr + ins.count)
         base = self.acc[rows] if ins.accumulate else 0
-        self.acc[rows] = _wrap(base + products, 32)
+        self.acc[rows] = _wrap(base + products, ACC_WIDTH)
         self.macs += ins.count * self.config.rows * self.config.cols
 
     def _exec_store(self, ins):

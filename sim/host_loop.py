@@ -54,12 +54,21 @@ iterable :func:`random_pauses` when ``stall_probability`` is non-zero.
 import numbers
 import random
 
-__all__ = ["STREAMS", "HostLoop", "random_pauses", "stream_pauses"]
+from hw.isa import status_shape
+
+__all__ = ["STREAMS", "HostLoop", "random_pauses", "stream_pauses", "counter_difference"]
 
 #: The chip's streams, in the order pause iterators are given and advanced.
 STREAMS = ("commands", "data_in", "data_out")
 
-_COUNTER_MASK = 0xFFFF_FFFF
+#: The chip's counters (``executed``, ``cycles``, ``array_cycles``) are as wide as the
+#: status record's command count and wrap around.
+_COUNTER_MASK = (1 << status_shape("commands").width) - 1
+
+
+def counter_difference(now, start):
+    """Counts between two readings of a chip counter, across its wrap-around."""
+    return (int(now) - int(start)) & _COUNTER_MASK
 
 
 def _check_probability(probability, name):

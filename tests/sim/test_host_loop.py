@@ -11,17 +11,19 @@
 """
 
 import itertools
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from driver.lowering import lower_matmul
 from hw import isa
 from hw.beats import pack_rows
 from hw.config import NpuConfig
 from sim.amaranth_runner import AmaranthSession
 from sim.golden import GoldenNpu
 from sim.host_loop import HostLoop, random_pauses, stream_pauses
-from sim.programs import gemm_program, random_params
+from sim.programs import random_params
 from sim.rtl import RtlSimulation, simulator_problem
 
 CONFIG = NpuConfig(rows=4, cols=4, act_depth=64, weight_tiles=2, acc_depth=32, data_bytes=4)
@@ -35,12 +37,13 @@ def _patterns():
 
 
 def _gemm(seed):
+    """A 6x9x7 GEMM as the driver lowers it (it ends with a READ_STATUS)."""
     rng = np.random.default_rng(seed)
     a = rng.integers(0, 256, (6, 9)).astype(np.uint8)
     w = rng.integers(-128, 128, (9, 7)).astype(np.int8)
-    program = gemm_program(CONFIG, a, w, random_params(rng, 7))
-    program.add(isa.ReadStatus())
-    return program
+    chip_pass = lower_matmul(w, batch=6, config=CONFIG, act_signed=False,
+                             records=random_params(rng, 7))
+    return SimpleNamespace(commands=chip_pass.commands, data_in=chip_pass.data_in(a))
 
 
 def _starved_load():
