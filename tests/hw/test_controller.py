@@ -40,6 +40,7 @@ import pytest
 from amaranth import Module
 from amaranth.lib import wiring
 from amaranth.sim import Simulator
+from directed_commands import directed_commands
 from harness import (
     Monitor,
     Trace,
@@ -453,54 +454,9 @@ def _decode(config, words):
     return codes
 
 
-def _directed(config):
-    """Hand-written commands with the code each must raise on ``config`` (the rules'
-    independent check): one per rule and per error class, and valid ones at the limits."""
-    c = config
-    return [
-        (0x9, ErrorCode.BAD_OPCODE),
-        (0xF | (1 << 63), ErrorCode.BAD_OPCODE),
-        (isa.Nop().encode() | (1 << 4), ErrorCode.RESERVED_BITS),
-        (isa.Store(acc_addr=0, count=0, n=0).encode() | (1 << 63), ErrorCode.RESERVED_BITS),
-        (isa.LoadParams(count=0).encode(), ErrorCode.ZERO_SIZE),
-        (isa.LoadParams(count=c.cols + 1).encode(), ErrorCode.OVERSIZE),
-        (isa.LoadParams(count=c.cols, param_set=1).encode(), ErrorCode.NONE),
-        (isa.LoadAct(addr=0, count=0, length=1).encode(), ErrorCode.ZERO_SIZE),
-        (isa.LoadAct(addr=0, count=1, length=0).encode(), ErrorCode.ZERO_SIZE),
-        (isa.LoadAct(addr=0, count=1, length=c.rows + 1).encode(), ErrorCode.OVERSIZE),
-        # Zero sizes come before oversize and address ranges.
-        (isa.LoadAct(addr=c.act_depth, count=0, length=c.rows + 1).encode(),
-         ErrorCode.ZERO_SIZE),
-        (isa.LoadAct(addr=c.act_depth - 1, count=2, length=1).encode(), ErrorCode.ADDR_RANGE),
-        (isa.LoadAct(addr=c.act_depth - 2, count=2, length=c.rows).encode(), ErrorCode.NONE),
-        (isa.LoadWeight(slot=0, k=0, n=1).encode(), ErrorCode.ZERO_SIZE),
-        (isa.LoadWeight(slot=0, k=1, n=0).encode(), ErrorCode.ZERO_SIZE),
-        (isa.LoadWeight(slot=0, k=c.rows + 1, n=1).encode(), ErrorCode.OVERSIZE),
-        (isa.LoadWeight(slot=0, k=1, n=c.cols + 1).encode(), ErrorCode.OVERSIZE),
-        (isa.LoadWeight(slot=c.weight_tiles, k=c.rows + 1, n=1).encode(), ErrorCode.OVERSIZE),
-        (isa.LoadWeight(slot=c.weight_tiles, k=1, n=1).encode(), ErrorCode.ADDR_RANGE),
-        (isa.LoadWeight(slot=c.weight_tiles - 1, k=c.rows, n=c.cols).encode(), ErrorCode.NONE),
-        (isa.Matmul(act_addr=0, count=0, slot=0, acc_addr=0).encode(), ErrorCode.ZERO_SIZE),
-        (isa.Matmul(act_addr=c.act_depth, count=1, slot=0, acc_addr=0).encode(),
-         ErrorCode.ADDR_RANGE),
-        (isa.Matmul(act_addr=0, count=1, slot=0, acc_addr=c.acc_depth).encode(),
-         ErrorCode.ADDR_RANGE),
-        (isa.Matmul(act_addr=0, count=1, slot=c.weight_tiles, acc_addr=0).encode(),
-         ErrorCode.ADDR_RANGE),
-        (isa.Matmul(act_addr=c.act_depth - 1, count=1, slot=c.weight_tiles - 1,
-                    acc_addr=c.acc_depth - 1, accumulate=1).encode(), ErrorCode.NONE),
-        (isa.Store(acc_addr=0, count=0, n=1).encode(), ErrorCode.ZERO_SIZE),
-        (isa.Store(acc_addr=0, count=1, n=0).encode(), ErrorCode.ZERO_SIZE),
-        (isa.Store(acc_addr=0, count=1, n=c.cols + 1).encode(), ErrorCode.OVERSIZE),
-        (isa.Store(acc_addr=c.acc_depth - 2, count=3, n=1).encode(), ErrorCode.ADDR_RANGE),
-        (isa.Store(acc_addr=0, count=c.acc_depth, n=c.cols, raw=1).encode(), ErrorCode.NONE),
-        (isa.ReadStatus().encode(), ErrorCode.NONE),
-    ]
-
-
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c.rows}x{c.cols}")
 def test_decoder_directed_cases(config):
-    words, expected = zip(*_directed(config), strict=True)
+    words, expected = zip(*directed_commands(config), strict=True)
     assert _decode(config, words) == list(expected)
     assert [check_command(word, config)[0] for word in words] == list(expected)
 

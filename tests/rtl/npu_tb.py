@@ -12,6 +12,7 @@ import os
 
 import cocotb
 import numpy as np
+from directed_commands import directed_commands
 
 from driver.lowering import lower_matmul
 from hw import isa
@@ -108,38 +109,6 @@ async def accumulator_buffer_limits(dut):
     assert np.array_equal(chip_pass.decode(out), a.astype(np.int64) @ w)
 
 
-def _malformed_commands(config):
-    """One malformed command per error class, with the code it must raise."""
-    c = config
-    load_act_oversize = isa.LoadAct(addr=0, count=1, length=1).encode()
-    load_act_oversize |= (c.rows + 1) << isa.LoadAct.field_offsets()["length"][0]
-    return [
-        (0x9, ErrorCode.BAD_OPCODE),
-        (0xF | (1 << 40), ErrorCode.BAD_OPCODE),
-        (isa.Nop().encode() | (1 << 63), ErrorCode.RESERVED_BITS),
-        (isa.LoadAct(addr=0, count=1, length=1).encode() | (1 << 63), ErrorCode.RESERVED_BITS),
-        (isa.LoadAct(addr=0, count=0, length=1).encode(), ErrorCode.ZERO_SIZE),
-        (isa.LoadWeight(slot=0, k=1, n=0).encode(), ErrorCode.ZERO_SIZE),
-        (isa.Matmul(act_addr=0, count=0, slot=0, acc_addr=0).encode(), ErrorCode.ZERO_SIZE),
-        (isa.Store(acc_addr=0, count=1, n=0).encode(), ErrorCode.ZERO_SIZE),
-        (isa.LoadParams(count=0).encode(), ErrorCode.ZERO_SIZE),
-        (load_act_oversize, ErrorCode.OVERSIZE),
-        (isa.LoadWeight(slot=0, k=c.rows + 1, n=1).encode(), ErrorCode.OVERSIZE),
-        (isa.LoadWeight(slot=0, k=1, n=c.cols + 1).encode(), ErrorCode.OVERSIZE),
-        (isa.Store(acc_addr=0, count=1, n=c.cols + 1).encode(), ErrorCode.OVERSIZE),
-        (isa.LoadParams(count=c.cols + 1).encode(), ErrorCode.OVERSIZE),
-        (isa.LoadAct(addr=c.act_depth - 1, count=2, length=1).encode(), ErrorCode.ADDR_RANGE),
-        (isa.LoadWeight(slot=c.weight_tiles, k=1, n=1).encode(), ErrorCode.ADDR_RANGE),
-        (isa.Matmul(act_addr=c.act_depth, count=1, slot=0, acc_addr=0).encode(),
-         ErrorCode.ADDR_RANGE),
-        (isa.Matmul(act_addr=0, count=1, slot=0, acc_addr=c.acc_depth).encode(),
-         ErrorCode.ADDR_RANGE),
-        (isa.Matmul(act_addr=0, count=1, slot=c.weight_tiles, acc_addr=0).encode(),
-         ErrorCode.ADDR_RANGE),
-        (isa.Store(acc_addr=c.acc_depth - 2, count=3, n=1).encode(), ErrorCode.ADDR_RANGE),
-    ]
-
-
 @cocotb.test()
 async def malformed_commands_set_sticky_errors(dut):
     """Each malformed command class latches its code, is consumed, and corrupts nothing.
@@ -166,7 +135,7 @@ async def malformed_commands_set_sticky_errors(dut):
     assert np.array_equal(np.frombuffer(reference, "<i4").reshape(m, -1)[:, :n],
                           a.astype(np.int64) @ w.astype(np.int64))
 
-    for word, code in _malformed_commands(c):
+    for word, code in [(w, e) for w, e in directed_commands(c) if e != ErrorCode.NONE]:
         skipped = [isa.LoadAct(addr=0, count=m, length=k).encode(),   # would overwrite A
                    isa.Matmul(act_addr=0, count=m, slot=0, acc_addr=0, accumulate=1).encode(),
                    isa.Store(acc_addr=0, count=1, n=1).encode()]

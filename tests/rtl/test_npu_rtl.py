@@ -25,7 +25,7 @@ def test_npu_cocotb(simulator, name, tmp_path):
     sim = RtlSimulation(config=CONFIGS[name], simulator=simulator)
     tests, failures, results = sim.run_tests(
         "npu_tb", test_dir=tmp_path, seed=1234,
-        extra_env={"PYTHONPATH": f"{HERE}:{sim._environment()['PYTHONPATH']}"})
+        extra_env={"PYTHONPATH": f"{HERE}:{HERE.parent}:{sim._environment()['PYTHONPATH']}"})
     log = (tmp_path / "sim.log").read_text(errors="replace")
     assert tests == 4, f"expected 4 cocotb tests, ran {tests}:\n{log[-3000:]}"
     assert failures == 0, f"{failures} cocotb test(s) failed:\n{log[-6000:]}"

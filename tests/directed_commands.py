@@ -1,0 +1,59 @@
+"""Hand-written commands with the error code each must raise: the rules' independent check.
+
+``hw/isa.py`` declares every command's checks once, as rules, and the controller's
+decoder and the golden model are both built from them.  This list is written by hand
+from the ISA reference (``docs/isa.md``), not from the rules, so a rule written wrong
+shows up here.  The controller's unit test runs every entry on the decoder and the golden
+model; the cocotb testbench (``tests/rtl/npu_tb.py``) runs every malformed one on the
+whole chip, then checks that nothing was corrupted.
+"""
+
+from hw import isa
+from hw.isa import ErrorCode
+
+__all__ = ["directed_commands"]
+
+
+def directed_commands(config):
+    """Hand-written commands with the code each must raise on ``config`` (the rules'
+    independent check): one per rule and per error class, and valid ones at the limits."""
+    c = config
+    return [
+        (0x9, ErrorCode.BAD_OPCODE),
+        (0xF | (1 << 63), ErrorCode.BAD_OPCODE),
+        (isa.Nop().encode() | (1 << 4), ErrorCode.RESERVED_BITS),
+        (isa.Store(acc_addr=0, count=0, n=0).encode() | (1 << 63), ErrorCode.RESERVED_BITS),
+        (isa.LoadParams(count=0).encode(), ErrorCode.ZERO_SIZE),
+        (isa.LoadParams(count=c.cols + 1).encode(), ErrorCode.OVERSIZE),
+        (isa.LoadParams(count=c.cols, param_set=1).encode(), ErrorCode.NONE),
+        (isa.LoadAct(addr=0, count=0, length=1).encode(), ErrorCode.ZERO_SIZE),
+        (isa.LoadAct(addr=0, count=1, length=0).encode(), ErrorCode.ZERO_SIZE),
+        (isa.LoadAct(addr=0, count=1, length=c.rows + 1).encode(), ErrorCode.OVERSIZE),
+        # Zero sizes come before oversize and address ranges.
+        (isa.LoadAct(addr=c.act_depth, count=0, length=c.rows + 1).encode(),
+         ErrorCode.ZERO_SIZE),
+        (isa.LoadAct(addr=c.act_depth - 1, count=2, length=1).encode(), ErrorCode.ADDR_RANGE),
+        (isa.LoadAct(addr=c.act_depth - 2, count=2, length=c.rows).encode(), ErrorCode.NONE),
+        (isa.LoadWeight(slot=0, k=0, n=1).encode(), ErrorCode.ZERO_SIZE),
+        (isa.LoadWeight(slot=0, k=1, n=0).encode(), ErrorCode.ZERO_SIZE),
+        (isa.LoadWeight(slot=0, k=c.rows + 1, n=1).encode(), ErrorCode.OVERSIZE),
+        (isa.LoadWeight(slot=0, k=1, n=c.cols + 1).encode(), ErrorCode.OVERSIZE),
+        (isa.LoadWeight(slot=c.weight_tiles, k=c.rows + 1, n=1).encode(), ErrorCode.OVERSIZE),
+        (isa.LoadWeight(slot=c.weight_tiles, k=1, n=1).encode(), ErrorCode.ADDR_RANGE),
+        (isa.LoadWeight(slot=c.weight_tiles - 1, k=c.rows, n=c.cols).encode(), ErrorCode.NONE),
+        (isa.Matmul(act_addr=0, count=0, slot=0, acc_addr=0).encode(), ErrorCode.ZERO_SIZE),
+        (isa.Matmul(act_addr=c.act_depth, count=1, slot=0, acc_addr=0).encode(),
+         ErrorCode.ADDR_RANGE),
+        (isa.Matmul(act_addr=0, count=1, slot=0, acc_addr=c.acc_depth).encode(),
+         ErrorCode.ADDR_RANGE),
+        (isa.Matmul(act_addr=0, count=1, slot=c.weight_tiles, acc_addr=0).encode(),
+         ErrorCode.ADDR_RANGE),
+        (isa.Matmul(act_addr=c.act_depth - 1, count=1, slot=c.weight_tiles - 1,
+                    acc_addr=c.acc_depth - 1, accumulate=1).encode(), ErrorCode.NONE),
+        (isa.Store(acc_addr=0, count=0, n=1).encode(), ErrorCode.ZERO_SIZE),
+        (isa.Store(acc_addr=0, count=1, n=0).encode(), ErrorCode.ZERO_SIZE),
+        (isa.Store(acc_addr=0, count=1, n=c.cols + 1).encode(), ErrorCode.OVERSIZE),
+        (isa.Store(acc_addr=c.acc_depth - 2, count=3, n=1).encode(), ErrorCode.ADDR_RANGE),
+        (isa.Store(acc_addr=0, count=c.acc_depth, n=c.cols, raw=1).encode(), ErrorCode.NONE),
+        (isa.ReadStatus().encode(), ErrorCode.NONE),
+    ]
