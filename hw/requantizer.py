@@ -30,7 +30,7 @@ def requant_input_layout(config):
 class Requantizer(wiring.Component):
     """Requantizes ``cols`` columns in parallel, one accumulator row per cycle.
 
-    Per column ``j`` (NOTES section 2, parameters from :data:`hw.isa.PARAM_FIELDS`):
+    Per column ``j`` (``docs/arithmetic.md``, parameters from :data:`hw.isa.PARAM_FIELDS`):
 
     1. ``t = saturate_int32(acc + bias_j)``
     2. ``p = t * multiplier_j`` (64-bit product)
