@@ -784,13 +784,15 @@ class Network:
         takes and returns the integer tensors themselves).
     input_shape : tuple of int, optional
         The model's input dimensions after the batch (default: the first layer's).
+    output_shape : tuple of int, optional
+        The model's output dimensions after the batch (default: the last layer's).
     batch : int, optional
         The batch size, if the model fixes it.
     name : str
     """
 
     def __init__(self, *, layers, input=None, output=None, float_input=True, float_output=True,
-                 input_shape=None, batch=None, name="network"):
+                 input_shape=None, output_shape=None, batch=None, name="network"):
         self.layers = check_chain(layers)
         self.input = self.layers[0].input if input is None else input
         self.output = self.layers[-1].output if output is None else output
@@ -806,6 +808,11 @@ class Network:
         if int(np.prod(self.input_shape)) != self.layers[0].in_features:
             raise ValueError(f"{name}: input shape {list(self.input_shape)} does not hold the "
                              f"{self.layers[0].in_features} features {self.layers[0].name} takes")
+        self.output_shape = tuple(self.layers[-1].output_shape if output_shape is None
+                                  else output_shape)
+        if int(np.prod(self.output_shape)) != self.layers[-1].out_features:
+            raise ValueError(f"{name}: output shape {list(self.output_shape)} does not hold the "
+                             f"{self.layers[-1].out_features} outputs of {self.layers[-1].name}")
         self.batch = None if batch is None else int(batch)
         self.name = name
 

@@ -727,7 +727,7 @@ def load_onnx(model, *, name=None):
         raise OnnxImportError("the model has no quantized linear or convolution layer")
     return Network(layers=layers, input=network_input, output=output or layers[-1].output,
                    float_input=float_input, float_output=float_output, input_shape=input_shape,
-                   batch=batch, name=name or model.graph.name or "onnx")
+                   output_shape=shape, batch=batch, name=name or model.graph.name or "onnx")
 
 
 def _describe_layer(layer):
