@@ -28,11 +28,12 @@ from .lowering import LoweredChain, lower
 from .quant import Activation, QuantizationError, QuantType
 
 
-def from_torch(model, *, name=None):
+def from_torch(model, *, input_shape=None, name=None):
     """A :class:`Network` from a converted PyTorch quantized model (see
-    :func:`driver.torch_import.from_torch`)."""
+    :func:`driver.torch_import.from_torch`); ``input_shape`` (channels, height, width) for
+    a model with convolutions."""
     from .torch_import import from_torch as _from_torch
-    return _from_torch(model, name=name)
+    return _from_torch(model, input_shape=input_shape, name=name)
 
 
 def linear_from_torch(module, *, input_scale, input_zero_point, input_dtype="uint8", name=None):

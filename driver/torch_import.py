@@ -10,10 +10,10 @@ import warnings
 
 import numpy as np
 
-from .layers import Network, QuantLinear, QuantParams
+from .layers import ColumnTable, MaxPool2d, Network, QuantConv2d, QuantLinear, QuantParams
 from .quant import Activation, QuantizationError, QuantType
 
-__all__ = ["from_torch", "linear_from_torch"]
+__all__ = ["from_torch", "linear_from_torch", "conv_from_torch", "check_engine"]
 
 
 def _torch():
@@ -37,6 +37,90 @@ def _quantize_bias(torch, weight, bias, input_scale):
             q = torch.quantize_per_tensor(bias.detach(), weight.q_scale() * input_scale, 0,
                                           torch.qint32)
     return q.int_repr().numpy().astype(np.int64)
+
+
+def check_engine(torch, what="the model"):
+    """Raise unless PyTorch's quantized engine is qnnpack, the arithmetic the chip matches.
+
+    The ``x86`` and ``fbgemm`` engines (PyTorch's default on x86) saturate pairs of
+    products to 16 bits, which exact int32 accumulation does not reproduce.
+    """
+    engine = torch.backends.quantized.engine
+    if engine != "qnnpack":
+        raise QuantizationError(
+            f"{what}: PyTorch's quantized engine is {engine!r}, whose kernels saturate pairs "
+            "of products to 16 bits; the chip computes qnnpack's exact arithmetic. Set "
+            "torch.backends.quantized.engine = 'qnnpack' before preparing and converting the "
+            "model (qconfig 'qnnpack'), then import it")
+
+
+def _weight_quantization(torch, weight, name):
+    """Scales and zero points of a qint8 weight, per tensor or per output channel."""
+    if weight.dtype != torch.qint8:
+        raise QuantizationError(f"{name}: weights must be qint8, not {weight.dtype}")
+    scheme = weight.qscheme()
+    if scheme in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+        return np.float32(weight.q_scale()), int(weight.q_zero_point())
+    if scheme in (torch.per_channel_affine, torch.per_channel_symmetric):
+        if weight.q_per_channel_axis() != 0:
+            raise QuantizationError(f"{name}: per-channel weights must be quantized along the "
+                                    f"output axis 0, not {weight.q_per_channel_axis()}")
+        return (weight.q_per_channel_scales().to(torch.float32).numpy(),
+                weight.q_per_channel_zero_points().numpy().astype(np.int64))
+    raise QuantizationError(f"{name}: weight quantization scheme {scheme} is not supported")
+
+
+def conv_from_torch(module, *, input_shape, input_scale, input_zero_point, name=None,
+                    activation=None):
+    """A :class:`~driver.layers.QuantConv2d` from a converted PyTorch quantized Conv2d.
+
+    Parameters
+    ----------
+    module : torch.ao.nn.quantized.Conv2d or torch.ao.nn.intrinsic.quantized.ConvReLU2d
+    input_shape : (channels, height, width)
+    input_scale, input_zero_point : float, int
+        Quantization of the module's (quint8) input.
+    name : str, optional
+    activation : Activation, optional
+        A fused activation (default: ReLU for ``ConvReLU2d``).
+
+    Raises
+    ------
+    TypeError
+        If ``module`` is not a static quantized Conv2d.
+    QuantizationError
+        If the chip cannot reproduce the module exactly (padding modes other than zeros).
+    """
+    torch = _torch()
+    from torch.ao.nn.intrinsic.quantized import ConvReLU2d
+    from torch.ao.nn.quantized import Conv2d
+
+    name = name or type(module).__name__
+    if not isinstance(module, Conv2d):
+        raise TypeError(f"{name}: expected torch.ao.nn.quantized.Conv2d or ConvReLU2d, "
+                        f"not {type(module).__name__}")
+    check_engine(torch, name)
+    if module.padding_mode != "zeros":
+        raise QuantizationError(f"{name}: padding_mode {module.padding_mode!r} is not "
+                                "supported (only 'zeros')")
+    if isinstance(module.padding, str):
+        raise QuantizationError(f"{name}: padding {module.padding!r} is not supported; give "
+                                "the padding as numbers")
+    if activation is None:
+        activation = Activation.RELU if isinstance(module, ConvReLU2d) else Activation.NONE
+    weight = module.weight()
+    scales, zeros = _weight_quantization(torch, weight, name)
+    bias = module.bias()
+    bias_q = None if bias is None else _quantize_bias(torch, weight, bias, float(input_scale))
+    pad_h, pad_w = module.padding
+    return QuantConv2d(weight=weight.int_repr().numpy(), input_shape=tuple(input_shape),
+                       stride=module.stride, padding=(pad_h, pad_w, pad_h, pad_w),
+                       dilation=module.dilation, groups=module.groups,
+                       weight_scale=scales, weight_zero_point=zeros, bias=bias_q,
+                       input_scale=input_scale, input_zero_point=int(input_zero_point),
+                       input_dtype="uint8", output_scale=float(module.scale),
+                       output_zero_point=int(module.zero_point), output_dtype="uint8",
+                       activation=activation, scale_order="torch", name=name)
 
 
 def linear_from_torch(module, *, input_scale, input_zero_point, input_dtype="uint8", name=None,
@@ -80,22 +164,9 @@ def linear_from_torch(module, *, input_scale, input_zero_point, input_dtype="uin
     if activation is None:
         activation = Activation.RELU if isinstance(module, LinearReLU) else Activation.NONE
 
+    check_engine(torch, name)
     weight = module.weight()
-    if weight.dtype != torch.qint8:
-        raise QuantizationError(f"{name}: weights must be qint8, not {weight.dtype}")
-    scheme = weight.qscheme()
-    if scheme in (torch.per_tensor_affine, torch.per_tensor_symmetric):
-        scales = np.float32(weight.q_scale())
-        zeros = int(weight.q_zero_point())
-    elif scheme in (torch.per_channel_affine, torch.per_channel_symmetric):
-        if weight.q_per_channel_axis() != 0:
-            raise QuantizationError(f"{name}: per-channel weights must be quantized along the "
-                                    f"output axis 0, not {weight.q_per_channel_axis()}")
-        scales = weight.q_per_channel_scales().to(torch.float32).numpy()
-        zeros = weight.q_per_channel_zero_points().numpy().astype(np.int64)
-    else:
-        raise QuantizationError(f"{name}: weight quantization scheme {scheme} is not supported")
-
+    scales, zeros = _weight_quantization(torch, weight, name)
     bias = module.bias()
     bias_q = None if bias is None else _quantize_bias(torch, weight, bias, float(input_scale))
     return QuantLinear(weight=weight.int_repr().numpy(), weight_scale=scales,
@@ -116,6 +187,7 @@ class TorchNetwork(Network):
             q = torch.quantize_per_tensor(torch.as_tensor(np.asarray(x, dtype=np.float32)),
                                           self.input.scale, self.input.zero_point, torch.quint8)
         return q.int_repr().numpy()
+
 
 
 def _is_relu(torch, node, modules):
@@ -141,6 +213,49 @@ def _is_dequantize(torch, node, modules):
     return node.op == "call_method" and node.target == "dequantize"
 
 
+def _arguments(node, attrs, names):
+    """Positional and keyword arguments of an FX node by name (constants resolved)."""
+    values = dict(zip(names, node.args, strict=False))
+    values.update(node.kwargs)
+    return {k: attrs.get(v.name, v) if hasattr(v, "name") else v for k, v in values.items()}
+
+
+def _flatten_start(torch, node, modules, attrs):
+    """The start dimension if ``node`` flattens, else None."""
+    if node.op == "call_module" and isinstance(modules[node.target], torch.nn.Flatten):
+        m = modules[node.target]
+        if m.end_dim != -1:
+            raise TypeError(f"{node.name}: Flatten must flatten to the last dimension")
+        return m.start_dim
+    if (node.op == "call_function" and node.target is torch.flatten) or (
+            node.op == "call_method" and node.target == "flatten"):
+        args = _arguments(node, attrs, ["input", "start_dim", "end_dim"])
+        if args.get("end_dim", -1) != -1:
+            raise TypeError(f"{node.name}: flatten must flatten to the last dimension")
+        return args.get("start_dim", 0)
+    return None
+
+
+def _max_pool_arguments(torch, node, modules, attrs):
+    """MaxPool2d arguments if ``node`` pools, else None."""
+    if node.op == "call_module" and isinstance(modules[node.target], torch.nn.MaxPool2d):
+        m = modules[node.target]
+        args = dict(kernel_size=m.kernel_size, stride=m.stride, padding=m.padding,
+                    dilation=m.dilation, ceil_mode=m.ceil_mode, return_indices=m.return_indices)
+    elif node.op == "call_function" and node.target in (torch.nn.functional.max_pool2d,
+                                                        torch.max_pool2d):
+        args = _arguments(node, attrs, ["input", "kernel_size", "stride", "padding", "dilation",
+                                        "ceil_mode", "return_indices"])
+    else:
+        return None
+    if args.get("ceil_mode") or args.get("return_indices"):
+        raise TypeError(f"{node.name}: max pooling with ceil_mode or return_indices is not "
+                        "supported")
+    stride = args.get("stride")
+    return dict(kernel=args["kernel_size"], stride=None if stride in (None, []) else stride,
+                padding=args.get("padding", 0), dilation=args.get("dilation", 1))
+
+
 def _quantize_params(torch, node, modules, attrs):
     """QuantParams if ``node`` quantizes a float tensor, else None."""
     from torch.ao.nn.quantized import Quantize
@@ -153,70 +268,173 @@ def _quantize_params(torch, node, modules, attrs):
     else:
         return None
     if dtype != torch.quint8:
-        raise QuantizationError(f"{node.name}: the model quantizes its input as {dtype}; "
-                                "PyTorch's qnnpack Linear takes quint8")
+        raise QuantizationError(f"{node.name}: the model quantizes as {dtype}; "
+                                "PyTorch's qnnpack kernels take quint8")
     return QuantParams(scale=scale, zero_point=zero, dtype="uint8", what=node.name)
 
 
-def from_torch(model, *, name=None):
+def _requantize_table(torch, current, output, relu, features, name):
+    """``quantize(relu?(dequantize(x)))`` for every uint8 value, computed by PyTorch itself:
+    how FX converts a float ``torch.relu`` between quantized layers."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        q = torch._make_per_tensor_quantized_tensor(torch.arange(256, dtype=torch.uint8),
+                                                    current.scale, current.zero_point)
+        real = q.dequantize()
+        if relu:
+            real = torch.relu(real)
+        table = torch.quantize_per_tensor(real, output.scale, output.zero_point,
+                                          torch.quint8).int_repr().numpy()
+    return ColumnTable(table=np.repeat(table[None, :], features, axis=0), input=current,
+                       output=output, name=name)
+
+
+def from_torch(model, *, input_shape=None, name=None):
     """A :class:`Network` from a converted PyTorch quantized model.
 
     The model is a chain: a ``QuantStub`` (converted to ``Quantize``), quantized
-    ``Linear``/``LinearReLU`` modules, optional ``ReLU`` (fused into the layer before it),
-    ``Identity``/``Dropout``, and a ``DeQuantStub``.  Each layer's input scale and zero
-    point come from what feeds it.  Eager-mode and FX-converted models both work.
+    ``Linear``/``LinearReLU`` and ``Conv2d``/``ConvReLU2d`` modules, ReLU (fused into the
+    layer before it; a float ``torch.relu`` that FX leaves between ``dequantize`` and
+    ``quantize`` becomes a host table computed by PyTorch), max pooling and flattening
+    (on the host), ``Identity``/``Dropout``, and a ``DeQuantStub``.  Each layer's input
+    scale and zero point come from what feeds it.  Eager-mode and FX-converted models
+    both work; PT2E models go through :func:`driver.pt2e_import.from_pt2e`.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    input_shape : tuple of int, optional
+        The input's dimensions after the batch; needed for a model with convolutions,
+        ``(channels, height, width)``.
+    name : str, optional
 
     Raises
     ------
     TypeError
         If a node is not one of the supported kinds, naming it.
     QuantizationError
-        If a layer cannot run exactly on the chip.
+        If a layer cannot run exactly on the chip, or the quantized engine is not qnnpack.
     """
     torch = _torch()
-    from torch.ao.nn.quantized import Linear
+    from torch.ao.nn.quantized import Conv2d, Linear
     from torch.fx import GraphModule, symbolic_trace
 
+    check_engine(torch, name or type(model).__name__)
     graph_module = model if isinstance(model, GraphModule) else symbolic_trace(model)
     modules = dict(graph_module.named_modules())
     attrs, specs = {}, []
     network_input = current = None   # QuantParams of the tensor flowing down the chain
-    output = None
+    shape = None if input_shape is None else tuple(int(d) for d in input_shape)
+    output, floating, float_relu = None, False, False
     for node in graph_module.graph.nodes:
-        if node.op in ("placeholder", "output"):
+        if node.op == "placeholder":
+            continue
+        if node.op == "output":
+            if floating and float_relu:
+                # relu(dequantize(q)) == dequantize(max(q, zero point)): a fused ReLU.
+                _fuse_relu(specs, node)
             continue
         if node.op == "get_attr":
             attrs[node.name] = operator.attrgetter(node.target)(graph_module)
             continue
         params = _quantize_params(torch, node, modules, attrs)
         if params is not None:
-            if network_input is not None:
-                raise TypeError(f"{node.name}: the model quantizes more than once; "
-                                "only one chain from QuantStub to DeQuantStub is supported")
-            network_input = current = params
-        elif node.op == "call_module" and isinstance(modules[node.target], Linear):
+            if network_input is None:
+                network_input = current = params
+            elif floating:
+                features = None if shape is None else int(np.prod(shape))
+                if features is None:
+                    raise TypeError(f"{node.name}: pass input_shape to import a requantization")
+                specs.append({"table": _requantize_table(torch, current, params, float_relu,
+                                                         features, node.name)})
+                current, floating, float_relu, output = params, False, False, None
+            else:
+                raise TypeError(f"{node.name}: the model quantizes an already quantized tensor")
+            continue
+        if floating:
+            if _is_relu(torch, node, modules):
+                float_relu = True
+                continue
+            if _is_passthrough(torch, node, modules):
+                continue
+            what = type(modules[node.target]).__name__ if node.op == "call_module" else node.target
+            raise TypeError(f"{node.name}: unsupported float {node.op} {what!r} after "
+                            "dequantize; the driver runs quantized chains")
+        if node.op == "call_module" and isinstance(modules[node.target], Linear):
             if current is None:
                 raise TypeError(f"{node.name}: a quantized Linear needs a QuantStub before it")
-            specs.append({"module": modules[node.target], "input": current, "name": node.target,
+            module = modules[node.target]
+            if shape is not None and shape != (module.in_features,):
+                raise TypeError(f"{node.name}: a Linear takes [batch, {module.in_features}], not "
+                                f"[batch, {', '.join(map(str, shape))}]; flatten it first")
+            specs.append({"module": module, "input": current, "name": node.target,
                           "activation": None})
-            current = QuantParams(scale=float(modules[node.target].scale),
-                                  zero_point=int(modules[node.target].zero_point), what=node.name)
+            current = QuantParams(scale=float(module.scale), zero_point=int(module.zero_point),
+                                  what=node.name)
+            shape = (module.out_features,)
+        elif node.op == "call_module" and isinstance(modules[node.target], Conv2d):
+            if current is None:
+                raise TypeError(f"{node.name}: a quantized Conv2d needs a QuantStub before it")
+            if shape is None or len(shape) != 3:
+                raise TypeError(f"{node.name}: a Conv2d needs the input's (channels, height, "
+                                "width): pass input_shape to from_torch")
+            module = modules[node.target]
+            spec = {"module": module, "input": current, "name": node.target,
+                    "activation": None, "shape": shape}
+            specs.append(spec)
+            current = QuantParams(scale=float(module.scale), zero_point=int(module.zero_point),
+                                  what=node.name)
+            shape = _build(spec).output_shape
         elif _is_relu(torch, node, modules):
-            if not specs:
-                raise TypeError(f"{node.name}: a ReLU must follow a quantized Linear")
-            specs[-1]["activation"] = Activation.RELU
+            _fuse_relu(specs, node)
         elif _is_dequantize(torch, node, modules):
-            output = current
+            output, floating = current, True
         elif _is_passthrough(torch, node, modules):
             continue
+        elif _flatten_start(torch, node, modules, attrs) is not None:
+            if _flatten_start(torch, node, modules, attrs) != 1:
+                raise TypeError(f"{node.name}: flatten must keep the batch dimension "
+                                "(start_dim=1)")
+            if shape is not None:
+                shape = (int(np.prod(shape)),)
+        elif (pool := _max_pool_arguments(torch, node, modules, attrs)) is not None:
+            if current is None or shape is None or len(shape) != 3:
+                raise TypeError(f"{node.name}: max pooling needs a quantized [batch, channels, "
+                                "height, width] input (pass input_shape)")
+            layer = MaxPool2d(params=current, input_shape=shape, name=node.name, **pool)
+            specs.append({"table": layer})
+            shape = layer.output_shape
         else:
             what = type(modules[node.target]).__name__ if node.op == "call_module" else node.target
             raise TypeError(f"{node.name}: unsupported {node.op} {what!r}; the driver runs "
-                            "chains of quantized Linear and ReLU layers")
-    if not specs:
-        raise TypeError("the model has no quantized Linear layer")
-    layers = [linear_from_torch(s["module"], input_scale=s["input"].scale,
-                                input_zero_point=s["input"].zero_point, name=s["name"],
-                                activation=s["activation"]) for s in specs]
+                            "chains of quantized Linear, Conv2d, ReLU, max pooling and flatten")
+    if not any("module" in s for s in specs):
+        raise TypeError("the model has no quantized Linear or Conv2d layer")
+    layers = [_build(s) for s in specs]
     return TorchNetwork(layers=layers, input=network_input, output=output,
+                        input_shape=input_shape, float_output=output is not None,
                         name=name or type(model).__name__)
+
+
+def _fuse_relu(specs, node):
+    """Fuse a ReLU into the layer before it; max pooling between them commutes with it."""
+    for spec in reversed(specs):
+        if "module" in spec:
+            spec["activation"] = Activation.RELU
+            return
+        if not isinstance(spec["table"], MaxPool2d):
+            break
+    raise TypeError(f"{node.name}: a ReLU must follow a quantized Linear or Conv2d")
+
+
+def _build(spec):
+    if "table" in spec:
+        return spec["table"]
+    if "shape" in spec:
+        return conv_from_torch(spec["module"], input_shape=spec["shape"],
+                               input_scale=spec["input"].scale,
+                               input_zero_point=spec["input"].zero_point, name=spec["name"],
+                               activation=spec["activation"])
+    return linear_from_torch(spec["module"], input_scale=spec["input"].scale,
+                             input_zero_point=spec["input"].zero_point, name=spec["name"],
+                             activation=spec["activation"])
