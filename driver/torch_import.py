@@ -319,8 +319,11 @@ def from_torch(model, *, input_shape=None, name=None):
     from torch.ao.nn.quantized import Conv2d, Linear
     from torch.fx import GraphModule, symbolic_trace
 
-    check_engine(torch, name or type(model).__name__)
     graph_module = model if isinstance(model, GraphModule) else symbolic_trace(model)
+    if _is_pt2e(graph_module):
+        return _from_pt2e(torch, graph_module, input_shape=input_shape,
+                          name=name or type(model).__name__)
+    check_engine(torch, name or type(model).__name__)
     modules = dict(graph_module.named_modules())
     attrs, specs = {}, []
     network_input = current = None   # QuantParams of the tensor flowing down the chain
@@ -438,3 +441,225 @@ def _build(spec):
     return linear_from_torch(spec["module"], input_scale=spec["input"].scale,
                              input_zero_point=spec["input"].zero_point, name=spec["name"],
                              activation=spec["activation"])
+
+
+# -- PT2E ------------------------------------------------------------------------------------
+
+def _is_pt2e(graph_module):
+    """Whether ``graph_module`` is a PT2E-converted graph (quantized_decomposed Q/DQ ops)."""
+    return any(node.op == "call_function"
+               and "quantized_decomposed" in str(getattr(node.target, "namespace", ""))
+               for node in graph_module.graph.nodes)
+
+
+def _pt2e_op(node):
+    """``namespace.name`` of an aten or quantized_decomposed call, else None."""
+    if node.op != "call_function" or not hasattr(node.target, "namespace"):
+        return None
+    return f"{node.target.namespace}.{node.target._schema.name.split('::')[-1]}"
+
+
+def _pt2e_params(torch, node, values, what):
+    """QuantParams of a per-tensor quantize/dequantize node's arguments."""
+    _, scale, zero, qmin, qmax, dtype = (values(a) for a in node.args[:6])
+    qtype = {torch.int8: "int8", torch.uint8: "uint8"}.get(dtype)
+    if qtype is None:
+        raise QuantizationError(f"{node.name}: {what} is quantized as {dtype}; the chip takes "
+                                "int8 or uint8")
+    params = QuantParams(scale=float(scale), zero_point=int(zero), dtype=qtype, what=node.name)
+    if (int(qmin), int(qmax)) != (params.qtype.min, params.qtype.max):
+        raise QuantizationError(f"{node.name}: {what} is quantized to {qmin}..{qmax}; the driver "
+                                f"takes the full {qtype} range")
+    return params
+
+
+def _from_pt2e(torch, graph_module, *, input_shape, name):
+    """A :class:`Network` from a PT2E graph (``prepare_pt2e``/``convert_pt2e``, static
+    per-tensor or per-channel, e.g. torchao's XNNPACK quantizer).
+
+    The graph computes each layer in float between dequantize and quantize; the chip runs
+    it as the integer kernels do (int32 bias ``round(b / (s_x * s_w))``, one requantization),
+    which differs from the float reference by one step on rare ties, as a QDQ ONNX model's
+    float path does.
+    """
+    attrs = {}
+
+    def values(arg):
+        if hasattr(arg, "name") and arg.name in attrs:
+            return attrs[arg.name]
+        return arg
+
+    weights, layers = {}, []
+    network_input = current = output = pending = None
+    shape = None if input_shape is None else tuple(int(d) for d in input_shape)
+    floating = float_relu = False
+    for node in graph_module.graph.nodes:
+        op = _pt2e_op(node)
+        if node.op == "placeholder":
+            continue
+        if node.op == "get_attr":
+            attrs[node.name] = operator.attrgetter(node.target)(graph_module)
+            continue
+        if node.op == "call_module" and node.target == "_guards_fn":
+            continue
+        if node.op == "output":
+            if pending is not None:
+                raise TypeError(f"{pending['node'].name}: a float layer output must be quantized")
+            if floating and float_relu:
+                _pt2e_fuse_relu(layers, node)
+            continue
+        source = node.args[0] if node.args else None
+        if op in ("quantized_decomposed.dequantize_per_channel",
+                  "quantized_decomposed.dequantize_per_tensor") and getattr(
+                      source, "op", None) == "get_attr":
+            weights[node.name] = node
+            continue
+        if op == "quantized_decomposed.quantize_per_tensor":
+            params = _pt2e_params(torch, node, values, "the activation")
+            if network_input is None:
+                network_input = current = params
+                floating = False
+            elif pending is not None:
+                layers.append(_pt2e_layer(torch, pending, current, params, values))
+                current, pending, floating, float_relu = params, None, False, False
+                shape = tuple(layers[-1].output_shape)
+            elif floating and not float_relu and params == current:
+                floating = False      # dequantize -> layout -> quantize: nothing changes
+            else:
+                raise TypeError(f"{node.name}: a requantization without a layer is not "
+                                "supported")
+            continue
+        if op == "quantized_decomposed.dequantize_per_tensor":
+            params = _pt2e_params(torch, node, values, "the activation")
+            if params != current:
+                raise TypeError(f"{node.name}: dequantizes with {params}, the tensor is "
+                                f"{current}")
+            floating, output = True, params
+            continue
+        if op in ("aten.conv2d", "aten.linear"):
+            if not floating or pending is not None:
+                raise TypeError(f"{node.name}: {op} must read a dequantized activation")
+            weight = weights.get(getattr(node.args[1], "name", None))
+            if weight is None:
+                raise TypeError(f"{node.name}: the weight must be a dequantized constant")
+            if op == "aten.conv2d":
+                if shape is None or len(shape) != 3:
+                    raise TypeError(f"{node.name}: a conv2d needs the input's (channels, "
+                                    "height, width): pass input_shape to from_torch")
+                args = list(node.args) + [None] * (7 - len(node.args))
+                conv = dict(stride=values(args[3]) or 1, padding=values(args[4]) or 0,
+                            dilation=values(args[5]) or 1, groups=values(args[6]) or 1)
+                if isinstance(conv["padding"], str):
+                    raise QuantizationError(f"{node.name}: padding {conv['padding']!r} is not "
+                                            "supported")
+                pad = _pair_of(conv["padding"])
+                conv["padding"] = (*pad, *pad)
+            else:
+                if shape is not None and len(shape) != 1:
+                    raise TypeError(f"{node.name}: linear takes [batch, features]; flatten first")
+                conv = None
+            bias = values(node.args[2]) if len(node.args) > 2 else None
+            pending = dict(node=node, weight=weight, bias=bias, conv=conv, shape=shape,
+                           relu=False)
+            continue
+        if op in ("aten.relu", "aten.relu_"):
+            if pending is not None:
+                pending["relu"] = True
+            elif floating:
+                float_relu = True
+            else:
+                raise TypeError(f"{node.name}: a ReLU must follow a layer")
+            continue
+        if op == "aten.flatten":
+            start = values(node.args[1]) if len(node.args) > 1 else 0
+            if start != 1 or (len(node.args) > 2 and values(node.args[2]) != -1):
+                raise TypeError(f"{node.name}: flatten must keep the batch dimension")
+            if shape is not None:
+                shape = (int(np.prod(shape)),)
+            continue
+        if op in ("aten.max_pool2d", "aten.max_pool2d_with_indices"):
+            args = list(node.args) + [None] * (6 - len(node.args))
+            if values(args[5]):
+                raise TypeError(f"{node.name}: ceil_mode is not supported")
+            if shape is None or len(shape) != 3:
+                raise TypeError(f"{node.name}: max pooling needs input_shape")
+            pool = MaxPool2d(params=current, input_shape=shape, kernel=values(args[1]),
+                             stride=values(args[2]) or None,
+                             padding=_pair_of(values(args[3]) or 0) * 2,
+                             dilation=values(args[4]) or 1, name=node.name)
+            layers.append(pool)
+            shape = pool.output_shape
+            continue
+        if op in ("aten.dropout", "aten.clone", "aten.alias") or (
+                node.op == "call_function" and node.target is operator.getitem
+                and getattr(source, "name", None) and values(node.args[1]) == 0):
+            continue
+        raise TypeError(f"{node.name}: unsupported {node.op} {op or node.target!r} in a PT2E "
+                        "graph; the driver runs chains of quantized linear, conv2d, relu, "
+                        "max_pool2d and flatten")
+    if not any(not isinstance(layer, MaxPool2d) for layer in layers):
+        raise TypeError("the model has no quantized linear or conv2d layer")
+    return Network(layers=layers, input=network_input, output=output,
+                   float_output=output is not None and floating,
+                   input_shape=input_shape, name=name)
+
+
+def _pair_of(value):
+    if isinstance(value, (int, np.integer)):
+        return (int(value), int(value))
+    value = tuple(int(v) for v in value)
+    return value * 2 if len(value) == 1 else value
+
+
+def _pt2e_fuse_relu(layers, node):
+    """Rebuild the last layer (before any max pooling) with a fused ReLU:
+    ``relu(dequantize(q)) == dequantize(max(q, zero point))``."""
+    for index in range(len(layers) - 1, -1, -1):
+        if not isinstance(layers[index], MaxPool2d):
+            kind, args = layers[index].pt2e_arguments
+            layers[index] = kind(**{**args, "activation": "relu"})
+            return
+    raise TypeError(f"{node.name}: a ReLU must follow a layer")
+
+
+def _pt2e_layer(torch, pending, current, output, values):
+    """The QuantLinear or QuantConv2d of a float layer between dequantize and quantize."""
+    node, dq = pending["node"], pending["weight"]
+    q = values(dq.args[0])
+    per_channel = "per_channel" in _pt2e_op(dq)
+    if per_channel:
+        scales = values(dq.args[1]).to(torch.float64)
+        zeros = values(dq.args[2]).to(torch.int64).numpy()
+        if int(values(dq.args[3])) != 0:
+            raise QuantizationError(f"{node.name}: per-channel weights must be quantized along "
+                                    "the output axis 0")
+    else:
+        scales = torch.tensor([float(values(dq.args[1]))], dtype=torch.float64)
+        zeros = np.array([int(values(dq.args[2]))])
+    if q.dtype != torch.int8:
+        raise QuantizationError(f"{node.name}: weights must be int8, not {q.dtype}")
+    bias = pending["bias"]
+    bias_q = None
+    if bias is not None:
+        # The integer kernels' bias: round(b / (s_x * s_w)) to int32, ties to even.
+        bias_scales = scales * current.scale
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            bias_q = torch.quantize_per_channel(
+                bias.detach().to(torch.float32), bias_scales.expand(bias.shape[0]).contiguous(),
+                torch.zeros(bias.shape[0], dtype=torch.int64), 0,
+                torch.qint32).int_repr().numpy().astype(np.int64)
+    weight = q.numpy()
+    common = dict(weight=weight, weight_scale=scales.to(torch.float32).numpy(),
+                  weight_zero_point=zeros, bias=bias_q, input_scale=current.scale,
+                  input_zero_point=current.zero_point, input_dtype=current.qtype,
+                  output_scale=output.scale, output_zero_point=output.zero_point,
+                  output_dtype=output.qtype, activation="relu" if pending["relu"] else "none",
+                  scale_order="onnxruntime", name=node.name)
+    if pending["conv"] is None:
+        kind, args = QuantLinear, common
+    else:
+        kind, args = QuantConv2d, dict(input_shape=pending["shape"], **pending["conv"], **common)
+    layer = kind(**args)
+    layer.pt2e_arguments = (kind, args)    # to rebuild it with a ReLU found later
+    return layer
