@@ -69,6 +69,7 @@ def _summary_rows(network, stats, backend, wall):
         ("layers on the host", str(len(network.layers) - stats.layers)),
         *placed,
         ("zero weight tiles skipped", str(stats.skipped_tiles)),
+        ("cycles saved by skipping", f"{stats.cycles_saved:,} (cycle model)"),
         ("MACs", f"{stats.macs:,}"),
         ("chip cycles", cycles),
         ("array utilization", "n/a" if utilization is None else f"{100 * utilization:.1f} %"),

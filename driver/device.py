@@ -9,7 +9,7 @@ from hw.isa import ClearError, ErrorCode, Opcode
 
 from .backends.base import open_backend
 from .layers import HOST_LAYERS, Network, check_chain
-from .lowering import HostPass, lower
+from .lowering import HostPass, lower, zero_tile_savings
 
 __all__ = ["open", "Device", "NpuError", "RunStats"]
 
@@ -45,6 +45,8 @@ class RunStats:
     array_size: int = 1
     #: Weight tiles skipped as all zero (summed over passes).
     skipped_tiles: int = 0
+    #: Cycles the skipped tiles saved, from the cycle model (summed over passes).
+    cycles_saved: int = 0
 
     @property
     def utilization(self):
@@ -158,6 +160,12 @@ class Device:
         self.stats.seconds = time.perf_counter() - started
         return activations.reshape(-1) if vector else activations
 
+    def _savings(self, chip_pass):
+        key = ("savings", id(chip_pass))
+        if key not in self._programs:
+            self._programs[key] = (chip_pass, zero_tile_savings(chip_pass))
+        return self._programs[key][1]
+
     def _run_pass(self, layers, index, x):
         batch = x.shape[0]
         chip_pass = self.program(layers, batch).passes[index]
@@ -166,7 +174,9 @@ class Device:
         result = self.backend.execute(chip_pass.commands, chip_pass.data_in(layer.to_rows(x)))
         self.stats.calls += 1
         self.stats.macs += layer.macs(batch)
-        self.stats.skipped_tiles += len(chip_pass.skipped)
+        if chip_pass.skipped:
+            self.stats.skipped_tiles += len(chip_pass.skipped)
+            self.stats.cycles_saved += self._savings(chip_pass)
         if result.cycles is None or self.stats.cycles is None:
             self.stats.cycles = None
         else:

@@ -26,11 +26,13 @@ from hw.isa import (
     StatusRecord,
     Store,
 )
+from sim.cycle_model import CycleModel
 
 from .layers import HOST_LAYERS, IntegerMatMul, check_chain
 
-__all__ = ["lower", "lower_matmul", "LoweredChain", "ChipPass", "BlockCommands", "HostPass",
-           "ActivationBlock", "OutputBlock", "tile_plan", "TilePlan"]
+__all__ = ["lower", "lower_matmul", "model_cycles", "zero_tile_savings", "LoweredChain",
+           "ChipPass", "BlockCommands", "HostPass", "ActivationBlock", "OutputBlock", "tile_plan",
+           "TilePlan"]
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,7 @@ class ChipPass:
     tail: tuple
     layer: object = None          #: the layer lowered, if any
     skipped: frozenset = frozenset()  #: (k tile, n tile) weight tiles skipped as all zero
+    layer_batch: int = None       #: input rows of the layer (``batch`` counts matmul rows)
 
     @property
     def in_features(self):
@@ -431,20 +434,40 @@ def lower_matmul(weight, *, batch, config=None, act_signed, records=None, raw=No
                     blocks=pass_blocks, tail=(pending_store, ReadStatus()), skipped=skip)
 
 
-def _lower_layer(layer, batch, config):
+def _lower_layer(layer, batch, config, skip_zero_tiles=True):
     """The :class:`ChipPass` of a chip layer: its one matrix multiply over its rows."""
     rows = layer.matmul_rows(batch)
     if isinstance(layer, IntegerMatMul):
         p = lower_matmul(np.ascontiguousarray(layer.matrix.T), batch=rows, config=config,
                          act_signed=layer.input.qtype.signed, records=layer.records, raw=True,
-                         name=layer.name)
+                         skip_zero_tiles=skip_zero_tiles, name=layer.name)
     else:
         linear = layer.matmul
         p = lower_matmul(np.ascontiguousarray(linear.weight.T), batch=rows, config=config,
                          act_signed=linear.input.qtype.signed, records=linear.records, raw=False,
-                         output_signed=linear.output.qtype.signed, name=layer.name)
-    p.layer = layer
+                         output_signed=linear.output.qtype.signed,
+                         skip_zero_tiles=skip_zero_tiles, name=layer.name)
+    p.layer, p.layer_batch = layer, batch
     return p
+
+
+def model_cycles(instructions, config):
+    """Cycles of a command stream on an idle chip, from the cycle model."""
+    model = CycleModel(config)
+    for instruction in instructions:
+        model.step(instruction)
+    return model.cycles
+
+
+def zero_tile_savings(chip_pass):
+    """Cycles (from the cycle model) that skipping the pass's all-zero weight tiles saves:
+    the same layer lowered without skipping, less the pass as lowered."""
+    if not chip_pass.skipped:
+        return 0
+    dense = _lower_layer(chip_pass.layer, chip_pass.layer_batch, chip_pass.config,
+                         skip_zero_tiles=False)
+    return (model_cycles(dense.instructions, chip_pass.config)
+            - model_cycles(chip_pass.instructions, chip_pass.config))
 
 
 @dataclass
