@@ -135,6 +135,27 @@ def test_digits_example_on_golden():
     assert any("identical to PyTorch on 1797/1797" in line for line in lines)
 
 
+def test_digits_cnn_example_on_golden():
+    pytest.importorskip("sklearn")
+    pytest.importorskip("torch")
+    from examples.digits_cnn.run import main as digits_cnn
+    lines = []
+    result = digits_cnn("golden", echo=lines.append, epochs=120)
+    assert result["images"] == 1797
+    assert result["torch_equal"] == result["onnx_equal"] == 1797
+    assert result["chip_torch"] == result["torch_int8"] > 0.9
+    assert result["chip_onnx"] == result["onnx_int8"] > 0.9
+    assert any("host: MaxPool2d" in line for line in lines)
+    assert any("chip: QuantConv2d" in line for line in lines)
+    dense = result["torch_stats"].cycles
+    for amount, figures in result["pruned"].items():
+        assert figures["torch_equal"] == 1797, amount
+        stats = figures["stats"]
+        assert stats.cycles + stats.cycles_saved == dense
+    saved = {amount: p["stats"].cycles_saved for amount, p in result["pruned"].items()}
+    assert saved[0.9] > saved[0.5] > 0
+
+
 def test_trace_option_reaches_the_backend(float_model, tmp_path, monkeypatch):
     import driver
     opened = []
