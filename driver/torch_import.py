@@ -54,6 +54,39 @@ def check_engine(torch, what="the model"):
             "model (qconfig 'qnnpack'), then import it")
 
 
+def _probe_rows(rng, weight, zero_point, count):
+    """Input rows that drive a column's sums to their extremes: 255 where the column's
+    weights are positive (or negative), 0 elsewhere, so any 16-bit saturation of pairs of
+    products shows; plus random rows (fbgemm's other roundings differ on a few outputs in
+    a thousand) and the input zero point everywhere."""
+    centred = weight.reshape(weight.shape[0], -1).astype(np.int64)
+    columns = rng.permutation(centred.shape[0])[:count]
+    rows = [np.where(centred[j] > 0, 255, 0) for j in columns]
+    rows += [np.where(centred[j] < 0, 255, 0) for j in columns]
+    rows += list(rng.integers(0, 256, size=(256, centred.shape[1])))
+    rows += [np.full(centred.shape[1], 255), np.full(centred.shape[1], zero_point)]
+    return np.asarray(rows).astype(np.uint8)
+
+
+def _check_module_arithmetic(torch, module, layer, x_q):
+    """Raise unless PyTorch's own kernels give the layer's outputs on ``x_q``: a module
+    packed for the x86/fbgemm engines keeps their arithmetic whatever the engine is now."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        xt = torch._make_per_tensor_quantized_tensor(torch.from_numpy(x_q), layer.input.scale,
+                                                     layer.input.zero_point)
+        if isinstance(layer, QuantConv2d):
+            xt = xt.reshape(len(x_q), *layer.input_shape)
+        framework = module(xt).int_repr().numpy().reshape(len(x_q), -1)
+    differ = np.count_nonzero(framework != layer.reference(x_q))
+    if differ:
+        raise QuantizationError(
+            f"{layer.name}: PyTorch's kernels differ from exact int32 arithmetic on {differ} "
+            f"of {framework.size} probe outputs; the module was packed for the x86/fbgemm "
+            "engine (16-bit saturation of pairs of products). Convert it with "
+            "torch.backends.quantized.engine = 'qnnpack' and the 'qnnpack' qconfig")
+
+
 def _weight_quantization(torch, weight, name):
     """Scales and zero points of a qint8 weight, per tensor or per output channel."""
     if weight.dtype != torch.qint8:
@@ -113,14 +146,26 @@ def conv_from_torch(module, *, input_shape, input_scale, input_zero_point, name=
     bias = module.bias()
     bias_q = None if bias is None else _quantize_bias(torch, weight, bias, float(input_scale))
     pad_h, pad_w = module.padding
-    return QuantConv2d(weight=weight.int_repr().numpy(), input_shape=tuple(input_shape),
+    layer = QuantConv2d(weight=weight.int_repr().numpy(), input_shape=tuple(input_shape),
                        stride=module.stride, padding=(pad_h, pad_w, pad_h, pad_w),
                        dilation=module.dilation, groups=module.groups,
                        weight_scale=scales, weight_zero_point=zeros, bias=bias_q,
                        input_scale=input_scale, input_zero_point=int(input_zero_point),
                        input_dtype="uint8", output_scale=float(module.scale),
-                       output_zero_point=int(module.zero_point), output_dtype="uint8",
-                       activation=activation, scale_order="torch", name=name)
+                        output_zero_point=int(module.zero_point), output_dtype="uint8",
+                        activation=activation, scale_order="torch", name=name)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(16, layer.in_features))
+    images = np.concatenate([images, np.full((1, layer.in_features), 255)]).astype(np.uint8)
+    _check_module_arithmetic(torch, _with_activation(torch, module, activation), layer, images)
+    return layer
+
+
+def _with_activation(torch, module, activation):
+    """The module followed by the ReLU fused into the layer (if it is not its own)."""
+    if activation is not Activation.RELU or "ReLU" in type(module).__name__:
+        return module
+    return lambda x: torch.relu(module(x))
 
 
 def linear_from_torch(module, *, input_scale, input_zero_point, input_dtype="uint8", name=None,
@@ -169,12 +214,15 @@ def linear_from_torch(module, *, input_scale, input_zero_point, input_dtype="uin
     scales, zeros = _weight_quantization(torch, weight, name)
     bias = module.bias()
     bias_q = None if bias is None else _quantize_bias(torch, weight, bias, float(input_scale))
-    return QuantLinear(weight=weight.int_repr().numpy(), weight_scale=scales,
-                       weight_zero_point=zeros, bias=bias_q, input_scale=input_scale,
-                       input_zero_point=int(input_zero_point), input_dtype="uint8",
-                       output_scale=float(module.scale),
-                       output_zero_point=int(module.zero_point), output_dtype="uint8",
-                       activation=activation, scale_order="torch", name=name)
+    layer = QuantLinear(weight=weight.int_repr().numpy(), weight_scale=scales,
+                        weight_zero_point=zeros, bias=bias_q, input_scale=input_scale,
+                        input_zero_point=int(input_zero_point), input_dtype="uint8",
+                        output_scale=float(module.scale),
+                        output_zero_point=int(module.zero_point), output_dtype="uint8",
+                        activation=activation, scale_order="torch", name=name)
+    probe = _probe_rows(np.random.default_rng(0), layer.weight, layer.input.zero_point, 32)
+    _check_module_arithmetic(torch, _with_activation(torch, module, activation), layer, probe)
+    return layer
 
 
 class TorchNetwork(Network):

@@ -171,3 +171,29 @@ def test_x86_engine_wrong():
                 driver.from_torch(converted, input_shape=(1, 8, 8))
     finally:
         torch.backends.quantized.engine = previous
+
+
+def test_model_packed_for_x86_wrong():
+    """A model converted under the x86 or fbgemm engine keeps those kernels after the
+    engine is switched back to qnnpack; the import probes PyTorch's own kernels and
+    refuses it, saying which engine to use."""
+    import copy
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.ao.quantization.QuantStub(), torch.nn.Linear(64, 32),
+                                torch.nn.ReLU(), torch.nn.Linear(32, 10),
+                                torch.ao.quantization.DeQuantStub()).eval()
+    previous = torch.backends.quantized.engine
+    for engine in ("x86", "fbgemm"):
+        try:
+            torch.backends.quantized.engine = engine
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                prepared = copy.deepcopy(model)
+                prepared.qconfig = torch.ao.quantization.get_default_qconfig(engine)
+                prepared = torch.ao.quantization.prepare(prepared)
+                prepared(torch.randn(256, 64))
+                converted = torch.ao.quantization.convert(prepared)
+        finally:
+            torch.backends.quantized.engine = previous
+        with pytest.raises(QuantizationError, match="packed for the x86/fbgemm engine.*'qnnpack'"):
+            driver.from_torch(converted)
