@@ -340,7 +340,7 @@ def _zero_tiles(weight, records, plan):
 
 
 def lower_matmul(weight, *, batch, config=None, act_signed, records=None, raw=None,
-                 output_signed=False, skip_zero_tiles=True, name="matmul"):
+                 output_signed=False, skip_zero_tiles=False, name="matmul"):
     """Lower the matrix multiply ``A @ weight`` of a batch of ``A`` rows to a :class:`ChipPass`.
 
     This is the one place a matrix multiply becomes commands; :func:`lower` lowers each
@@ -365,10 +365,12 @@ def lower_matmul(weight, *, batch, config=None, act_signed, records=None, raw=No
     output_signed : bool
         Requantized outputs are int8 (else uint8); only :meth:`ChipPass.decode` uses it.
     skip_zero_tiles : bool
-        Weight tiles whose weights all equal their column's zero point (a pruned layer's)
-        add nothing: they are not loaded and not multiplied.  An output tile keeps one
-        MATMUL, which clears its accumulator.  A layer without such tiles lowers to the
-        same commands either way.
+        Skip weight tiles whose weights all equal their column's zero point (a pruned
+        layer's): they add nothing, so they are not loaded and not multiplied.  An output
+        tile keeps one MATMUL, which clears its accumulator.  A layer without such tiles
+        lowers to the same commands either way.  Off by default, so the schedule does not
+        depend on the weights (the benchmark lowers stand-in weights); :func:`lower` turns
+        it on for layers.
     name : str
         Names the pass in messages.
 
@@ -530,6 +532,8 @@ def lower(layers, *, batch, config=None):
         Rows of the input.
     config : NpuConfig, optional
         The chip's configuration (default: ``NpuConfig()``).
+
+    All-zero weight tiles (a pruned layer's) are skipped (see :func:`lower_matmul`).
     """
     config = NpuConfig() if config is None else config
     check_config(config)
