@@ -312,7 +312,9 @@ def float_cnn(tmp_path_factory):
 
 @pytest.mark.parametrize("fmt", [QuantFormat.QOperator, QuantFormat.QDQ], ids=["qop", "qdq"])
 @pytest.mark.parametrize("types", [(QuantType.QUInt8, QuantType.QUInt8),
-                                   (QuantType.QInt8, QuantType.QInt8)], ids=["u8u8", "s8s8"])
+                                   (QuantType.QUInt8, QuantType.QInt8),
+                                   (QuantType.QInt8, QuantType.QInt8)],
+                         ids=["u8u8", "u8s8", "s8s8"])
 @pytest.mark.parametrize("per_channel", [True, False], ids=["per_channel", "per_tensor"])
 def test_quantized_cnn(float_cnn, tmp_path, fmt, types, per_channel):
     out = tmp_path / "cnn_q.onnx"
