@@ -61,7 +61,9 @@ def _summary_rows(network, stats, backend, wall):
     cycles = "n/a" if stats.cycles is None else (
         f"{stats.cycles:,}" + ("" if stats.cycles_measured else " (cycle model)"))
     utilization = stats.utilization
-    placed = [(f"  {layer.name}", f"{type(layer).__name__} on the {_where(layer)}")
+    placed = [(f"  {layer.name}", f"{type(layer).__name__} on the {_where(layer)}"
+               + (" (im2col on the host)" if getattr(layer, "geometry", None) is not None
+                  and _where(layer) == "chip" else ""))
               for layer in network.layers]
     return [
         ("backend", backend),
