@@ -28,6 +28,7 @@ iverilog-installed:
 
 demo: $(STAMP)
 	$(PY) -m examples.digits.run --backend verilator --config "$(CONFIG)"
+	$(PY) -m examples.digits_cnn.run --backend verilator --config "$(CONFIG)"
 
 demo-gemm: $(STAMP)
 	$(PY) -m examples.gemm.run --config "$(CONFIG)"

@@ -1,4 +1,5 @@
-"""The systolic-npu driver: quantized Linear layers from NumPy, PyTorch and ONNX on the chip.
+"""The systolic-npu driver: quantized Linear and Conv2d layers from NumPy, PyTorch and ONNX
+on the chip.
 
 ::
 
@@ -13,16 +14,26 @@ from hw.isa import Rounding
 
 from .backends import BackendUnavailable, available_backends
 from .device import Device, NpuError, RunStats, open
-from .layers import ColumnTable, Network, QuantLinear, QuantParams
+from .layers import (
+    ColumnTable,
+    ConvGeometry,
+    IntegerMatMul,
+    MaxPool2d,
+    Network,
+    QuantConv2d,
+    QuantLinear,
+    QuantParams,
+)
 from .lowering import LoweredChain, lower
 from .quant import Activation, QuantizationError, QuantType
 
 
-def from_torch(model, *, name=None):
+def from_torch(model, *, input_shape=None, name=None):
     """A :class:`Network` from a converted PyTorch quantized model (see
-    :func:`driver.torch_import.from_torch`)."""
+    :func:`driver.torch_import.from_torch`); ``input_shape`` (channels, height, width) for
+    a model with convolutions."""
     from .torch_import import from_torch as _from_torch
-    return _from_torch(model, name=name)
+    return _from_torch(model, input_shape=input_shape, name=name)
 
 
 def linear_from_torch(module, *, input_scale, input_zero_point, input_dtype="uint8", name=None):
@@ -39,7 +50,8 @@ def load_onnx(model, *, name=None):
     return _load_onnx(model, name=name)
 
 
-__all__ = ["QuantLinear", "ColumnTable", "Network", "QuantParams", "Activation", "QuantType",
+__all__ = ["QuantLinear", "QuantConv2d", "ConvGeometry", "IntegerMatMul", "MaxPool2d",
+           "ColumnTable", "Network", "QuantParams", "Activation", "QuantType",
            "from_torch", "linear_from_torch", "load_onnx", "open", "Device", "RunStats",
            "LoweredChain", "lower",
            "NpuError", "QuantizationError", "BackendUnavailable", "available_backends",

@@ -1,5 +1,9 @@
 """The ``npu`` command line: run quantized ONNX models on the chip, disassemble, inspect.
 
+A model takes and returns what onnxruntime gives it: float32 for a model that quantizes
+its input and dequantizes its output, the integer tensors themselves for a model whose
+input or output is uint8/int8/int32.
+
 ::
 
     npu run MODEL.onnx --input X.npy --output Y.npy [--backend golden|verilator|icarus|amaranth]
@@ -22,10 +26,13 @@ def _parser():
     parser = argparse.ArgumentParser(prog="npu", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run a quantized ONNX model on float32 input")
+    run = sub.add_parser("run", help="run a quantized ONNX model on .npy input")
     run.add_argument("model", help="quantized ONNX model")
-    run.add_argument("--input", required=True, help="float32 .npy input [batch, features]")
-    run.add_argument("--output", required=True, help="float32 .npy output to write")
+    run.add_argument("--input", required=True,
+                     help=".npy input [batch, ...] of the model's input type (float32, or "
+                          "uint8/int8 for a model with an integer input)")
+    run.add_argument("--output", required=True,
+                     help=".npy output to write, of the model's output type")
     run.add_argument("--backend", default="golden",
                      help="golden, verilator, icarus or amaranth (default: golden)")
     config_argument(run)
@@ -45,14 +52,26 @@ def _parser():
     return parser
 
 
+def _where(layer):
+    from driver.layers import HOST_LAYERS
+    return "host" if isinstance(layer, HOST_LAYERS) else "chip"
+
+
 def _summary_rows(network, stats, backend, wall):
     cycles = "n/a" if stats.cycles is None else (
         f"{stats.cycles:,}" + ("" if stats.cycles_measured else " (cycle model)"))
     utilization = stats.utilization
+    placed = [(f"  {layer.name}", f"{type(layer).__name__} on the {_where(layer)}"
+               + (" (im2col on the host)" if getattr(layer, "geometry", None) is not None
+                  and _where(layer) == "chip" else ""))
+              for layer in network.layers]
     return [
         ("backend", backend),
         ("layers on the chip", str(stats.layers)),
-        ("host tables", str(len(network.layers) - stats.layers)),
+        ("layers on the host", str(len(network.layers) - stats.layers)),
+        *placed,
+        ("zero weight tiles skipped", str(stats.skipped_tiles)),
+        ("cycles saved by skipping", f"{stats.cycles_saved:,} (cycle model)"),
         ("MACs", f"{stats.macs:,}"),
         ("chip cycles", cycles),
         ("array utilization", "n/a" if utilization is None else f"{100 * utilization:.1f} %"),
@@ -74,12 +93,7 @@ def _print_table(console, title, rows):
 def _cmd_run(args, console):
     import driver
     network = driver.load_onnx(args.model)
-    x = np.load(args.input)
-    if x.ndim == 1:
-        x = x[None, :]
-    if x.ndim != 2:
-        raise ValueError(f"the input must be [batch, features], not shape {list(x.shape)}")
-    x_q = network.quantize(x.astype(np.float32))
+    x_q = model_input(network, np.load(args.input))
     options = {"trace": args.trace} if args.trace else {}
     rows = args.rows_per_call or max(1, min(len(x_q), 256))
     started = time.perf_counter()
@@ -94,11 +108,41 @@ def _cmd_run(args, console):
                               progress=lambda done, total: progress.update(
                                   task, completed=done, total=total))
         stats = npu.stats
-    np.save(args.output, network.dequantize(y_q))
+    if network.float_output:
+        y_q = network.dequantize(y_q)
+    np.save(args.output, y_q.reshape(len(y_q), *network.output_shape))
     if not args.quiet:
         _print_table(console, f"npu run {args.model}",
                      _summary_rows(network, stats, args.backend, time.perf_counter() - started))
     return 0
+
+
+def model_input(network, x):
+    """``x`` checked against the model's input and made the chain's first input:
+    quantized by the model's own quantizer (float models) or passed through as it is
+    (integer models), as ``[batch, features]``.
+
+    Raises
+    ------
+    TypeError
+        If ``x`` has another dtype than the model takes.
+    ValueError
+        If its shape is not the model's input shape.
+    """
+    expected = "[" + ", ".join(map(str, [network.batch or "batch", *network.input_shape])) + "]"
+    if x.ndim == len(network.input_shape):
+        x = x[None]
+    if tuple(x.shape[1:]) != network.input_shape or len(x) == 0 or (
+            network.batch is not None and len(x) != network.batch):
+        raise ValueError(f"the input must be {expected}, not shape {list(x.shape)}")
+    if network.float_input:
+        if x.dtype.kind != "f":
+            raise TypeError(f"the model takes float32 input {expected}, not {x.dtype}")
+        return network.quantize(x.astype(np.float32).reshape(len(x), -1))
+    if x.dtype != network.input_dtype:
+        raise TypeError(f"the model takes {network.input_dtype} input {expected} (its input is "
+                        f"an integer tensor, passed as it is), not {x.dtype}")
+    return x.reshape(len(x), -1)
 
 
 def _cmd_disasm(args, console):

@@ -8,8 +8,8 @@ import numpy as np
 from hw.isa import ClearError, ErrorCode, Opcode
 
 from .backends.base import open_backend
-from .layers import ColumnTable, Network, check_chain
-from .lowering import HostPass, lower
+from .layers import HOST_LAYERS, Network, check_chain
+from .lowering import HostPass, lower, zero_tile_savings
 
 __all__ = ["open", "Device", "NpuError", "RunStats"]
 
@@ -43,6 +43,10 @@ class RunStats:
     calls: int = 0
     seconds: float = 0.0
     array_size: int = 1
+    #: Weight tiles skipped as all zero (summed over passes).
+    skipped_tiles: int = 0
+    #: Cycles the skipped tiles saved, from the cycle model (summed over passes).
+    cycles_saved: int = 0
 
     @property
     def utilization(self):
@@ -126,6 +130,8 @@ class Device:
                             "quantize it first (Network.quantize)")
         vector = x.ndim == 1
         x2 = x.reshape(1, -1) if vector else x
+        if x.ndim > 2 and tuple(x.shape[1:]) == tuple(first.input_shape):
+            x2 = x.reshape(x.shape[0], -1)      # images [batch, C, H, W]
         if x2.ndim != 2 or x2.shape[1] != first.in_features or x2.shape[0] == 0:
             raise ValueError(f"{first.name} takes input [batch, {first.in_features}], "
                              f"not {list(x.shape)}")
@@ -139,10 +145,10 @@ class Device:
         total, done = len(layers) * len(slices), 0
         activations = x2
         for index, layer in enumerate(layers):
-            out = np.empty((batch, layer.out_features), dtype=layer.output.qtype.dtype)
+            out = np.empty((batch, layer.out_features), dtype=layer.output_dtype)
             for start, rows in slices:
                 part = activations[start:start + rows]
-                if isinstance(layer, ColumnTable):
+                if isinstance(layer, HOST_LAYERS):
                     out[start:start + rows] = layer.apply(part)
                 else:
                     out[start:start + rows] = self._run_pass(layers, index, part)
@@ -150,16 +156,27 @@ class Device:
                 if progress is not None:
                     progress(done, total)
             activations = out
-        self.stats.layers = sum(not isinstance(layer, ColumnTable) for layer in layers)
+        self.stats.layers = sum(not isinstance(layer, HOST_LAYERS) for layer in layers)
         self.stats.seconds = time.perf_counter() - started
         return activations.reshape(-1) if vector else activations
 
+    def _savings(self, chip_pass):
+        key = ("savings", id(chip_pass))
+        if key not in self._programs:
+            self._programs[key] = (chip_pass, zero_tile_savings(chip_pass))
+        return self._programs[key][1]
+
     def _run_pass(self, layers, index, x):
-        chip_pass = self.program(layers, x.shape[0]).passes[index]
+        batch = x.shape[0]
+        chip_pass = self.program(layers, batch).passes[index]
         assert not isinstance(chip_pass, HostPass)
-        result = self.backend.execute(chip_pass.commands, chip_pass.data_in(x))
+        layer = layers[index]
+        result = self.backend.execute(chip_pass.commands, chip_pass.data_in(layer.to_rows(x)))
         self.stats.calls += 1
-        self.stats.macs += chip_pass.macs
+        self.stats.macs += layer.macs(batch)
+        if chip_pass.skipped:
+            self.stats.skipped_tiles += len(chip_pass.skipped)
+            self.stats.cycles_saved += self._savings(chip_pass)
         if result.cycles is None or self.stats.cycles is None:
             self.stats.cycles = None
         else:
@@ -180,7 +197,7 @@ class Device:
         if len(result.data_out) != chip_pass.data_out_bytes:
             raise NpuError(f"{name}: the chip sent {len(result.data_out)} data-out bytes, "
                            f"the program expects {chip_pass.data_out_bytes}", layer=name)
-        return chip_pass.decode(result.data_out)
+        return layer.from_rows(chip_pass.decode(result.data_out), batch)
 
 
 def open(name="golden", config=None, **options):

@@ -26,11 +26,13 @@ from hw.isa import (
     StatusRecord,
     Store,
 )
+from sim.cycle_model import CycleModel
 
-from .layers import ColumnTable, QuantLinear, check_chain
+from .layers import HOST_LAYERS, IntegerMatMul, check_chain
 
-__all__ = ["lower", "lower_matmul", "LoweredChain", "ChipPass", "BlockCommands", "HostPass",
-           "ActivationBlock", "OutputBlock", "tile_plan", "TilePlan"]
+__all__ = ["lower", "lower_matmul", "model_cycles", "zero_tile_savings", "LoweredChain",
+           "ChipPass", "BlockCommands", "HostPass", "ActivationBlock", "OutputBlock", "tile_plan",
+           "TilePlan"]
 
 
 @dataclass(frozen=True)
@@ -132,7 +134,9 @@ class ChipPass:
     output_signed: bool           #: requantized outputs are int8 (else uint8)
     blocks: list
     tail: tuple
-    layer: QuantLinear = None     #: the layer lowered, if any
+    layer: object = None          #: the layer lowered, if any
+    skipped: frozenset = frozenset()  #: (k tile, n tile) weight tiles skipped as all zero
+    layer_batch: int = None       #: input rows of the layer (``batch`` counts matmul rows)
 
     @property
     def in_features(self):
@@ -241,13 +245,13 @@ class ChipPass:
 
 @dataclass
 class HostPass:
-    """A :class:`~driver.layers.ColumnTable` the driver applies on the host."""
-    layer: ColumnTable
+    """A host layer (:data:`~driver.layers.HOST_LAYERS`) the driver applies on the host."""
+    layer: object
     batch: int
     macs = 0
 
 
-def _block_commands(plan, config, *, signs, params, raw, m, base, own_loads, upcoming,
+def _block_commands(plan, config, *, signs, params, raw, skip, m, base, own_loads, upcoming,
                     tile, slot, load_weights, pending_store):
     """The commands of one M block of ``m`` rows whose activations sit at ``base``.
 
@@ -255,7 +259,8 @@ def _block_commands(plan, config, *, signs, params, raw, m, base, own_loads, upc
     prefetched them); ``upcoming``: ``(rows, base)`` of the next block, whose loads
     are spread over this block's MATMULs; ``tile`` and ``slot``: output tiles and
     weight slots used so far (they alternate parameter sets, accumulator regions and
-    weight slots); ``pending_store``: the previous block's last STORE.
+    weight slots); ``pending_store``: the previous block's last STORE; ``skip``: the
+    ``(k tile, n tile)`` indices whose weights are all zero (no load, no matmul).
 
     Returns the :class:`BlockCommands`, this block's last STORE, and ``tile`` and
     ``slot`` after it.
@@ -286,14 +291,17 @@ def _block_commands(plan, config, *, signs, params, raw, m, base, own_loads, upc
         if params:
             # Weight loading subtracts the zero points of the records loaded before it.
             emit(LoadParams(count=n, param_set=param_set), ("params", n0, n))
-        t = 0
+        t = done = 0
         for group in groups:
             if len(groups) > 1:
                 for load in act_loads(m, base, 0, group):
                     emit(*load)
             for index, (k0, k) in enumerate(group):
+                t += 1
+                if (t - 1, j) in skip:
+                    continue
                 if plan.resident:
-                    this_slot = j * len(plan.k_tiles) + t
+                    this_slot = j * len(plan.k_tiles) + t - 1
                 else:
                     this_slot, slot = slot % config.weight_tiles, slot + 1
                 if load_weights:
@@ -305,8 +313,8 @@ def _block_commands(plan, config, *, signs, params, raw, m, base, own_loads, upc
                     emit(pending_store)
                     pending_store = None
                 emit(Matmul(act_addr=base + index * m, count=m, slot=this_slot,
-                            acc_addr=acc_addr, accumulate=int(t > 0)))
-                t += 1
+                            acc_addr=acc_addr, accumulate=int(done > 0)))
+                done += 1
                 issued += 1
                 if upcoming and issued % spacing == 0:
                     emit(*upcoming.pop(0))
@@ -317,8 +325,22 @@ def _block_commands(plan, config, *, signs, params, raw, m, base, own_loads, upc
     return BlockCommands(tuple(ins), tuple(sources)), pending_store, tile, slot
 
 
+def _zero_tiles(weight, records, plan):
+    """``(k tile, n tile)`` indices whose weights all equal their column's zero point, but
+    never every tile of an output tile (its first MATMUL clears the accumulator)."""
+    zeros = np.array([r.weight_zero for r in records] if records else [0] * weight.shape[1],
+                     dtype=np.int64)
+    empty = weight.astype(np.int64) == zeros[None, :]
+    skip = set()
+    for j, (n0, n) in enumerate(plan.n_tiles):
+        tiles = [i for i, (k0, k) in enumerate(plan.k_tiles)
+                 if empty[k0:k0 + k, n0:n0 + n].all()]
+        skip.update((i, j) for i in tiles[len(tiles) == len(plan.k_tiles):])
+    return frozenset(skip)
+
+
 def lower_matmul(weight, *, batch, config=None, act_signed, records=None, raw=None,
-                 output_signed=False, name="matmul"):
+                 output_signed=False, skip_zero_tiles=False, name="matmul"):
     """Lower the matrix multiply ``A @ weight`` of a batch of ``A`` rows to a :class:`ChipPass`.
 
     This is the one place a matrix multiply becomes commands; :func:`lower` lowers each
@@ -342,6 +364,13 @@ def lower_matmul(weight, *, batch, config=None, act_signed, records=None, raw=No
         there are no ``records``).
     output_signed : bool
         Requantized outputs are int8 (else uint8); only :meth:`ChipPass.decode` uses it.
+    skip_zero_tiles : bool
+        Skip weight tiles whose weights all equal their column's zero point (a pruned
+        layer's): they add nothing, so they are not loaded and not multiplied.  An output
+        tile keeps one MATMUL, which clears its accumulator.  A layer without such tiles
+        lowers to the same commands either way.  Off by default, so the schedule does not
+        depend on the weights (the benchmark lowers stand-in weights); :func:`lower` turns
+        it on for layers.
     name : str
         Names the pass in messages.
 
@@ -378,6 +407,7 @@ def lower_matmul(weight, *, batch, config=None, act_signed, records=None, raw=No
     # spread over this block's MATMULs, so the array never waits for a whole block.
     prefetch = plan.act_banks == 2 and plan.k_group == len(plan.k_tiles)
     signs = (int(act_signed), int(weight.dtype == np.int8))
+    skip = _zero_tiles(weight, records, plan) if skip_zero_tiles else frozenset()
     made, pass_blocks = {}, []
     tile, slot, pending_store = 0, 0, None
     for block in range(blocks):
@@ -396,22 +426,50 @@ def lower_matmul(weight, *, batch, config=None, act_signed, records=None, raw=No
         frozen = tuple(key.items())
         if frozen not in made:
             made[frozen] = _block_commands(plan, config, signs=signs, params=bool(records),
-                                           raw=raw, **key)
+                                           raw=raw, skip=skip, **key)
         commands, pending_store, tile_after, slot_after = made[frozen]
         tile += tile_after - key["tile"]
         slot += slot_after - key["slot"]
         pass_blocks.append(commands)
     return ChipPass(name=name, batch=batch, config=config, plan=plan, weight=weight,
                     records=records, raw=raw, output_signed=bool(output_signed),
-                    blocks=pass_blocks, tail=(pending_store, ReadStatus()))
+                    blocks=pass_blocks, tail=(pending_store, ReadStatus()), skipped=skip)
 
 
-def _lower_linear(layer, batch, config):
-    p = lower_matmul(np.ascontiguousarray(layer.weight.T), batch=batch, config=config,
-                     act_signed=layer.input.qtype.signed, records=layer.records, raw=False,
-                     output_signed=layer.output.qtype.signed, name=layer.name)
-    p.layer = layer
+def _lower_layer(layer, batch, config, skip_zero_tiles=True):
+    """The :class:`ChipPass` of a chip layer: its one matrix multiply over its rows."""
+    rows = layer.matmul_rows(batch)
+    if isinstance(layer, IntegerMatMul):
+        p = lower_matmul(np.ascontiguousarray(layer.matrix.T), batch=rows, config=config,
+                         act_signed=layer.input.qtype.signed, records=layer.records, raw=True,
+                         skip_zero_tiles=skip_zero_tiles, name=layer.name)
+    else:
+        linear = layer.matmul
+        p = lower_matmul(np.ascontiguousarray(linear.weight.T), batch=rows, config=config,
+                         act_signed=linear.input.qtype.signed, records=linear.records, raw=False,
+                         output_signed=linear.output.qtype.signed,
+                         skip_zero_tiles=skip_zero_tiles, name=layer.name)
+    p.layer, p.layer_batch = layer, batch
     return p
+
+
+def model_cycles(instructions, config):
+    """Cycles of a command stream on an idle chip, from the cycle model."""
+    model = CycleModel(config)
+    for instruction in instructions:
+        model.step(instruction)
+    return model.cycles
+
+
+def zero_tile_savings(chip_pass):
+    """Cycles (from the cycle model) that skipping the pass's all-zero weight tiles saves:
+    the same layer lowered without skipping, less the pass as lowered."""
+    if not chip_pass.skipped:
+        return 0
+    dense = _lower_layer(chip_pass.layer, chip_pass.layer_batch, chip_pass.config,
+                         skip_zero_tiles=False)
+    return (model_cycles(dense.instructions, chip_pass.config)
+            - model_cycles(chip_pass.instructions, chip_pass.config))
 
 
 @dataclass
@@ -452,7 +510,8 @@ class LoweredChain:
             plan = p.plan
             lines.append(f"; pass {number}: {p.layer!r}: {len(plan.k_tiles)} K tile(s) x "
                          f"{len(plan.n_tiles)} N tile(s), M blocks of {plan.m_block}"
-                         f"{', weights resident' if plan.resident else ''}; "
+                         f"{', weights resident' if plan.resident else ''}"
+                         f"{f', {len(p.skipped)} zero tile(s) skipped' if p.skipped else ''}; "
                          f"{len(p.instructions)} commands, "
                          f"{sum(len(s) if isinstance(s, bytes) else 0 for s in p.segments)} "
                          "constant data bytes")
@@ -466,12 +525,15 @@ def lower(layers, *, batch, config=None):
 
     Parameters
     ----------
-    layers : QuantLinear, ColumnTable or list of them
+    layers : a layer or a list of layers (:data:`~driver.layers.CHIP_LAYERS`,
+        :data:`~driver.layers.HOST_LAYERS`)
         A chain: each layer's output quantization must equal the next one's input.
     batch : int
         Rows of the input.
     config : NpuConfig, optional
         The chip's configuration (default: ``NpuConfig()``).
+
+    All-zero weight tiles (a pruned layer's) are skipped (see :func:`lower_matmul`).
     """
     config = NpuConfig() if config is None else config
     check_config(config)
@@ -479,8 +541,8 @@ def lower(layers, *, batch, config=None):
         raise ValueError(f"batch must be a positive integer, not {batch!r}")
     passes = []
     for layer in check_chain(layers):
-        if isinstance(layer, ColumnTable):
+        if isinstance(layer, HOST_LAYERS):
             passes.append(HostPass(layer=layer, batch=int(batch)))
         else:
-            passes.append(_lower_linear(layer, int(batch), config))
+            passes.append(_lower_layer(layer, int(batch), config))
     return LoweredChain(config=config, batch=int(batch), passes=passes)

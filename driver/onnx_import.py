@@ -21,12 +21,23 @@ import os
 
 import numpy as np
 
-from .layers import ColumnTable, Network, QuantLinear, QuantParams
+from .layers import (
+    ColumnTable,
+    ConvGeometry,
+    IntegerMatMul,
+    MaxPool2d,
+    Network,
+    QuantConv2d,
+    QuantLinear,
+    QuantParams,
+)
 from .quant import QuantType
 
 __all__ = ["load_onnx", "OnnxImportError"]
 
 _MS_DOMAIN = "com.microsoft"
+#: Ops on constants the importer reads as they are rather than folding them.
+_KEPT_ON_CONSTANTS = ("QuantizeLinear", "DequantizeLinear", "Constant")
 
 
 class OnnxImportError(ValueError):
@@ -52,7 +63,7 @@ class _Graph:
 
     def __init__(self, model):
         onnx, numpy_helper = _onnx()
-        self.onnx = onnx
+        self.onnx, self._numpy_helper = onnx, numpy_helper
         graph = model.graph
         self.nodes = list(graph.node)
         self.consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
@@ -60,6 +71,8 @@ class _Graph:
             if node.op_type == "Constant":
                 value = next(a for a in node.attribute if a.name == "value")
                 self.consts[node.output[0]] = numpy_helper.to_array(value.t)
+        self.used = set()
+        self._fold_constants(model)
         self.producer = {out: node for node in self.nodes for out in node.output}
         self.consumers = {}
         for node in self.nodes:
@@ -72,7 +85,33 @@ class _Graph:
             raise OnnxImportError(f"the model must have one input and one output, not "
                                   f"{len(inputs)} and {len(self.outputs)}")
         self.input = inputs[0]
-        self.used = set()
+
+    def _fold_constants(self, model):
+        """Evaluate, once at load time, every node that only reads constants (a Transpose or
+        Reshape of a weight, a Cast of a bound...), except the Q/DQ the layers read."""
+        from onnx.reference import ReferenceEvaluator
+        helper = self.onnx.helper
+        opsets = list(model.opset_import)
+        for node in self.nodes:
+            inputs = [name for name in node.input if name]
+            if (node.op_type in _KEPT_ON_CONSTANTS or node.domain not in ("", "ai.onnx")
+                    or not inputs or any(name not in self.consts for name in inputs)
+                    or any(a.type in (a.GRAPH, a.GRAPHS) for a in node.attribute)):
+                continue
+            graph = helper.make_graph(
+                [node], "fold", [],
+                [helper.make_empty_tensor_value_info(name) for name in node.output if name],
+                [self._numpy_helper.from_array(self.consts[name], name) for name in inputs])
+            try:
+                values = ReferenceEvaluator(helper.make_model(graph, opset_imports=opsets)).run(
+                    None, {})
+            except Exception as exc:  # noqa: BLE001 - any failure: the node is not foldable
+                raise OnnxImportError(f"{_describe(node)} on constants could not be evaluated "
+                                      f"at load time: {exc}") from None
+            for name, value in zip([n for n in node.output if n], values, strict=True):
+                self.consts[name] = np.asarray(value)
+            self.used.add(id(node))
+        self.nodes = [node for node in self.nodes if id(node) not in self.used]
 
     def attr(self, node, name, default):
         for a in node.attribute:
@@ -149,15 +188,17 @@ def _bias(node, c, n):
 
 
 def _layer(g, node, *, current, weight, w_scale, w_zero, bias, output, alpha=1.0,
-           activation="none", clip=None):
+           activation="none", clip=None, geometry=None):
+    """A QuantLinear, or with ``geometry`` (a dict of conv arguments) a QuantConv2d."""
+    kind, extra = (QuantLinear, {}) if geometry is None else (QuantConv2d, geometry)
     try:
-        return QuantLinear(weight=weight, weight_scale=w_scale, weight_zero_point=w_zero,
-                           bias=bias, input_scale=current.scale,
-                           input_zero_point=current.zero_point, input_dtype=current.qtype,
-                           output_scale=output.scale, output_zero_point=output.zero_point,
-                           output_dtype=output.qtype, activation=activation, clip=clip,
-                           scale_order="onnxruntime", alpha=alpha,
-                           name=node.name or node.output[0])
+        return kind(weight=weight, weight_scale=w_scale, weight_zero_point=w_zero,
+                    bias=bias, input_scale=current.scale,
+                    input_zero_point=current.zero_point, input_dtype=current.qtype,
+                    output_scale=output.scale, output_zero_point=output.zero_point,
+                    output_dtype=output.qtype, activation=activation, clip=clip,
+                    scale_order="onnxruntime", alpha=alpha,
+                    name=node.name or node.output[0], **extra)
     except (TypeError, ValueError) as exc:
         raise OnnxImportError(f"{_describe(node)}: {exc}") from None
 
@@ -271,9 +312,13 @@ def _clip_range(g, node):
     return g.attr(node, "min", None), g.attr(node, "max", None)
 
 
-def _qdq_linear(g, node, current):
-    """DQ -> Gemm/MatMul [-> Add bias] [-> Relu/Clip] -> Q, starting at the Gemm/MatMul."""
+def _qdq_linear(g, node, current, shape):
+    """DQ -> Gemm/MatMul/Conv [-> Add bias] [-> Relu/Clip] -> Q, starting at the
+    Gemm/MatMul/Conv."""
     chain = [node]
+    conv = node.op_type == "Conv"
+    if not conv:
+        _check_features(node, shape)
     if node.op_type == "Gemm":
         if g.attr(node, "transA", 0):
             raise OnnxImportError(f"{_describe(node)}: transA=1 is not supported")
@@ -284,13 +329,20 @@ def _qdq_linear(g, node, current):
     else:
         trans_b = 0
     q, scale, zero, axis = g.dequantized_constant(node.input[1], node, "the weight")
-    weight = _weight_matrix(node, q, trans_b)
+    if conv:
+        weight = _conv_weight(node, q)
+        if np.asarray(scale).size > 1 and axis != 0:
+            raise OnnxImportError(f"{_describe(node)}: per-channel weights must be quantized "
+                                  "along the output-channel axis 0")
+    else:
+        weight = _weight_matrix(node, q, trans_b)
+        if np.asarray(scale).size > 1 and axis % 2 != (0 if trans_b else 1):
+            raise OnnxImportError(f"{_describe(node)}: per-channel weights must be quantized "
+                                  "along the output axis")
     n = weight.shape[0]
-    if np.asarray(scale).size > 1 and axis % 2 != (0 if trans_b else 1):
-        raise OnnxImportError(f"{_describe(node)}: per-channel weights must be quantized along "
-                              "the output axis")
     w_scale, w_zero = _weight_params(node, scale, zero, n)
-    bias_tensor = node.input[2] if node.op_type == "Gemm" and len(node.input) > 2 else ""
+    bias_tensor = node.input[2] if node.op_type in ("Gemm", "Conv") and len(node.input) > 2 \
+        else ""
     tensor = node.output[0]
     following = g.consumer(tensor, _describe(node))
     if not bias_tensor and following.op_type == "Add":
@@ -321,7 +373,8 @@ def _qdq_linear(g, node, current):
     output = g.qparams(following, following.input[1],
                        following.input[2] if len(following.input) > 2 else "", "output")
     layer = _layer(g, node, current=current, weight=weight, w_scale=w_scale, w_zero=w_zero,
-                   bias=bias, output=output, clip=clip)
+                   bias=bias, output=output, clip=clip,
+                   geometry=_conv_geometry(g, node, shape, weight) if conv else None)
     return layer, chain
 
 
@@ -341,6 +394,220 @@ def _qdq_add(g, node, current, features, operand):
     output = g.qparams(quantize, quantize.input[1],
                        quantize.input[2] if len(quantize.input) > 2 else "", "output")
     return _add_table(node, current, other, other_params, output, features), [node, quantize]
+
+
+
+
+# -- convolution and pooling ---------------------------------------------------------------
+
+def _check_features(node, shape):
+    if len(shape) != 1:
+        raise OnnxImportError(f"{_describe(node)}: takes a [batch, features] input, not "
+                              f"[batch, {', '.join(map(str, shape))}]; flatten it first")
+
+
+def _conv_weight(node, w):
+    if w.dtype not in (np.int8, np.uint8) or w.ndim != 4:
+        raise OnnxImportError(f"{_describe(node)}: weights must be a 4-D int8 or uint8 "
+                              f"constant (2-D convolution), not {w.dtype} {list(w.shape)}")
+    return w
+
+
+def _window_arguments(g, node, shape, kernel):
+    """Stride, pads and dilation of a Conv/MaxPool node on a [C, H, W] input, as ONNX
+    defines them (explicit ``pads`` or ``auto_pad``)."""
+    if len(shape) != 3:
+        raise OnnxImportError(f"{_describe(node)}: only 2-D windows on [batch, channels, "
+                              f"height, width] are supported, not input [batch, "
+                              f"{', '.join(map(str, shape))}]")
+    strides = list(g.attr(node, "strides", [1, 1]))
+    dilations = list(g.attr(node, "dilations", [1, 1]))
+    pads = list(g.attr(node, "pads", [0, 0, 0, 0]))
+    auto_pad = g.attr(node, "auto_pad", b"NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        pads = [0] * 4
+        for axis in range(2):
+            size, s, d, k = shape[1 + axis], strides[axis], dilations[axis], kernel[axis]
+            total = max(0, (-(-size // s) - 1) * s + (k - 1) * d + 1 - size)
+            begin = total // 2 if auto_pad == "SAME_UPPER" else total - total // 2
+            pads[axis], pads[2 + axis] = begin, total - begin
+    elif auto_pad == "VALID":
+        pads = [0] * 4
+    elif auto_pad != "NOTSET":
+        raise OnnxImportError(f"{_describe(node)}: auto_pad {auto_pad!r} is not supported")
+    if len(strides) != 2 or len(dilations) != 2 or len(pads) != 4:
+        raise OnnxImportError(f"{_describe(node)}: only 2-D windows are supported")
+    return dict(input_shape=shape, stride=strides, padding=pads, dilation=dilations)
+
+
+def _conv_geometry(g, node, shape, weight):
+    kernel = list(g.attr(node, "kernel_shape", weight.shape[2:]))
+    if tuple(kernel) != tuple(weight.shape[2:]):
+        raise OnnxImportError(f"{_describe(node)}: kernel_shape {kernel} differs from the "
+                              f"weights' {list(weight.shape[2:])}")
+    return dict(_window_arguments(g, node, shape, kernel), groups=int(g.attr(node, "group", 1)))
+
+
+def _qlinear_conv(g, node, current, shape):
+    inputs = list(node.input) + [""] * (9 - len(node.input))
+    _check_input_params(node, current, g.qparams(node, inputs[1], inputs[2], "input x"))
+    weight = _conv_weight(node, g.const(inputs[3], node, "w"))
+    n = weight.shape[0]
+    w_scale, w_zero = _weight_params(node, g.const(inputs[4], node, "w scale"),
+                                     g.const(inputs[5], node, "w zero point"), n)
+    output = g.qparams(node, inputs[6], inputs[7], "output")
+    bias = _bias(node, g.const(inputs[8], node, "B"), n) if inputs[8] else None
+    return _layer(g, node, current=current, weight=weight, w_scale=w_scale, w_zero=w_zero,
+                  bias=bias, output=output, geometry=_conv_geometry(g, node, shape, weight))
+
+
+def _integer_matmul(g, node, current, shape):
+    """MatMulInteger / ConvInteger: int32 accumulators, which must be the model's output."""
+    inputs = list(node.input) + [""] * (4 - len(node.input))
+    zero = g.const(inputs[2], node, "the input zero point") if inputs[2] else None
+    if zero is not None and zero.size != 1:
+        raise OnnxImportError(f"{_describe(node)}: the input must have one zero point")
+    if zero is not None and np.dtype(zero.dtype) != current.qtype.dtype:
+        raise OnnxImportError(f"{_describe(node)}: the input zero point is {zero.dtype}, the "
+                              f"input {current.qtype.value}")
+    b = g.const(inputs[1], node, "the weight")
+    if node.op_type == "ConvInteger":
+        weight = _conv_weight(node, b)
+        geometry = ConvGeometry(kernel=weight.shape[2:], name=node.name or node.output[0],
+                                **_conv_geometry(g, node, shape, weight))
+    else:
+        _check_features(node, shape)
+        weight, geometry = _weight_matrix(node, b, False), None
+    w_zero = (g.const(inputs[3], node, "the weight zero point") if inputs[3]
+              else np.zeros(1, dtype=weight.dtype))
+    w_zero = np.asarray(w_zero).reshape(-1)
+    if w_zero.size not in (1, weight.shape[0]):
+        raise OnnxImportError(f"{_describe(node)}: weights must have one zero point or one "
+                              f"per output ({weight.shape[0]}), not {w_zero.size}")
+    try:
+        return IntegerMatMul(weight=weight, weight_zero_point=w_zero.astype(np.int64),
+                             input_zero_point=current.zero_point, input_dtype=current.qtype,
+                             geometry=geometry, name=node.name or node.output[0])
+    except (TypeError, ValueError) as exc:
+        raise OnnxImportError(f"{_describe(node)}: {exc}") from None
+
+
+def _max_pool(g, node, current, shape):
+    if len(node.output) > 1 and node.output[1]:
+        raise OnnxImportError(f"{_describe(node)}: the Indices output is not supported")
+    if g.attr(node, "ceil_mode", 0):
+        raise OnnxImportError(f"{_describe(node)}: ceil_mode=1 is not supported")
+    if g.attr(node, "storage_order", 0):
+        raise OnnxImportError(f"{_describe(node)}: storage_order=1 is not supported")
+    kernel = list(g.attr(node, "kernel_shape", []))
+    if len(kernel) != 2:
+        raise OnnxImportError(f"{_describe(node)}: only 2-D pooling is supported")
+    try:
+        return MaxPool2d(params=current, kernel=kernel, name=node.name or node.output[0],
+                         **_window_arguments(g, node, shape, kernel))
+    except (TypeError, ValueError) as exc:
+        raise OnnxImportError(f"{_describe(node)}: {exc}") from None
+
+
+# -- graph plumbing: nodes that change no value the chip computes ----------------------------
+
+def _reshaped(g, node, shape):
+    """The non-batch shape after a layout-only node on the chain's tensor, or None if
+    ``node`` is not one.  Activations travel as [batch, features] in C order, so any node
+    that keeps the batch dimension first and the values in order changes nothing."""
+    op = node.op_type
+    if node.domain not in ("", "ai.onnx"):
+        return None
+    if op == "Identity":
+        return shape
+    if op == "Dropout":
+        if len(node.output) > 1 and node.output[1] and g.consumers.get(node.output[1]):
+            raise OnnxImportError(f"{_describe(node)}: its mask output is not supported")
+        if len(node.input) > 2 and node.input[2]:
+            training = g.const(node.input[2], node, "training_mode")
+            if bool(np.asarray(training).reshape(())):
+                raise OnnxImportError(f"{_describe(node)}: training_mode must be false")
+        return shape
+    size = int(np.prod(shape))
+    if op == "Flatten":
+        axis = int(g.attr(node, "axis", 1))
+        if axis < 0:
+            axis += len(shape) + 1
+        if axis != 1:
+            raise OnnxImportError(f"{_describe(node)}: only axis=1 (keeping the batch "
+                                  f"dimension) is supported, not {axis}")
+        return (size,)
+    if op == "Reshape":
+        target = [int(v) for v in g.const(node.input[1], node, "the shape").reshape(-1)]
+        if g.attr(node, "allowzero", 0) and 0 in target:
+            raise OnnxImportError(f"{_describe(node)}: allowzero with a zero dimension is not "
+                                  "supported")
+        if not target or target[0] not in (0, -1):
+            raise OnnxImportError(f"{_describe(node)}: the shape {target} must keep the batch "
+                                  "dimension first (0, or -1 with every other dimension given)")
+        rest = [shape[i] if v == 0 and i < len(shape) else v
+                for i, v in enumerate(target[1:])]
+        if target[0] == -1 and -1 in rest:
+            raise OnnxImportError(f"{_describe(node)}: the shape {target} does not keep the "
+                                  "batch dimension")
+        if rest.count(-1) == 1:
+            known = int(np.prod([v for v in rest if v != -1]))
+            if known == 0 or size % known:
+                raise OnnxImportError(f"{_describe(node)}: cannot reshape {list(shape)} to "
+                                      f"{target}")
+            rest[rest.index(-1)] = size // known
+        if rest.count(-1) > 1 or int(np.prod(rest)) != size:
+            raise OnnxImportError(f"{_describe(node)}: cannot reshape [batch, "
+                                  f"{', '.join(map(str, shape))}] to {target} keeping the batch")
+        return tuple(rest)
+    if op in ("Squeeze", "Unsqueeze"):
+        if len(node.input) > 1 and node.input[1]:
+            axes = g.const(node.input[1], node, "the axes").reshape(-1).tolist()
+        else:
+            axes = g.attr(node, "axes", None)
+        if not axes:
+            raise OnnxImportError(f"{_describe(node)}: needs explicit axes")
+        rank = len(shape) + 1 + (len(axes) if op == "Unsqueeze" else 0)
+        axes = sorted(int(a) % rank for a in axes)
+        if 0 in axes:
+            raise OnnxImportError(f"{_describe(node)}: cannot {op.lower()} the batch dimension")
+        dims = [None, *shape]
+        if op == "Squeeze":
+            if any(dims[a] != 1 for a in axes):
+                raise OnnxImportError(f"{_describe(node)}: squeezes a dimension that is not 1")
+            return tuple(d for i, d in enumerate(dims) if i not in axes)[1:]
+        for a in axes:
+            dims.insert(a, 1)
+        return tuple(dims[1:])
+    if op == "Transpose":
+        perm = g.attr(node, "perm", None)
+        dims = [None, *shape]
+        perm = list(range(len(dims)))[::-1] if perm is None else list(perm)
+        moved = [p for p in perm if p != 0 and dims[p] != 1]
+        if perm[0] != 0 or moved != sorted(moved):
+            raise OnnxImportError(f"{_describe(node)}: a Transpose that reorders values "
+                                  "is not supported")
+        return tuple(dims[p] for p in perm[1:])
+    return None
+
+
+def _skip_plumbing(g, tensor, shape):
+    """Follow layout-only nodes from ``tensor``; the tensor and shape they end at."""
+    while tensor not in g.outputs:
+        users = g.consumers.get(tensor, [])
+        if len(users) != 1:
+            break
+        new = _reshaped(g, users[0], shape)
+        if new is None:
+            break
+        g.used.add(id(users[0]))
+        tensor, shape = users[0].output[0], tuple(new)
+    return tensor, shape
+
+
+def _elem_name(onnx, elem_type):
+    return onnx.helper.tensor_dtype_to_np_dtype(elem_type).name if elem_type else "unknown"
 
 
 def load_onnx(model, *, name=None):
@@ -365,9 +632,23 @@ def load_onnx(model, *, name=None):
     g = _Graph(model)
     onnx_types = {onnx.TensorProto.UINT8: "uint8", onnx.TensorProto.INT8: "int8"}
     input_type = g.input.type.tensor_type.elem_type
+    dims = [d.dim_value if d.HasField("dim_value") else None
+            for d in g.input.type.tensor_type.shape.dim]
+    if len(dims) < 2 or None in dims[1:]:
+        raise OnnxImportError(f"the model input {g.input.name!r} must be [batch, features] or "
+                              f"[batch, channels, height, width] with known sizes after the "
+                              f"batch, not {dims}")
+    batch, shape = dims[0] or None, tuple(dims[1:])
+    input_shape = shape
     tensor = g.input.name
     network_input = current = None
-    if input_type not in onnx_types:
+    float_input = input_type not in onnx_types
+    if float_input:
+        if input_type != onnx.TensorProto.FLOAT:
+            raise OnnxImportError(f"the model input {g.input.name!r} is "
+                                  f"{_elem_name(onnx, input_type)}; the driver takes float32 "
+                                  "or uint8/int8 inputs")
+        tensor, shape = _skip_plumbing(g, tensor, shape)
         node = g.consumer(tensor, "the model input")
         if node.op_type != "QuantizeLinear":
             raise OnnxImportError(f"{_describe(node)}: a float model input must be quantized "
@@ -377,46 +658,104 @@ def load_onnx(model, *, name=None):
         g.used.add(id(node))
         tensor = node.output[0]
 
-    layers, output = [], None
-    features = None
-    while tensor not in g.outputs:
-        node = g.consumer(tensor, "the previous layer")
+    layers, output, float_output = [], None, False
+    while True:
+        tensor, shape = _skip_plumbing(g, tensor, shape)
+        if tensor in g.outputs:
+            break
+        if layers and layers[-1].output is None:
+            node = g.consumer(tensor, _describe_layer(layers[-1]))
+            raise OnnxImportError(f"{_describe(node)} after {layers[-1].name!r}: an int32 "
+                                  "accumulator output must be the model's output")
+        node = g.consumer(tensor, "the previous layer" if layers else "the model input")
         chain = [node]
-        if current is None and node.op_type in ("QGemm", "QLinearMatMul"):
-            current = g.qparams(node, node.input[1], node.input[2], "input")
+        if current is None:
+            current = _integer_input(g, node, onnx_types[input_type])
         if node.op_type == "QGemm" and node.domain == _MS_DOMAIN:
+            _check_features(node, shape)
             layer = _qgemm(g, node, current)
         elif node.op_type == "QLinearMatMul":
+            _check_features(node, shape)
             layer = _qlinear_matmul(g, node, current)
-        elif node.op_type == "QLinearAdd" and node.domain == _MS_DOMAIN and features:
-            layer = _qlinear_add(g, node, current, features)
-        elif node.op_type == "DequantizeLinear" and current is not None:
-            dq_output = node.output[0]
+        elif node.op_type == "QLinearConv":
+            layer = _qlinear_conv(g, node, current, shape)
+        elif node.op_type in ("MatMulInteger", "ConvInteger"):
+            layer = _integer_matmul(g, node, current, shape)
+        elif node.op_type == "MaxPool":
+            layer = _max_pool(g, node, current, shape)
+        elif node.op_type == "QLinearAdd" and node.domain == _MS_DOMAIN and layers:
+            _check_features(node, shape)
+            layer = _qlinear_add(g, node, current, shape[0])
+        elif node.op_type == "DequantizeLinear":
+            params = g.qparams(node, node.input[1],
+                               node.input[2] if len(node.input) > 2 else "", "input")
+            _check_input_params(node, current, params)
             g.used.add(id(node))
+            dq_output, shape = _skip_plumbing(g, node.output[0], shape)
             if dq_output in g.outputs:
-                output = g.qparams(node, node.input[1],
-                                   node.input[2] if len(node.input) > 2 else "", "output")
-                _check_input_params(node, current, output)
-                tensor = dq_output
+                output, float_output, tensor = params, True, dq_output
                 break
             after = g.consumer(dq_output, _describe(node))
-            if after.op_type in ("Gemm", "MatMul"):
-                layer, chain = _qdq_linear(g, after, current)
-            elif after.op_type == "Add" and features:
-                layer, chain = _qdq_add(g, after, current, features, dq_output)
+            if after.op_type in ("Gemm", "MatMul", "Conv"):
+                layer, chain = _qdq_linear(g, after, current, shape)
+            elif after.op_type == "Add" and layers:
+                _check_features(after, shape)
+                layer, chain = _qdq_add(g, after, current, shape[0], dq_output)
+            elif after.op_type == "MaxPool":
+                layer, chain = _qdq_pool(g, after, current, shape)
+            elif after.op_type == "QuantizeLinear":
+                # DQ -> (layout) -> Q with the same parameters changes no value.
+                _check_input_params(after, current, g.qparams(
+                    after, after.input[1], after.input[2] if len(after.input) > 2 else "",
+                    "output"))
+                g.used.add(id(after))
+                tensor = after.output[0]
+                continue
             else:
                 raise OnnxImportError(f"{_describe(after)} is not supported here")
         else:
             raise OnnxImportError(f"{_describe(node)} is not supported")
         g.used.update(id(n) for n in chain)
         layers.append(layer)
-        current, features = layer.output, layer.out_features
+        current, shape = layer.output, tuple(layer.output_shape)
         tensor = chain[-1].output[0]
     for node in g.nodes:
         if id(node) not in g.used and node.op_type != "Constant":
             raise OnnxImportError(f"{_describe(node)} is not supported (it is not on the chain "
                                   "from the model input to its output)")
-    if not layers:
-        raise OnnxImportError("the model has no quantized linear layer")
+    if not any(not isinstance(layer, MaxPool2d) for layer in layers):
+        raise OnnxImportError("the model has no quantized linear or convolution layer")
     return Network(layers=layers, input=network_input, output=output or layers[-1].output,
-                   name=name or model.graph.name or "onnx")
+                   float_input=float_input, float_output=float_output, input_shape=input_shape,
+                   output_shape=shape, batch=batch, name=name or model.graph.name or "onnx")
+
+
+def _describe_layer(layer):
+    return f"layer {layer.name!r}"
+
+
+def _integer_input(g, node, dtype):
+    """The quantization of an integer model input, from the first node that reads it."""
+    if node.op_type in ("QGemm", "QLinearMatMul", "QLinearConv"):
+        return g.qparams(node, node.input[1], node.input[2], "input")
+    if node.op_type in ("MatMulInteger", "ConvInteger"):
+        zero = (int(g.const(node.input[2], node, "the input zero point").reshape(()))
+                if len(node.input) > 2 and node.input[2] else 0)
+        return QuantParams(scale=1.0, zero_point=zero, dtype=dtype, what=_describe(node))
+    raise OnnxImportError(f"{_describe(node)}: an integer model input must feed a quantized "
+                          "layer (QGemm, QLinearMatMul, QLinearConv, MatMulInteger or "
+                          "ConvInteger)")
+
+
+def _qdq_pool(g, node, current, shape):
+    """DQ -> MaxPool -> Q with the input's parameters: the pool on the quantized values."""
+    layer = _max_pool(g, node, current, shape)
+    quantize = g.consumer(node.output[0], _describe(node))
+    if quantize.op_type != "QuantizeLinear":
+        raise OnnxImportError(f"{_describe(quantize)} after {_describe(node)} is not supported")
+    params = g.qparams(quantize, quantize.input[1],
+                       quantize.input[2] if len(quantize.input) > 2 else "", "output")
+    if params != current:
+        raise OnnxImportError(f"{_describe(quantize)}: a MaxPool must keep its input's "
+                              f"quantization {current}, not {params}")
+    return layer, [node, quantize]

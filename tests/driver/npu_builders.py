@@ -1,5 +1,6 @@
 """Random quantized layers and framework references for the driver tests."""
 
+import functools
 import warnings
 
 import numpy as np
@@ -162,3 +163,36 @@ def qoperator_model(layer, op="QGemm", *, trans_b=True):
         [helper.make_tensor_value_info("y", elem[ot], ["batch", layer.out_features])], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21),
                                                    helper.make_opsetid("com.microsoft", 1)])
+
+
+def onnx_node_cases(op_type):
+    """The onnx package's own node tests of ``op_type`` as one-input models.
+
+    Returns ``(name, model, x, expected)`` per case, the operands after the first folded
+    into initializers, as a user's exported model holds them.
+    """
+    from onnx import helper, numpy_helper
+    cases = []
+    for case in _onnx_node_testcases():
+        if case.model.graph.node[0].op_type != op_type:
+            continue
+        (inputs, outputs), = case.data_sets
+        model = case.model
+        graph = model.graph
+        constants = [numpy_helper.from_array(np.asarray(value), vi.name)
+                     for vi, value in zip(graph.input[1:], inputs[1:], strict=True)]
+        folded = helper.make_graph(list(graph.node), graph.name, [graph.input[0]],
+                                   list(graph.output), constants)
+        rebuilt = helper.make_model(folded, opset_imports=list(model.opset_import))
+        rebuilt.ir_version = model.ir_version
+        cases.append((case.name, rebuilt, np.asarray(inputs[0]), np.asarray(outputs[0])))
+    return cases
+
+
+@functools.cache
+def _onnx_node_testcases():
+    """Every node test case of the onnx package (its generators run once, on import)."""
+    from onnx.backend.test.case.node import collect_testcases
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        return tuple(collect_testcases())

@@ -70,7 +70,48 @@ def test_input_shape_wrong(float_model, tmp_path, capsys):
     np.save(tmp_path / "x.npy", np.zeros((2, 3, 10), dtype=np.float32))
     status = main(["run", str(float_model[0]), "--input", str(tmp_path / "x.npy"),
                    "--output", str(tmp_path / "y.npy"), "--quiet"])
-    assert status == 1 and "must be [batch, features]" in capsys.readouterr().err
+    assert status == 1 and "must be [batch, 10], not shape [2, 3, 10]" in capsys.readouterr().err
+
+
+def suite_model(tmp_path, op, ndim=2, dtype=np.uint8):
+    from npu_builders import onnx_node_cases
+    name, model, x, expected = next(c for c in onnx_node_cases(op)
+                                    if c[2].ndim == ndim and c[2].dtype == dtype)
+    path = tmp_path / f"{name}.onnx"
+    onnx.save(model, str(path))
+    return path, model, x, expected
+
+
+@pytest.mark.parametrize("op, dtype", [("QLinearMatMul", np.uint8), ("QLinearMatMul", np.int8),
+                                       ("MatMulInteger", np.uint8), ("QLinearConv", np.uint8)])
+def test_integer_model_runs_on_integers(tmp_path, capsys, op, dtype):
+    """A model whose input and output are integer tensors takes and writes them as they
+    are, identical to onnxruntime (the onnx package's own QLinearMatMul 2-D test model)."""
+    path, model, x, expected = suite_model(tmp_path, op, x_ndim(op), dtype)
+    np.save(tmp_path / "x.npy", x)
+    assert main(["run", str(path), "--input", str(tmp_path / "x.npy"), "--output",
+                 str(tmp_path / "y.npy")]) == 0
+    y = np.load(tmp_path / "y.npy")
+    assert y.dtype == expected.dtype and y.shape == expected.shape
+    np.testing.assert_array_equal(y, expected)
+    np.testing.assert_array_equal(y, ort_run(model, x))
+    assert "on the chip" in capsys.readouterr().err
+
+
+def x_ndim(op):
+    return 4 if "Conv" in op else 2
+
+
+def test_integer_input_wrong(tmp_path, capsys):
+    path, model, x, expected = suite_model(tmp_path, "QLinearMatMul")
+    np.save(tmp_path / "x.npy", x.astype(np.float32))
+    args = ["run", str(path), "--input", str(tmp_path / "x.npy"), "--output",
+            str(tmp_path / "y.npy"), "--quiet"]
+    assert main(args) == 1
+    assert "takes uint8 input [2, 4]" in capsys.readouterr().err
+    np.save(tmp_path / "x.npy", x[:, :3])
+    assert main(args) == 1
+    assert "must be [2, 4], not shape [2, 3]" in capsys.readouterr().err
 
 
 def test_config_wrong(capsys):
@@ -92,6 +133,27 @@ def test_digits_example_on_golden():
     assert result["chip_onnx"] == result["onnx_int8"] > 0.9
     assert abs(result["float"] - result["torch_int8"]) < 0.03
     assert any("identical to PyTorch on 1797/1797" in line for line in lines)
+
+
+def test_digits_cnn_example_on_golden():
+    pytest.importorskip("sklearn")
+    pytest.importorskip("torch")
+    from examples.digits_cnn.run import main as digits_cnn
+    lines = []
+    result = digits_cnn("golden", echo=lines.append, epochs=120)
+    assert result["images"] == 1797
+    assert result["torch_equal"] == result["onnx_equal"] == 1797
+    assert result["chip_torch"] == result["torch_int8"] > 0.9
+    assert result["chip_onnx"] == result["onnx_int8"] > 0.9
+    assert any("host: MaxPool2d" in line for line in lines)
+    assert any("chip: QuantConv2d" in line for line in lines)
+    dense = result["torch_stats"].cycles
+    for amount, figures in result["pruned"].items():
+        assert figures["torch_equal"] == 1797, amount
+        stats = figures["stats"]
+        assert stats.cycles + stats.cycles_saved == dense
+    saved = {amount: p["stats"].cycles_saved for amount, p in result["pruned"].items()}
+    assert saved[0.9] > saved[0.5] > 0
 
 
 def test_trace_option_reaches_the_backend(float_model, tmp_path, monkeypatch):
