@@ -4,12 +4,14 @@ VENV     := .venv
 PY       := $(VENV)/bin/python
 STAMP    := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
+FPGA_STAMP := $(VENV)/.fpga-installed
+COMPONENT ?= npu
 CONFIG   ?=
 JOBS     ?= auto
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all demo demo-gemm test verilog lint bench clean distclean
+.PHONY: all demo demo-gemm test verilog synth lint bench clean distclean
 
 all: test
 
@@ -38,6 +40,15 @@ test: $(STAMP) iverilog-installed
 
 verilog: $(STAMP)
 	$(PY) -m hw.generate --config "$(CONFIG)" --output build/npu.v
+
+# The FPGA tools (YoWASP yosys and nextpnr, amaranth-boards) on top of the dev install.
+$(FPGA_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install --quiet -e '.[dev,fpga]'
+	@touch $@
+
+# Out-of-context synthesis of one component: make synth COMPONENT=requantizer [PNR=1]
+synth: $(FPGA_STAMP)
+	$(PY) -m hw.fpga $(COMPONENT) --config "$(CONFIG)" $(if $(PNR),--pnr)
 
 lint: $(STAMP)
 	$(PY) -m ruff check hw sim driver tests examples bench

@@ -1,6 +1,6 @@
 """Per-column requantization of accumulator rows to bytes (or raw int32 bytes)."""
 
-from amaranth import Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -11,11 +11,21 @@ from .serializer import out_vector_layout
 __all__ = ["Requantizer", "requant_input_layout"]
 
 _INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
-#: Pipeline depth: saturating bias add, float32 rounding of the sum, multiply, float32
-#: rounding of the product, rounding to an integer, offset and clamp.
-STAGES = 6
+#: Pipeline depth: saturating bias add; float32 rounding of the sum; the four partial
+#: products of the multiply (one MULT18X18D each, registered on both sides); their
+#: middle sum; the 64-bit product; its length; its float32 rounding; the integer
+#: rounding's floor and round-up bit; offset and clamp.
+STAGES = 9
 #: Significant bits of a float32 (23 stored mantissa bits and the implicit one).
 FLOAT32_SIGNIFICANT_BITS = 24
+#: Width of the product ``t * multiplier`` (``|t| <= 2**31`` after float32 rounding).
+PRODUCT_WIDTH = 64
+#: Width the floor of ``product / 2**shift`` is saturated to: every value beyond lies
+#: outside every clamp range (9-bit bounds and zero point), so the result is the same.
+FLOOR_WIDTH = 13
+#: Where the multiply operands split into DSP-sized pieces (ECP5 MULT18X18D: 18x18
+#: signed, so 17 unsigned low bits).
+_SPLIT = 17
 
 
 def requant_input_layout(config):
@@ -39,8 +49,15 @@ class Requantizer(wiring.Component):
        floor is odd; half-away: ``p >= 0``; half-up: always)
     4. ``y = min(max(r + output_zero_j, low_j), high_j)``, sent as its low byte.
 
+    In ``FLOAT32`` rounding ``t`` and ``p`` are first rounded to 24 significant bits.
     With ``raw`` the row leaves as ``4 * n`` little-endian int32 bytes instead.  The
     pipeline has :data:`STAGES` registers and stalls as one.
+
+    The arithmetic is exact, in short stages sized for the ECP5: the multiply is four
+    DSP-sized partial products with registers on both sides; a rounding to 24
+    significant bits is a leading-bit search (a tree), a mask and one add, never a
+    negation; and ``r`` is kept only to :data:`FLOOR_WIDTH` bits, saturated, since the
+    9-bit clamp cannot tell larger values apart.
 
     Members
     -------
@@ -98,82 +115,169 @@ class Requantizer(wiring.Component):
         return m
 
     def _lane(self, m, advance, j, acc, params):
-        """The pipeline stages of column ``j``; returns the output byte register."""
+        """The :data:`STAGES` pipeline registers of column ``j``; returns the output byte.
+
+        Each stage is one register (or a few side by side); the comments number them.
+        """
         as_float32 = params.rounding == isa.Rounding.FLOAT32
-        t = Signal(signed(ACC_WIDTH), name=f"sat_{j}")
-        t_operand = Signal(signed(ACC_WIDTH + 1), name=f"t_operand_{j}")
-        product = Signal(signed(64), name=f"product_{j}")
-        p_operand = Signal(signed(64), name=f"p_operand_{j}")
-        rounded = Signal(signed(64), name=f"rounded_{j}")
-        clamped = Signal(signed(9), name=f"clamped_{j}")
 
-        total = Signal(signed(ACC_WIDTH + 1), name=f"total_{j}")
+        def stage(shape, name):
+            return Signal(shape, name=f"{name}_{j}")
+
+        # 1. t = saturate_int32(acc + bias)
+        total = stage(signed(ACC_WIDTH + 1), "total")
+        t = stage(signed(ACC_WIDTH), "sat")
         m.d.comb += total.eq(acc + params.bias)
+        overflow = total[-1] != total[-2]
+        saturated = Mux(overflow, Mux(total[-1], _INT32_MIN, _INT32_MAX), total[:ACC_WIDTH])
 
-        floor, above_half, at_half = _divide_by_power_of_two(m, p_operand, params.shift,
-                                                             f"p_{j}")
+        # 2. t rounded to 24 significant bits in FLOAT32 mode (|t| <= 2**31: at most 8 bits drop)
+        t_operand = stage(signed(ACC_WIDTH + 1), "t_operand")
+        t_float32 = _round_to_float32(m, t, _significant_length(m, t, f"t_{j}"), f"t_{j}")
+
+        # 3. the four partial products of t * multiplier, one DSP each
+        t_low, t_high = t_operand[:_SPLIT], t_operand[_SPLIT:].as_signed()
+        m_low, m_high = params.multiplier[:_SPLIT], params.multiplier[_SPLIT:]
+        low_low = stage(unsigned(2 * _SPLIT), "low_low")
+        low_high = stage(unsigned(_SPLIT + len(m_high)), "low_high")
+        high_low = stage(signed(len(t_high) + _SPLIT + 1), "high_low")
+        high_high = stage(signed(len(t_high) + len(m_high) + 1), "high_high")
+
+        # 4. the middle sum (the others wait a stage)
+        middle = stage(signed(max(len(low_high), len(high_low)) + 1), "middle")
+        low_low_4 = stage(unsigned(2 * _SPLIT), "low_low_4")
+        high_high_4 = stage(signed(len(high_high)), "high_high_4")
+
+        # 5. the 64-bit product
+        product = stage(signed(PRODUCT_WIDTH), "product")
+
+        # 6. its significant length
+        length = stage(range(PRODUCT_WIDTH + 1), "length")
+        product_6 = stage(signed(PRODUCT_WIDTH), "product_6")
+
+        # 7. the product rounded to 24 significant bits in FLOAT32 mode
+        value = stage(signed(PRODUCT_WIDTH + 1), "value")
+        length_7 = stage(range(PRODUCT_WIDTH + 1), "length_7")
+
+        # 8. floor(value / 2**shift), saturated, and whether to round it up
+        floor = stage(signed(FLOOR_WIDTH), "floor")
+        up = stage(1, "up")
+        shift = params.shift
+        floor_value = value >> shift
+        half = value.bit_select((shift - 1).as_unsigned()[:len(shift)], 1)
+        sticky = (value & _below(shift, len(value) + 1)[1:]).any()
         tie_up = Signal(name=f"tie_up_{j}")
         with m.Switch(params.rounding):
             with m.Case(isa.Rounding.HALF_EVEN, isa.Rounding.FLOAT32):
-                m.d.comb += tie_up.eq(floor[0])
+                m.d.comb += tie_up.eq(floor_value[0])
             with m.Case(isa.Rounding.HALF_AWAY):
-                m.d.comb += tie_up.eq(~p_operand[-1])
+                m.d.comb += tie_up.eq(~value[-1])
             with m.Default():
                 m.d.comb += tie_up.eq(1)
+        # Beyond FLOOR_WIDTH - 2 bits the floor lies outside every clamp range, so a
+        # saturated floor gives the same result; the float32 rounding above adds at most
+        # one bit to the product's length.
+        too_long = length_7 > shift + (FLOOR_WIDTH - 2)
+        floor_limit = Mux(value[-1], -(1 << (FLOOR_WIDTH - 1)), (1 << (FLOOR_WIDTH - 1)) - 1)
 
-        offset = Signal(signed(65), name=f"offset_{j}")
-        at_least_low = Signal(signed(65), name=f"at_least_low_{j}")
+        # 9. offset and clamp
+        clamped = stage(signed(9), "clamped")
+        offset = stage(signed(FLOOR_WIDTH + 2), "offset")
+        at_least_low = stage(signed(FLOOR_WIDTH + 2), "at_least_low")
         m.d.comb += [
-            offset.eq(rounded + params.output_zero),
+            offset.eq(floor + up + params.output_zero),
             at_least_low.eq(Mux(offset < params.low, params.low, offset)),
         ]
 
         with m.If(advance):
             m.d.sync += [
-                t.eq(Mux(total > _INT32_MAX, _INT32_MAX,
-                         Mux(total < _INT32_MIN, _INT32_MIN, total))),
-                t_operand.eq(Mux(as_float32, _round_to_float32(m, t, f"t_{j}"), t)),
-                product.eq(t_operand * params.multiplier),
-                p_operand.eq(Mux(as_float32, _round_to_float32(m, product, f"p_{j}"), product)),
-                rounded.eq(floor + (above_half | (at_half & tie_up))),
+                t.eq(saturated),
+                t_operand.eq(Mux(as_float32, t_float32, t)),
+                low_low.eq(t_low * m_low),
+                low_high.eq(t_low * m_high),
+                high_low.eq(t_high * m_low),
+                high_high.eq(t_high * m_high),
+                middle.eq(low_high + high_low),
+                low_low_4.eq(low_low),
+                high_high_4.eq(high_high),
+                product.eq(low_low_4 + (middle << _SPLIT) + (high_high_4 << (2 * _SPLIT))),
+                length.eq(_significant_length(m, product, f"product_{j}")),
+                product_6.eq(product),
+                value.eq(Mux(as_float32,
+                             _round_to_float32(m, product_6, length, f"product_{j}"),
+                             product_6)),
+                length_7.eq(length),
+                floor.eq(Mux(too_long, floor_limit, floor_value[:FLOOR_WIDTH])),
+                up.eq(~too_long & half & (sticky | tie_up)),
                 clamped.eq(Mux(at_least_low > params.high, params.high, at_least_low)),
             ]
         return clamped[:8]
 
 
-def _divide_by_power_of_two(m, value, shift, name):
-    """``floor(value / 2**shift)``, and whether the remainder is above or exactly half a
-    step (meaningful for ``shift >= 1``): what every rounding here is decided from."""
-    width = len(value)
-    floor = Signal(signed(width), name=f"{name}_floor")
-    frac = Signal(unsigned(width), name=f"{name}_frac")
-    half = Signal(unsigned(width), name=f"{name}_half")
-    m.d.comb += [
-        floor.eq(value >> shift),
-        frac.eq(value.as_unsigned() & ((Const(1, unsigned(width)) << shift) - 1)),
-        half.eq(Const(1, unsigned(width)) << (shift - 1).as_unsigned()[:len(shift)]),
-    ]
-    return floor, frac > half, frac == half
+def _significant_length(m, value, name):
+    """Bits of ``value`` besides its sign: the bit length of ``value``, or of ``~value``
+    below zero.
+
+    Below zero this is the magnitude's bit length except at ``-2**k``, whose magnitude
+    is one bit longer; rounding to a number of significant bits leaves ``-2**k``
+    unchanged either way.  A tree of ``log2(width)`` levels finds the highest bit that
+    differs from the sign.
+    """
+    bits = value.as_unsigned() ^ value[-1].replicate(len(value))
+    size = 1 << (len(value) - 1).bit_length()
+
+    def highest(lo, hi):
+        """(any bit set in bits[lo:hi], index of the highest one as bits, LSB first)"""
+        if hi - lo == 1:
+            return (bits[lo] if lo < len(value) else Const(0, 1)), []
+        mid = (lo + hi) // 2
+        any_low, at_low = highest(lo, mid)
+        any_high, at_high = highest(mid, hi)
+        return any_low | any_high, [Mux(any_high, h, lo_bit)
+                                    for h, lo_bit in zip(at_high, at_low, strict=True)] + [any_high]
+
+    found, index = highest(0, size)
+    length = Signal(range(len(value) + 1), name=f"{name}_length")
+    m.d.comb += length.eq(Mux(found, Cat(*index) + 1, 0))
+    return length
 
 
-def _round_to_float32(m, value, name):
+def _round_to_float32(m, value, length, name):
     """``value`` rounded to 24 significant bits, ties to even: what a float32 holds.
 
-    A priority encoder finds the magnitude's length; the bits below the top 24
-    are rounded away like :func:`sim.golden.round_significant` does.
+    ``length`` is :func:`_significant_length` of ``value``; ``drop`` bits go.  Adding
+    ``2**(drop - 1) - 1`` and the lowest kept bit carries into the kept bits exactly
+    when the dropped bits are above half a step, or half with the kept part odd; the
+    dropped bits are then cleared (as :func:`sim.golden.round_significant` rounds).
     """
     width = len(value)
-    magnitude = Signal(unsigned(width), name=f"{name}_magnitude")
-    length = Signal(range(width + 1), name=f"{name}_length")
-    drop = Signal(range(width + 1), name=f"{name}_drop")
+    drop = Signal(range(width - FLOAT32_SIGNIFICANT_BITS + 1), name=f"{name}_drop")
+    odd = Signal(name=f"{name}_odd")
+    total = Signal(signed(width + 1), name=f"{name}_total")
     result = Signal(signed(width + 1), name=f"{name}_float32")
-    m.d.comb += magnitude.eq(Mux(value < 0, -value, value))
-    for bit in range(width):  # the highest set bit wins
-        with m.If(magnitude[bit]):
-            m.d.comb += length.eq(bit + 1)
     m.d.comb += drop.eq(Mux(length > FLOAT32_SIGNIFICANT_BITS,
                             length - FLOAT32_SIGNIFICANT_BITS, 0))
-    floor, above_half, at_half = _divide_by_power_of_two(m, value, drop, name)
-    up = (drop != 0) & (above_half | (at_half & floor[0]))
-    m.d.comb += result.eq((floor + up) << drop)
+    below = _below(drop, width + 1)
+    m.d.comb += [
+        odd.eq(value.bit_select(drop, 1) & (drop != 0)),
+        total.eq(value + below[1:] + odd),
+        result.eq(total & ~below),
+    ]
     return result
+
+
+def _greater_than(value, constant):
+    """``value > constant`` as plain logic: a comparison with a constant would otherwise
+    become a carry chain of its own, one per bit of every mask below."""
+    result = Const(0, 1)
+    for bit in range(len(value)):   # from the least significant bit up
+        if (constant >> bit) & 1:
+            result = value[bit] & result
+        else:
+            result = value[bit] | result
+    return result if constant < (1 << len(value)) else Const(0, 1)
+
+
+def _below(position, width):
+    """The ``width``-bit mask of the bits below ``position`` (bit ``i`` is ``position > i``)."""
+    return Cat(*(_greater_than(position, i) for i in range(width)))

@@ -14,6 +14,7 @@ a store; ``rows`` sees random idle cycles and ``vectors`` random backpressure.
 """
 
 import random
+from dataclasses import replace
 from fractions import Fraction
 
 import pytest
@@ -88,7 +89,39 @@ def _edge_cases():
                                            low=max(-128, zero), high=255)))
             cases.append((acc, ParamRecord(multiplier=1 << 30, shift=31, output_zero=zero,
                                            low=zero, high=min(255, zero + 12))))
-    return cases + _tie_cases()
+    return cases + _tie_cases() + _float32_cases() + _saturation_cases()
+
+
+def _float32_cases():
+    """The 24-bit roundings of t and of the product: ties, near-ties, powers of two."""
+    wide = dict(low=-256, high=255, rounding=Rounding.FLOAT32)
+    cases = []
+    for t in (INT32_MAX, INT32_MIN, INT32_MAX - 127, INT32_MAX - 128, (1 << 24) + 1,
+              (1 << 24) + 3, (1 << 25) + 2, (1 << 25) + 6, (1 << 24) - 1, 1 << 24):
+        for sign in (1, -1):
+            cases.append((sign * t, ParamRecord(multiplier=1, shift=24, **wide)))
+            cases.append((sign * t, ParamRecord(multiplier=(1 << 31) - 1, shift=55, **wide)))
+    for k in (23, 24, 25, 30, 31):
+        cases.append((-(1 << k), ParamRecord(multiplier=(1 << 30) + 1, shift=k + 22, **wide)))
+    # (2**23 + 1) * 3 = 3 * 2**23 + 3: the product drops one bit, an exact tie (odd: up);
+    # (2**23 + 1) * (2**24 + 1): the product's dropped bits just above half.
+    for multiplier, shift in ((3, 18), ((1 << 24) + 1, 40), ((1 << 24) - 1, 40)):
+        for t in ((1 << 23) + 1, (1 << 23) + 2, (1 << 23) - 1):
+            for sign in (1, -1):
+                cases.append((sign * t, ParamRecord(multiplier=multiplier, shift=shift, **wide)))
+    return cases
+
+
+def _saturation_cases():
+    """Floors next to where the hardware saturates them, offset back into the clamp."""
+    cases = []
+    for target in (2047, 2048, 4095, 4096, 8191, -2048, -2049, -4096, -4097, -8192):
+        for zero in (-256, 255):
+            clamp = dict(output_zero=zero, low=-256, high=255)
+            cases.append((2 * target + 1, ParamRecord(multiplier=1, shift=1, **clamp)))
+            cases.append((target << 16, ParamRecord(multiplier=1 << 14, shift=30,
+                                                    rounding=Rounding.FLOAT32, **clamp)))
+    return cases
 
 
 def _random_record(rng):
@@ -129,6 +162,11 @@ def _batches(config, rng):
         batches.append((records, rows))
     for _ in range(8):
         records = [_random_record(rng) for _ in range(cols)]
+        batches.append((records, []))
+    for _ in range(4):
+        # float32 scales: multipliers of 24 significant bits, as the frameworks' scales
+        records = [replace(_random_record(rng), rounding=Rounding.FLOAT32,
+                           multiplier=rng.randrange(1 << 23, 1 << 24) << 7) for _ in range(cols)]
         batches.append((records, []))
     for _, rows in batches:
         rows += [{"values": [_random_acc(rng) for _ in range(cols)],
