@@ -235,16 +235,15 @@ NPU_API NpuHarness* npu_open(const char* trace_path) {
 #else
     (void)trace_path;
 #endif
-    // As sim/cocotb_harness.py: reset high for three rising edges, then one more edge.
+    // The chip sees the reset of sim/cocotb_harness.py, high for three rising edges, then
+    // low for one more; the top's rst reaches the chip through a flip-flop that starts
+    // high (compiled_harness.py's wrapper), so it is raised for two edges, then lowered.
     h->stop();
-    h->top->rst = 1;
-    for (int i = 0; i < 3; ++i) {
+    for (int edge = 0; edge < 4; ++edge) {
+        h->top->rst = edge < 2;
         h->low();
         h->high();
     }
-    h->top->rst = 0;
-    h->low();
-    h->high();
     return h;
 }
 

@@ -57,10 +57,10 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from importlib import metadata
 from pathlib import Path
 
@@ -133,6 +133,32 @@ def _splitmix_pauses(state, threshold):
     while True:
         state = (state + _GAMMA) & _MASK64
         yield _mix(state) < threshold
+
+
+_PORT = re.compile(r"^\s*(input|output)\s+(?:wire\s+|reg\s+)?(\[\d+:0\]\s*)?(\w+)\s*;", re.M)
+#: The model's top: the Npu with its reset taken through a flip-flop (see _wrapper).
+HARNESS_TOP = "npu_harness"
+
+
+def _wrapper(verilog):
+    """A top module around the Npu whose ``rst`` input reaches the chip one edge later.
+
+    The chip's next-state logic reads its reset, so with ``rst`` a top-level input Verilator
+    puts nearly the whole design into its input-combinational region, evaluated at every
+    ``eval()``.  With the reset coming from a flip-flop it runs once per edge; the harness
+    raises ``rst`` one edge early, so the chip sees the reset sequence of
+    :meth:`sim.cocotb_harness.NpuHarness.reset`.
+    """
+    start = verilog.index(f"module {TOPLEVEL}(")
+    header = verilog[start:verilog.index("endmodule", start)]
+    ports = [(direction, width or "", name) for direction, width, name in _PORT.findall(header)]
+    names = [name for _, _, name in ports]
+    declarations = "\n".join(f"  {direction} {width}{name};" for direction, width, name in ports)
+    connections = ",\n".join(f"    .{name}({'rst_q' if name == 'rst' else name})"
+                              for name in names)
+    return (f"module {HARNESS_TOP}({', '.join(names)});\n{declarations}\n"
+            f"  reg rst_q = 1'h1;\n  always @(posedge clk) rst_q <= rst;\n"
+            f"  {TOPLEVEL} chip (\n{connections}\n  );\nendmodule\n")
 
 
 def _verilator_version():
@@ -258,12 +284,13 @@ class CompiledSimulation:
         for old in self.build_dir.glob("libnpu-*.so"):
             old.unlink()  # a process that loaded it keeps its mapping
         verilog = self.build_dir / f"{TOPLEVEL}.v"
-        generate_verilog(self.config, verilog)
+        text = generate_verilog(self.config)
+        verilog.write_text(text + "\n" + _wrapper(text))
         objects = self.build_dir / "obj"
         shutil.rmtree(objects, ignore_errors=True)
         name = f"libnpu-{digest[:12]}.so"
         cflags = " ".join([*CXXFLAGS, f"-DNPU_DATA_BYTES={self.config.data_bytes}"])
-        verilate = [_verilator_executable(), "--cc", str(verilog), "--top-module", TOPLEVEL,
+        verilate = [_verilator_executable(), "--cc", str(verilog), "--top-module", HARNESS_TOP,
                     "--prefix", "Vnpu", "-Mdir", str(objects), *VERILATOR_FLAGS,
                     *(["--trace-fst"] if self.trace else []),
                     "--exe", str(HARNESS_SOURCE), "-o", name,
@@ -288,8 +315,11 @@ class CompiledSimulation:
                 if done.returncode:
                     break
         if done.returncode:
+            text = log.read_text(errors="replace")
+            hint = ("\nFST tracing needs lz4's headers: apt-get install liblz4-dev"
+                    if "lz4.h" in text else "")
             raise RuntimeError(f"building the compiled Verilator harness failed:\n"
-                               f"{log.read_text(errors='replace')[-4000:]}")
+                               f"{text[-4000:]}{hint}")
         library = self.build_dir / name
         os.replace(objects / name, library)
         return library
