@@ -102,6 +102,9 @@ struct NpuHarness {
     std::size_t beats_in = 0, commands_taken = 0, data_in_taken = 0, data_out_beats = 0;
     std::uint64_t target = 0, mask = 0, idle_cycles = 0, max_idle_cycles = 0, edges = 0;
     bool needs_status = false, started = false;
+    // Whether an input changed since the last eval() with the clock low (the model skips
+    // its input logic otherwise; see compiled_harness.py).
+    bool inputs_changed = true;
     int commands_valid = 0, data_in_valid = 0, data_out_ready = 0;
     Pauses pauses[STREAMS];
 
@@ -115,7 +118,9 @@ struct NpuHarness {
     // flip-flops see at the edge are the ones settled before it.
     void low() {
         top->clk = 0;
+        top->harness_inputs_changed = inputs_changed;
         top->eval();
+        inputs_changed = false;
         dump();
         context->timeInc(5);
     }
@@ -126,10 +131,19 @@ struct NpuHarness {
         context->timeInc(5);
     }
 
+    // An input written with a new value: the next eval() settles the logic it feeds.
+    template <typename T>
+    void set(T& port, int value) {
+        if (port != value) {
+            port = value;
+            inputs_changed = true;
+        }
+    }
+
     void drive() {
-        top->commands___05Fvalid = commands_valid;
-        top->data_in___05Fvalid = data_in_valid;
-        top->data_out___05Fready = data_out_ready;
+        set(top->commands___05Fvalid, commands_valid);
+        set(top->data_in___05Fvalid, data_in_valid);
+        set(top->data_out___05Fready, data_out_ready);
     }
 
     // Contract step 4: each pause iterator advances once, commands, data in, data out.
@@ -138,11 +152,13 @@ struct NpuHarness {
         if (!commands_valid && !pause && commands_taken < commands.size()) {
             top->commands___05Fpayload = commands[commands_taken];
             commands_valid = 1;
+            inputs_changed = true;
         }
         pause = pauses[1].next();
         if (!data_in_valid && !pause && data_in_taken < beats_in) {
             put(top->data_in___05Fpayload, &data_in[data_in_taken * data_bytes], data_bytes);
             data_in_valid = 1;
+            inputs_changed = true;
         }
         data_out_ready = pauses[2].next() ? 0 : 1;
         drive();
@@ -240,7 +256,7 @@ NPU_API NpuHarness* npu_open(const char* trace_path) {
     // high (compiled_harness.py's wrapper), so it is raised for two edges, then lowered.
     h->stop();
     for (int edge = 0; edge < 4; ++edge) {
-        h->top->rst = edge < 2;
+        h->set(h->top->rst, edge < 2);
         h->low();
         h->high();
     }
