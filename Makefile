@@ -26,16 +26,22 @@ iverilog-installed:
 	  echo "installing iverilog (apt-get)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iverilog >/dev/null; }
 
-.PHONY: iverilog-installed
+# The compiled Verilator harness (sim/compiled_harness.py): g++, and lz4 for FST waveforms.
+cxx-installed:
+	@{ command -v g++ >/dev/null && test -e /usr/include/lz4.h; } || { \
+	  echo "installing g++ and liblz4-dev (apt-get)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ make liblz4-dev >/dev/null; }
 
-demo: $(STAMP)
+.PHONY: iverilog-installed cxx-installed
+
+demo: $(STAMP) cxx-installed
 	$(PY) -m examples.digits.run --backend verilator --config "$(CONFIG)"
 	$(PY) -m examples.digits_cnn.run --backend verilator --config "$(CONFIG)"
 
 demo-gemm: $(STAMP)
 	$(PY) -m examples.gemm.run --config "$(CONFIG)"
 
-test: $(STAMP) iverilog-installed
+test: $(STAMP) iverilog-installed cxx-installed
 	$(PY) -m pytest -n $(JOBS) tests
 
 verilog: $(STAMP)
@@ -59,7 +65,7 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	@touch $@
 
-bench: $(BENCH_STAMP) iverilog-installed
+bench: $(BENCH_STAMP) iverilog-installed cxx-installed
 	$(PY) -m bench --output build/bench
 
 clean:

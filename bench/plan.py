@@ -13,9 +13,10 @@ __all__ = ["CONFIGS", "DEFAULT_CONFIG", "RTL_BACKENDS", "Gemm", "BenchPlan", "FU
 CONFIGS = (NpuConfig(rows=4, cols=4), NpuConfig(), NpuConfig(rows=16, cols=16))
 #: The configuration of the validation, speed and activity sections.
 DEFAULT_CONFIG = NpuConfig()
-#: Simulated-RTL backends, in the order they are measured: the Verilog on Verilator and
-#: Icarus, the Amaranth description in Amaranth's simulator.
-RTL_BACKENDS = ("verilator", "icarus", "amaranth")
+#: Simulated-RTL backends, in the order they are measured: the Verilog on Verilator (the
+#: compiled host loop, then under cocotb) and Icarus, the Amaranth description in
+#: Amaranth's simulator.
+RTL_BACKENDS = ("verilator", "verilator-cocotb", "icarus", "amaranth")
 #: The digits MLP of ``examples/digits``: layer widths and the images it classifies.
 DIGITS_WIDTHS = (64, 32, 10)
 DIGITS_IMAGES = 1797
@@ -92,6 +93,8 @@ class BenchPlan:
     scalesim: tuple
     #: Section 5: GEMMs whose cycles are accounted for; the first is the headline.
     activity: tuple
+    #: Section 4: (configuration, GEMM) pairs the compiled Verilator loop is timed on.
+    long_runs: tuple = ()
 
     def sweep(self):
         """``(family, Gemm)`` of section 1: squares, then batch x width."""
@@ -117,6 +120,8 @@ FULL_PLAN = BenchPlan(
                                          Gemm(32, 256, 256)])
               + _scalesim_cases([(4, 4), (16, 16)], [Gemm(32, 32, 32), Gemm(64, 64, 64)])),
     activity=(Gemm(64, 64, 64), Gemm(8, 256, 256), Gemm(256, 256, 256), Gemm(1, 1024, 1024)),
+    long_runs=((NpuConfig(), Gemm(512, 512, 512)),
+               (NpuConfig(rows=16, cols=16), Gemm(512, 512, 512))),
 )
 
 QUICK_PLAN = BenchPlan(
@@ -128,6 +133,7 @@ QUICK_PLAN = BenchPlan(
     golden=Gemm(64, 64, 64),
     scalesim=_scalesim_cases([(8, 8)], [Gemm(16, 16, 16), Gemm(32, 32, 32)]),
     activity=(Gemm(64, 64, 64), Gemm(1, 256, 256)),
+    long_runs=((NpuConfig(), Gemm(64, 64, 64)),),
 )
 
 

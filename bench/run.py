@@ -21,7 +21,7 @@ from .plan import FULL_PLAN, QUICK_PLAN, RTL_BACKENDS
 from .plots import plot_activity, plot_scalesim, plot_speed, plot_utilization
 from .report import headline, write_report, yes
 from .scalesim import scalesim_comparison, scalesim_problem
-from .simulators import measure_backends, time_golden
+from .simulators import measure_backends, measure_long_runs, time_golden
 
 __all__ = ["run_bench", "main"]
 
@@ -75,6 +75,8 @@ def run_bench(output, *, quick=False, scalesim=True, backends=RTL_BACKENDS, cons
         progress.advance(task)
         results["validation"], results["speed"] = measure_backends(plan, rng, backends,
                                                                    on_step=step)
+        results["long_runs"] = (measure_long_runs(plan, rng, on_step=step)
+                                if "verilator" in backends else [])
         progress.advance(task)
         step("golden model: wall time")
         results["golden"] = time_golden(plan, rng)
@@ -109,6 +111,8 @@ def _consistent(results):
                 if r["golden_cycles"] is not None)
             and all(r["measured_cycles"] == r["model_cycles"] and r["bytes_match"]
                     for r in results["validation"])
+            and all(r["measured_cycles"] == r["model_cycles"] and r["bytes_match"]
+                    for r in results.get("long_runs", []) if r["available"])
             and all(r["cycles"] == r["driver_cycles"] for r in results["activity"]
                     if "driver_cycles" in r))
 

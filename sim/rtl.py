@@ -6,6 +6,7 @@ against it.  :meth:`RtlSimulation.run_program` runs one command stream and retur
 what the chip sent, so the driver's RTL backends are a thin layer over it.
 """
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -28,7 +29,7 @@ from sim.host_loop import STREAMS, stream_pauses
 from sim.run_result import RunResult
 
 __all__ = ["SIMULATORS", "SimulatorMissing", "RtlSimulation",
-           "simulator_problem", "verilator_bin_dir", "RtlSession"]
+           "simulator_problem", "verilator_bin_dir", "RtlSession", "config_key", "build_lock"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BUILD_ROOT = REPO_ROOT / "build" / "rtl"
@@ -88,8 +89,21 @@ def _trigger_combinational_blocks(text):
     return _TIME_ZERO_TRIGGER.sub(add_trigger, text)
 
 
-def _config_key(config):
+def config_key(config):
+    """A short digest of ``config``: the part of a build folder's name that tells
+    configurations apart."""
     return hashlib.sha1(json.dumps(config.as_dict(), sort_keys=True).encode()).hexdigest()[:10]
+
+
+@contextlib.contextmanager
+def build_lock(build_dir):
+    """Hold the lock of ``build_dir`` (created if need be): parallel test workers may ask
+    for the same build, one builds and the others wait."""
+    build_dir = Path(build_dir)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    with open(build_dir.parent / f"{build_dir.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 class RtlSimulation:
@@ -118,7 +132,7 @@ class RtlSimulation:
         self.trace = bool(trace)
         root = Path(build_root) if build_root is not None else DEFAULT_BUILD_ROOT
         suffix = "-trace" if self.trace else ""
-        self.build_dir = root / f"{simulator}-{_config_key(config)}{suffix}"
+        self.build_dir = root / f"{simulator}-{config_key(config)}{suffix}"
         self._built = False
 
     def _environment(self):
@@ -154,10 +168,7 @@ class RtlSimulation:
             text = _trigger_combinational_blocks(text)
         digest = hashlib.sha1(text.encode()).hexdigest()
         runner = self._runner()
-        self.build_dir.mkdir(parents=True, exist_ok=True)
-        # Parallel test workers may ask for the same build: one builds, the others wait.
-        with open(self.build_dir.parent / f"{self.build_dir.name}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with build_lock(self.build_dir):
             self._build_locked(runner, marker, verilog_path, text, digest)
         self._runner_instance = runner
         self._built = True

@@ -36,12 +36,21 @@ def _programs(seed):
     return [first, second, third]
 
 
-@pytest.mark.parametrize("name", ["golden", "amaranth", "verilator", "icarus"])
-def test_backend_matches_golden_across_calls(name):
-    programs = _programs(seed=len(name))
+#: Backend name and options: the verilator backend runs its compiled loop by default and
+#: the same model under cocotb on request.
+BACKEND_CASES = {"golden": ("golden", {}), "amaranth": ("amaranth", {}),
+                 "verilator": ("verilator", {}),
+                 "verilator-cocotb": ("verilator", {"cocotb": True}),
+                 "icarus": ("icarus", {})}
+
+
+@pytest.mark.parametrize("case", list(BACKEND_CASES))
+def test_backend_matches_golden_across_calls(case):
+    name, options = BACKEND_CASES[case]
+    programs = _programs(seed=len(case))
     model = GoldenNpu(CONFIG)
     expected = [model.run(p.commands, p.data_in) for p in programs]
-    with open_backend(name, config=CONFIG) as backend:
+    with open_backend(name, config=CONFIG, **options) as backend:
         results = [backend.execute(p.commands, p.data_in) for p in programs]
     for program, got, want in zip(programs, results, expected, strict=True):
         assert got.data_out == want.data_out, program.disassemble()
@@ -51,12 +60,14 @@ def test_backend_matches_golden_across_calls(name):
     assert results[-1].cycles_measured == (name != "golden")
 
 
-@pytest.mark.parametrize("name", ["amaranth", "icarus"])
-def test_backend_stalls_do_not_change_results(name):
+@pytest.mark.parametrize("case", ["amaranth", "verilator", "icarus"])
+def test_backend_stalls_do_not_change_results(case):
+    name, options = BACKEND_CASES[case]
     programs = _programs(seed=7)
     model = GoldenNpu(CONFIG)
     expected = [model.run(p.commands, p.data_in) for p in programs]
-    with open_backend(name, config=CONFIG, stall_probability=0.4, seed=3) as backend:
+    with open_backend(name, config=CONFIG, stall_probability=0.4, seed=3,
+                      **options) as backend:
         results = [backend.execute(p.commands, p.data_in) for p in programs]
     assert [r.data_out for r in results] == [e.data_out for e in expected]
     # Stalls can only add cycles to the unstalled count.
@@ -64,12 +75,13 @@ def test_backend_stalls_do_not_change_results(name):
     assert any(r.cycles > e.cycles for r, e in zip(results, expected, strict=True))
 
 
-@pytest.mark.parametrize("name, magic", [("amaranth", b"$"), ("icarus", b"\x00"),
-                                         ("verilator", b"$")])
-def test_backend_writes_waveform(name, magic, tmp_path):
-    trace = tmp_path / f"wave.{'fst' if name == 'icarus' else 'vcd'}"
+@pytest.mark.parametrize("case, magic", [("amaranth", b"$"), ("icarus", b"\x00"),
+                                         ("verilator", b"\x00"), ("verilator-cocotb", b"$")])
+def test_backend_writes_waveform(case, magic, tmp_path):
+    name, options = BACKEND_CASES[case]
+    trace = tmp_path / f"wave.{'vcd' if magic == b'$' else 'fst'}"
     program = _programs(seed=1)[0]
-    with open_backend(name, config=CONFIG, trace=trace) as backend:
+    with open_backend(name, config=CONFIG, trace=trace, **options) as backend:
         backend.execute(program.commands, program.data_in)
     data = trace.read_bytes()
     assert len(data) > 1000
@@ -86,6 +98,11 @@ def test_every_backend_is_available_here():
     assert not missing, missing
 
 
+def test_verilator_cocotb_option_wrong():
+    with pytest.raises(TypeError, match=r"cocotb must be a bool, not 'yes'"):
+        open_backend("verilator", config=CONFIG, cocotb="yes")
+
+
 def test_open_backend_name_wrong():
     with pytest.raises(ValueError, match="unknown backend 'fpga'; choose one of golden"):
         open_backend("fpga")
@@ -95,6 +112,8 @@ def test_missing_simulator_says_how_to_install(monkeypatch):
     monkeypatch.setattr("shutil.which", lambda name: None)
     with pytest.raises(BackendUnavailable, match="apt-get install iverilog"):
         open_backend("icarus", config=CONFIG)
+    with pytest.raises(BackendUnavailable, match="apt-get install make g\\+\\+"):
+        open_backend("verilator", config=CONFIG)
 
 
 def test_pack_rows_matches_data_in_bytes():

