@@ -95,6 +95,10 @@ class BenchPlan:
     activity: tuple
     #: Section 4: (configuration, GEMM) pairs the compiled Verilator loop is timed on.
     long_runs: tuple = ()
+    #: Section 6: GEMMs run with a share of their weight tiles pruned to zero, and the
+    #: shares (the driver skips all-zero tiles: no load, no matmul).
+    pruned: tuple = ()
+    pruned_shares: tuple = (0.5, 0.9)
 
     def sweep(self):
         """``(family, Gemm)`` of section 1: squares, then batch x width."""
@@ -122,6 +126,7 @@ FULL_PLAN = BenchPlan(
     activity=(Gemm(64, 64, 64), Gemm(8, 256, 256), Gemm(256, 256, 256), Gemm(1, 1024, 1024)),
     long_runs=((NpuConfig(), Gemm(512, 512, 512)),
                (NpuConfig(rows=16, cols=16), Gemm(512, 512, 512))),
+    pruned=(Gemm(64, 64, 64), Gemm(256, 256, 256), Gemm(1, 1024, 1024)),
 )
 
 QUICK_PLAN = BenchPlan(
@@ -134,6 +139,7 @@ QUICK_PLAN = BenchPlan(
     scalesim=_scalesim_cases([(8, 8)], [Gemm(16, 16, 16), Gemm(32, 32, 32)]),
     activity=(Gemm(64, 64, 64), Gemm(1, 256, 256)),
     long_runs=((NpuConfig(), Gemm(64, 64, 64)),),
+    pruned=(Gemm(32, 64, 64),),
 )
 
 

@@ -202,6 +202,25 @@ def _activity_section(rows):
         "tile before every MATMUL.", ""]
 
 
+def _pruning_section(rows):
+    if not rows:
+        return []
+    table = [[r["array"], r["gemm"], f"{r['share']:.0%}", f"{r['zero_tiles']} of {r['tiles']}",
+              f"{r['commands']:,}", f"{r['cycles']:,}",
+              _share(r["saved"], r["cycles"] + r["saved"]),
+              yes(r["exact"])] for r in rows]
+    return ["## 6. Pruned weights", "",
+            "The driver skips weight tiles that are entirely zero (weights equal to their "
+            "zero point): no LOAD_WEIGHT, no MATMUL. Each GEMM here runs dense and with a "
+            "share of its `rows` x `cols` weight tiles zeroed at random (block sparsity, "
+            "the granularity of the skip), lowered with `skip_zero_tiles=True`, on the "
+            "golden model with random data; *exact* compares its int32 output with NumPy. "
+            "An output tile whose tiles are all zero keeps one MATMUL to clear its "
+            "accumulator.", "",
+            _markdown_table(["array", "GEMM", "pruned", "zero tiles", "commands", "cycles",
+                             "saved", "exact"], table), ""]
+
+
 def write_report(results, output):
     """``report.md`` from ``results`` (as written to ``results.json``)."""
     meta = results["meta"]
@@ -305,6 +324,7 @@ def write_report(results, output):
                      for r in long_runs]), ""]
 
     out += _activity_section(results["activity"])
+    out += _pruning_section(results.get("pruned", []))
     (Path(output) / "report.md").write_text("\n".join(out))
 
 

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .gemms import activity_rows, model_sweep
+from .gemms import activity_rows, model_sweep, pruned_rows
 from .plan import FULL_PLAN, QUICK_PLAN, RTL_BACKENDS
 from .plots import plot_activity, plot_scalesim, plot_speed, plot_utilization
 from .report import headline, write_report, yes
@@ -92,6 +92,7 @@ def run_bench(output, *, quick=False, scalesim=True, backends=RTL_BACKENDS, cons
         progress.advance(task)
         step("array activity, digits MLP, plots, report")
         results["activity"] = activity_rows(plan)
+        results["pruned"] = pruned_rows(plan, rng)
         plot_utilization(results["utilization"], output / "utilization.png")
         if results["scalesim"]["ran"]:
             plot_scalesim(results["scalesim"]["rows"], output / "scalesim.png")

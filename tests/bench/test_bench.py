@@ -117,7 +117,7 @@ def test_quick_run_writes_a_consistent_report(tmp_path):
     for plot in ("utilization.png", "speed.png", "activity.png"):
         assert (tmp_path / plot).stat().st_size > 0
         assert f"({plot})" in report
-    for section in range(1, 6):
+    for section in range(1, 7):
         assert f"## {section}. " in report
 
     sweep = results["utilization"]
@@ -163,3 +163,17 @@ def test_quick_run_writes_a_consistent_report(tmp_path):
     results["scalesim"] = {"ran": False, "reason": "switched off", "rows": []}
     write_report(results, tmp_path)
     assert "**SCALE-Sim was not run**: switched off" in (tmp_path / "report.md").read_text()
+
+
+def test_pruned_tiles_save_cycles_exactly():
+    from bench.gemms import pruned_rows
+    from bench.plan import QUICK_PLAN
+    rows = pruned_rows(QUICK_PLAN, np.random.default_rng(1))
+    assert len(rows) == len(QUICK_PLAN.pruned) * (1 + len(QUICK_PLAN.pruned_shares))
+    assert all(r["exact"] for r in rows)
+    dense, *pruned = rows[:1 + len(QUICK_PLAN.pruned_shares)]
+    assert dense["zero_tiles"] == 0 and dense["saved"] == 0
+    # More zero tiles: fewer commands and fewer cycles than the dense pass.
+    assert [r["zero_tiles"] for r in pruned] == sorted(r["zero_tiles"] for r in pruned)
+    assert all(0 < r["saved"] and r["commands"] < dense["commands"] for r in pruned)
+    assert pruned[-1]["cycles"] < pruned[0]["cycles"]
