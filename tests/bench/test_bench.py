@@ -105,12 +105,13 @@ def test_schedule_reference_covers_every_gemm():
 
 
 def test_quick_run_writes_a_consistent_report(tmp_path):
-    # Not Verilator: after a hardware change its rebuild alone takes over a minute, while
-    # Icarus builds in seconds and Amaranth needs no build; the RTL backends share code.
+    # Amaranth only: it needs no build, while Icarus takes minutes to compile the default
+    # chip and Verilator's builds are covered elsewhere; the backends share the host loop.
+    # The timeout only guards against a hang.
     completed = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--output", str(tmp_path),
-         "--backends", "icarus,amaranth"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+         "--backends", "amaranth"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=1200)
     assert completed.returncode == 0, completed.stdout + completed.stderr
     report = (tmp_path / "report.md").read_text()
     results = json.loads((tmp_path / "results.json").read_text())
@@ -132,7 +133,7 @@ def test_quick_run_writes_a_consistent_report(tmp_path):
     assert all(r["measured_cycles"] == r["model_cycles"] and r["bytes_match"]
                for r in results["validation"])
     speeds = {s["backend"]: s for s in results["speed"]}
-    assert set(speeds) == {"icarus", "amaranth"}
+    assert set(speeds) == {"amaranth"}
     assert speeds["amaranth"]["available"] and speeds["amaranth"]["cycles_per_second"] > 0
     assert results["golden"]["seconds"] > 0
 
