@@ -11,115 +11,36 @@ Run from the repository root::
 """
 
 import argparse
-import logging
 import tempfile
-import time
-import warnings
-from pathlib import Path
 
 import numpy as np
 
 import driver
+from examples import flows
 from hw.generate import config_argument
 
-__all__ = ["main", "train", "quantize_torch", "export_onnx"]
+__all__ = ["main", "mlp"]
 
 HIDDEN = 32
 
 
-def load_data():
-    from sklearn.datasets import load_digits
-    digits = load_digits()
-    return (digits.data / 16.0).astype(np.float32), digits.target.astype(np.int64)
-
-
-def train(x, y, *, epochs=300, seed=0):
-    """A float 64-32-10 MLP trained on ``x``, ``y`` (full-batch Adam)."""
+def mlp(*, seed=0):
+    """An untrained float 64-32-10 MLP between a QuantStub and a DeQuantStub."""
     import torch
-    torch.manual_seed(seed)
-    model = torch.nn.Sequential(torch.nn.Linear(x.shape[1], HIDDEN), torch.nn.ReLU(),
-                                torch.nn.Linear(HIDDEN, 10))
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    for _ in range(epochs):
-        optimizer.zero_grad()
-        loss = torch.nn.functional.cross_entropy(model(xt), yt)
-        loss.backward()
-        optimizer.step()
-    return model.eval()
 
-
-def quantize_torch(model, calibration):
-    """Static int8 quantization with PyTorch's eager mode and the qnnpack engine."""
-    import torch
-    torch.backends.quantized.engine = "qnnpack"
-    fc1, fc2 = model[0], model[2]
-
-    class Quantizable(torch.nn.Module):
+    class MLP(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.quant = torch.ao.quantization.QuantStub()
-            self.fc1, self.relu, self.fc2 = fc1, torch.nn.ReLU(), fc2
+            self.fc1, self.relu, self.fc2 = (torch.nn.Linear(64, HIDDEN), torch.nn.ReLU(),
+                                             torch.nn.Linear(HIDDEN, 10))
             self.dequant = torch.ao.quantization.DeQuantStub()
 
         def forward(self, x):
             return self.dequant(self.fc2(self.relu(self.fc1(self.quant(x)))))
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        q = Quantizable().eval()
-        q.qconfig = torch.ao.quantization.get_default_qconfig("qnnpack")
-        q = torch.ao.quantization.fuse_modules(q, [["fc1", "relu"]])
-        prepared = torch.ao.quantization.prepare(q)
-        prepared(torch.from_numpy(calibration))
-        return torch.ao.quantization.convert(prepared)
-
-
-def export_onnx(model, calibration, folder):
-    """The float model exported by PyTorch, quantized by onnxruntime (QOperator, uint8)."""
-    import torch
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.batches = iter([{"x": calibration}])
-
-        def get_next(self):
-            return next(self.batches, None)
-
-    float_path, int8_path = Path(folder) / "digits.onnx", Path(folder) / "digits_int8.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.from_numpy(calibration[:1]),), str(float_path),
-                          input_names=["x"], output_names=["y"],
-                          dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}}, dynamo=False)
-    # The quantizer suggests shape-inference pre-processing, which a 2-layer MLP does not need.
-    root = logging.getLogger()
-    level, root.level = root.level, logging.ERROR
-    try:
-        quantize_static(str(float_path), str(int8_path), Reader(),
-                        quant_format=QuantFormat.QOperator, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QUInt8, per_channel=True)
-    finally:
-        root.setLevel(level)
-    return int8_path
-
-
-def _run_on_chip(npu, network, x_q, label, echo):
-    started = time.perf_counter()
-    y_q = npu.run(network, x_q, rows_per_call=len(x_q))
-    stats = npu.stats
-    echo(f"  {label}: {time.perf_counter() - started:.1f} s on the {npu.name} backend, "
-         f"{stats.macs:,} MACs, cycles "
-         + ("n/a" if stats.cycles is None else f"{stats.cycles:,}")
-         + ", utilization "
-         + ("n/a" if stats.utilization is None else f"{100 * stats.utilization:.1f} %"))
-    return y_q, stats
+    torch.manual_seed(seed)
+    return MLP()
 
 
 def main(backend="verilator", *, config=None, echo=print, folder=None):
@@ -130,63 +51,38 @@ def main(backend="verilator", *, config=None, echo=print, folder=None):
     dict
         Accuracies (``float``, ``torch_int8``, ``chip_torch``, ``onnx_int8``, ``chip_onnx``),
         images where the chip equals the framework (``torch_equal``, ``onnx_equal``), the
-        number of images and the chip statistics of both runs.
+        number of images and the chip statistics of both runs (:func:`examples.flows.compare`).
     """
     import onnx
-    import onnxruntime
     import torch
 
-    x, y = load_data()
-    rng = np.random.default_rng(0)
-    train_rows = rng.permutation(len(x))[:1200]
-    model = train(x[train_rows], y[train_rows])
-    with torch.no_grad():
-        float_accuracy = float((model(torch.from_numpy(x)).argmax(1).numpy() == y).mean())
-
+    x, y = flows.load_digits()
+    train_rows = np.random.default_rng(0).permutation(len(x))[:1200]
+    model = flows.train(mlp(), x[train_rows], y[train_rows], epochs=300)
     calibration = x[train_rows]
-    quantized = quantize_torch(model, calibration)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch_out = quantized.fc2(quantized.fc1(quantized.quant(torch.from_numpy(x))))
-    torch_q = torch_out.int_repr().numpy()
+    quantized = flows.quantize_eager(model, calibration, fuse=[["fc1", "relu"]])
+    with torch.no_grad():
+        float_out = model(torch.from_numpy(x)).numpy()
+        torch_q = quantized.fc2(quantized.fc1(quantized.quant(torch.from_numpy(x))))
+    torch_q = torch_q.int_repr().numpy()
     network = driver.from_torch(quantized, name="digits (PyTorch)")
-
     with tempfile.TemporaryDirectory() as tmp:
-        onnx_path = export_onnx(model, calibration, folder or tmp)
-        onnx_model = onnx.load(str(onnx_path))
-        onnx_network = driver.load_onnx(onnx_model, name="digits (ONNX)")
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3
-    session = onnxruntime.InferenceSession(onnx_model.SerializeToString(), options,
-                                           providers=["CPUExecutionProvider"])
-    ort_out = session.run(None, {"x": x})[0]
+        onnx_model = onnx.load(str(flows.export_onnx(model, calibration, folder or tmp,
+                                                     name="digits")))
+    onnx_network = driver.load_onnx(onnx_model, name="digits (ONNX)")
+    ort_out = flows.onnxruntime_run(onnx_model, x)
 
     echo(f"digits: {len(x)} images, MLP 64-{HIDDEN}-10, chip {config or driver.NpuConfig()}")
     with driver.open(backend, config=config) as npu:
-        chip_torch, torch_stats = _run_on_chip(npu, network, network.quantize(x),
-                                               "PyTorch model", echo)
-        chip_onnx, onnx_stats = _run_on_chip(npu, onnx_network, onnx_network.quantize(x),
-                                             "ONNX model", echo)
-    ort_q = onnx_network.output.quantize(ort_out)
-    result = {
-        "images": len(x),
-        "float": float_accuracy,
-        "torch_int8": float((torch_q.argmax(1) == y).mean()),
-        "chip_torch": float((chip_torch.argmax(1) == y).mean()),
-        "torch_equal": int((chip_torch == torch_q).all(axis=1).sum()),
-        "onnx_int8": float((ort_out.argmax(1) == y).mean()),
-        "chip_onnx": float((chip_onnx.argmax(1) == y).mean()),
-        "onnx_equal": int((chip_onnx == ort_q).all(axis=1).sum()),
-        "torch_stats": torch_stats,
-        "onnx_stats": onnx_stats,
-    }
-    percent = {key: f"{100 * result[key]:.1f} %" for key in
-               ("float", "torch_int8", "chip_torch", "onnx_int8", "chip_onnx")}
-    echo(f"  accuracy: float {percent['float']}, PyTorch int8 {percent['torch_int8']}, "
-         f"chip {percent['chip_torch']}; onnxruntime int8 {percent['onnx_int8']}, "
-         f"chip {percent['chip_onnx']}")
-    echo(f"  chip output identical to PyTorch on {result['torch_equal']}/{len(x)} images, "
-         f"to onnxruntime on {result['onnx_equal']}/{len(x)} images")
+        chip_torch, torch_stats = flows.run_on_chip(npu, network, network.quantize(x),
+                                                    "PyTorch model", echo)
+        chip_onnx, onnx_stats = flows.run_on_chip(npu, onnx_network, onnx_network.quantize(x),
+                                                  "ONNX model", echo)
+    result = flows.compare(y, float_out=float_out, torch_q=torch_q, chip_torch=chip_torch,
+                           torch_stats=torch_stats, ort_out=ort_out,
+                           ort_q=onnx_network.output.quantize(ort_out), chip_onnx=chip_onnx,
+                           onnx_stats=onnx_stats)
+    flows.report(result, echo)
     return result
 
 

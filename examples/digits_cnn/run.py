@@ -15,28 +15,27 @@ Run from the repository root::
 """
 
 import argparse
-import logging
+import copy
 import tempfile
-import time
-import warnings
-from pathlib import Path
 
 import numpy as np
 
 import driver
 from driver.layers import HOST_LAYERS
-from examples.digits.run import load_data
+from examples import flows
 from hw.generate import config_argument
 
-__all__ = ["main", "train", "quantize_torch", "export_onnx", "prune_model"]
+__all__ = ["main", "cnn", "prune_model"]
+
+FUSE = [["conv1", "relu1"], ["conv2", "relu2"]]
 
 
-def _model():
+def cnn(*, seed=0):
+    """An untrained float CNN between a QuantStub and a DeQuantStub:
+    1x8x8 -> conv 8x3x3 -> ReLU -> pool -> conv 16x3x3 -> ReLU -> pool -> Linear 10."""
     import torch
 
     class CNN(torch.nn.Module):
-        """1x8x8 -> conv 8x3x3 -> ReLU -> pool -> conv 16x3x3 -> ReLU -> pool -> Linear 10."""
-
         def __init__(self):
             super().__init__()
             self.quant = torch.ao.quantization.QuantStub()
@@ -52,122 +51,29 @@ def _model():
             x = self.pool(self.relu2(self.conv2(x)))
             return self.dequant(self.fc(self.flatten(x)))
 
-    return CNN()
-
-
-def train(x, y, *, model=None, epochs=200, seed=0):
-    """A float CNN trained on ``x`` [N, 1, 8, 8], ``y`` (full-batch Adam), or ``model``
-    trained further (pruning masks stay applied)."""
-    import torch
     torch.manual_seed(seed)
-    model = model or _model()
-    model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    for _ in range(epochs):
-        optimizer.zero_grad()
-        loss = torch.nn.functional.cross_entropy(model(xt), yt)
-        loss.backward()
-        optimizer.step()
-    return model.eval()
+    return CNN()
 
 
 def prune_model(model, amount, x, y, *, epochs=150):
     """``model`` pruned by input channel (L2 norm) in ``conv2`` and ``fc``, fine-tuned."""
-    import copy
-
     from torch.nn.utils import prune
     pruned = copy.deepcopy(model)
     for layer in (pruned.conv2, pruned.fc):
         prune.ln_structured(layer, "weight", amount=amount, n=2, dim=1)
-    train(x, y, model=pruned, epochs=epochs)
+    flows.train(pruned, x, y, epochs=epochs)
     for layer in (pruned.conv2, pruned.fc):
         prune.remove(layer, "weight")
     return pruned.eval()
-
-
-def quantize_torch(model, calibration):
-    """Static int8 quantization with PyTorch's eager mode and the qnnpack engine."""
-    import copy
-
-    import torch
-    torch.backends.quantized.engine = "qnnpack"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        q = copy.deepcopy(model).eval()
-        q.qconfig = torch.ao.quantization.get_default_qconfig("qnnpack")
-        q = torch.ao.quantization.fuse_modules(q, [["conv1", "relu1"], ["conv2", "relu2"]])
-        prepared = torch.ao.quantization.prepare(q)
-        prepared(torch.from_numpy(calibration))
-        return torch.ao.quantization.convert(prepared)
-
-
-def export_onnx(model, calibration, folder):
-    """The float CNN exported by PyTorch, quantized by onnxruntime (QOperator, uint8)."""
-    import torch
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.batches = iter([{"x": calibration}])
-
-        def get_next(self):
-            return next(self.batches, None)
-
-    class Plain(torch.nn.Module):      # the float model without the quantization stubs
-        def __init__(self):
-            super().__init__()
-            self.inner = model
-
-        def forward(self, x):
-            m = self.inner
-            x = m.pool(m.relu1(m.conv1(x)))
-            return m.fc(m.flatten(m.pool(m.relu2(m.conv2(x)))))
-
-    float_path, int8_path = Path(folder) / "cnn.onnx", Path(folder) / "cnn_int8.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(Plain().eval(), (torch.from_numpy(calibration[:1]),), str(float_path),
-                          input_names=["x"], output_names=["y"],
-                          dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}}, dynamo=False)
-    root = logging.getLogger()
-    level, root.level = root.level, logging.ERROR
-    try:
-        quantize_static(str(float_path), str(int8_path), Reader(),
-                        quant_format=QuantFormat.QOperator, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QUInt8, per_channel=True)
-    finally:
-        root.setLevel(level)
-    return int8_path
 
 
 def _torch_int8(quantized, x):
     """The quantized model's own uint8 output (before its DeQuantStub)."""
     import torch
     m = quantized
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore"), torch.no_grad()
+    with torch.no_grad():
         h = m.pool(m.conv1(m.quant(torch.from_numpy(x))))
         return m.fc(m.flatten(m.pool(m.conv2(h)))).int_repr().numpy()
-
-
-def _run_on_chip(npu, network, x_q, label, echo):
-    started = time.perf_counter()
-    y_q = npu.run(network, x_q, rows_per_call=len(x_q))
-    stats = npu.stats
-    echo(f"  {label}: {time.perf_counter() - started:.1f} s on the {npu.name} backend, "
-         f"{stats.macs:,} MACs, cycles "
-         + ("n/a" if stats.cycles is None else f"{stats.cycles:,}")
-         + ", utilization "
-         + ("n/a" if stats.utilization is None else f"{100 * stats.utilization:.1f} %")
-         + (f" of the dense MACs; {stats.skipped_tiles} zero tiles skipped, saving "
-            f"{stats.cycles_saved:,} cycles" if stats.skipped_tiles else ""))
-    return y_q, stats
 
 
 def main(backend="verilator", *, config=None, echo=print, folder=None, prune=(0.5, 0.9),
@@ -177,79 +83,55 @@ def main(backend="verilator", *, config=None, echo=print, folder=None, prune=(0.
     Returns
     -------
     dict
-        Accuracies (``float``, ``torch_int8``, ``chip_torch``, ``onnx_int8``, ``chip_onnx``),
-        images where the chip equals the framework (``torch_equal``, ``onnx_equal``), the
-        number of images, the chip statistics of both runs, and per pruning amount
-        (``pruned``) its accuracy, images equal to PyTorch and statistics.
+        The figures of :func:`examples.flows.compare` and, per pruning amount
+        (``pruned``), its accuracy, images equal to PyTorch and statistics.
     """
     import onnx
-    import onnxruntime
     import torch
 
-    x, y = load_data()
-    x = x.reshape(-1, 1, 8, 8)
-    rng = np.random.default_rng(0)
-    train_rows = rng.permutation(len(x))[:1200]
-    model = train(x[train_rows], y[train_rows], epochs=epochs)
-    with torch.no_grad():
-        float_accuracy = float((model(torch.from_numpy(x)).argmax(1).numpy() == y).mean())
-
+    x, y = flows.load_digits()
+    flat, x = x, x.reshape(-1, 1, 8, 8)
+    train_rows = np.random.default_rng(0).permutation(len(x))[:1200]
+    model = flows.train(cnn(), x[train_rows], y[train_rows], epochs=epochs)
     calibration = x[train_rows]
-    quantized = quantize_torch(model, calibration)
+    quantized = flows.quantize_eager(model, calibration, fuse=FUSE)
+    with torch.no_grad():
+        float_out = model(torch.from_numpy(x)).numpy()
     torch_q = _torch_int8(quantized, x)
     network = driver.from_torch(quantized, input_shape=(1, 8, 8), name="digits CNN (PyTorch)")
-
     with tempfile.TemporaryDirectory() as tmp:
-        onnx_path = export_onnx(model, calibration, folder or tmp)
-        onnx_model = onnx.load(str(onnx_path))
-        onnx_network = driver.load_onnx(onnx_model, name="digits CNN (ONNX)")
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3
-    session = onnxruntime.InferenceSession(onnx_model.SerializeToString(), options,
-                                           providers=["CPUExecutionProvider"])
-    ort_out = session.run(None, {"x": x})[0]
+        onnx_model = onnx.load(str(flows.export_onnx(model, calibration, folder or tmp,
+                                                     name="cnn")))
+    onnx_network = driver.load_onnx(onnx_model, name="digits CNN (ONNX)")
+    ort_out = flows.onnxruntime_run(onnx_model, x)
 
-    flat = x.reshape(len(x), -1)
     echo(f"digits CNN: {len(x)} images, chip {config or driver.NpuConfig()}")
     for layer in network.layers:
         echo(f"  {'host' if isinstance(layer, HOST_LAYERS) else 'chip'}: {layer!r}")
     with driver.open(backend, config=config) as npu:
-        chip_torch, torch_stats = _run_on_chip(npu, network, network.quantize(flat),
-                                               "PyTorch model", echo)
-        chip_onnx, onnx_stats = _run_on_chip(npu, onnx_network, onnx_network.quantize(flat),
-                                             "ONNX model", echo)
+        chip_torch, torch_stats = flows.run_on_chip(npu, network, network.quantize(flat),
+                                                    "PyTorch model", echo)
+        chip_onnx, onnx_stats = flows.run_on_chip(npu, onnx_network,
+                                                  onnx_network.quantize(flat), "ONNX model",
+                                                  echo)
         pruned = {}
         for amount in prune:
-            sparse = quantize_torch(prune_model(model, amount, x[train_rows], y[train_rows],
-                                                epochs=epochs * 3 // 4), calibration)
+            sparse = flows.quantize_eager(
+                prune_model(model, amount, x[train_rows], y[train_rows],
+                            epochs=epochs * 3 // 4), calibration, fuse=FUSE)
             sparse_net = driver.from_torch(sparse, input_shape=(1, 8, 8))
-            chip_sparse, stats = _run_on_chip(npu, sparse_net, sparse_net.quantize(flat),
-                                              f"pruned {amount:.0%}", echo)
+            chip_sparse, stats = flows.run_on_chip(npu, sparse_net, sparse_net.quantize(flat),
+                                                   f"pruned {amount:.0%}", echo)
             pruned[amount] = {
                 "accuracy": float((chip_sparse.argmax(1) == y).mean()),
                 "torch_equal": int((chip_sparse == _torch_int8(sparse, x)).all(axis=1).sum()),
                 "stats": stats}
-    ort_q = onnx_network.output.quantize(ort_out)
-    result = {
-        "images": len(x),
-        "float": float_accuracy,
-        "torch_int8": float((torch_q.argmax(1) == y).mean()),
-        "chip_torch": float((chip_torch.argmax(1) == y).mean()),
-        "torch_equal": int((chip_torch == torch_q).all(axis=1).sum()),
-        "onnx_int8": float((ort_out.argmax(1) == y).mean()),
-        "chip_onnx": float((chip_onnx.argmax(1) == y).mean()),
-        "onnx_equal": int((chip_onnx == ort_q).all(axis=1).sum()),
-        "torch_stats": torch_stats,
-        "onnx_stats": onnx_stats,
-        "pruned": pruned,
-    }
-    percent = {key: f"{100 * result[key]:.1f} %" for key in
-               ("float", "torch_int8", "chip_torch", "onnx_int8", "chip_onnx")}
-    echo(f"  accuracy: float {percent['float']}, PyTorch int8 {percent['torch_int8']}, "
-         f"chip {percent['chip_torch']}; onnxruntime int8 {percent['onnx_int8']}, "
-         f"chip {percent['chip_onnx']}")
-    echo(f"  chip output identical to PyTorch on {result['torch_equal']}/{len(x)} images, "
-         f"to onnxruntime on {result['onnx_equal']}/{len(x)} images")
+    result = flows.compare(y, float_out=float_out, torch_q=torch_q, chip_torch=chip_torch,
+                           torch_stats=torch_stats, ort_out=ort_out,
+                           ort_q=onnx_network.output.quantize(ort_out), chip_onnx=chip_onnx,
+                           onnx_stats=onnx_stats)
+    result["pruned"] = pruned
+    flows.report(result, echo)
     for amount, figures in pruned.items():
         stats = figures["stats"]
         dense = (stats.cycles or 0) + stats.cycles_saved
