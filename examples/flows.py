@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["load_digits", "train", "quantize_eager", "export_onnx", "onnxruntime_run",
-           "run_on_chip", "compare", "report"]
+           "run_on_chip", "compare", "report", "cli"]
 
 
 def load_digits():
@@ -161,3 +161,18 @@ def report(result, echo):
          f"chip {percent['chip_onnx']}")
     echo(f"  chip output identical to PyTorch on {result['torch_equal']}/{images} images, "
          f"to onnxruntime on {result['onnx_equal']}/{images} images")
+
+
+def cli(main, description, *, passed):
+    """The command line of an example: ``--backend`` and ``--config``; runs ``main`` and
+    exits 0 when ``passed(result)`` (the chip equal to the frameworks), 1 otherwise."""
+    import argparse
+
+    from driver.backends.base import BACKENDS
+    from hw.generate import config_argument
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--backend", default="verilator", choices=list(BACKENDS),
+                        help="the backend that runs the chip (default: verilator)")
+    config_argument(parser)
+    args = parser.parse_args()
+    raise SystemExit(0 if passed(main(args.backend, config=args.config)) else 1)

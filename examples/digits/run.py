@@ -10,14 +10,12 @@ Run from the repository root::
     python -m examples.digits.run --backend verilator
 """
 
-import argparse
 import tempfile
 
 import numpy as np
 
 import driver
 from examples import flows
-from hw.generate import config_argument
 
 __all__ = ["main", "mlp"]
 
@@ -86,16 +84,9 @@ def main(backend="verilator", *, config=None, echo=print, folder=None):
     return result
 
 
-def _cli():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--backend", default="verilator",
-                        help="golden, verilator, icarus or amaranth (default: verilator)")
-    config_argument(parser)
-    args = parser.parse_args()
-    result = main(args.backend, config=args.config)
-    equal = result["torch_equal"] == result["onnx_equal"] == result["images"]
-    raise SystemExit(0 if equal else 1)
+def _passed(result):
+    return result["torch_equal"] == result["onnx_equal"] == result["images"]
 
 
 if __name__ == "__main__":
-    _cli()
+    flows.cli(main, __doc__.split("\n")[0], passed=_passed)

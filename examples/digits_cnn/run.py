@@ -14,7 +14,6 @@ Run from the repository root::
     python -m examples.digits_cnn.run --backend verilator
 """
 
-import argparse
 import copy
 import tempfile
 
@@ -23,7 +22,6 @@ import numpy as np
 import driver
 from driver.layers import HOST_LAYERS
 from examples import flows
-from hw.generate import config_argument
 
 __all__ = ["main", "cnn", "prune_model"]
 
@@ -142,17 +140,11 @@ def main(backend="verilator", *, config=None, echo=print, folder=None, prune=(0.
     return result
 
 
-def _cli():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--backend", default="verilator",
-                        help="golden, verilator, icarus or amaranth (default: verilator)")
-    config_argument(parser)
-    args = parser.parse_args()
-    result = main(args.backend, config=args.config)
-    equal = (result["torch_equal"] == result["onnx_equal"] == result["images"]
-             and all(p["torch_equal"] == result["images"] for p in result["pruned"].values()))
-    raise SystemExit(0 if equal else 1)
+def _passed(result):
+    images = result["images"]
+    return (result["torch_equal"] == result["onnx_equal"] == images
+            and all(p["torch_equal"] == images for p in result["pruned"].values()))
 
 
 if __name__ == "__main__":
-    _cli()
+    flows.cli(main, __doc__.split("\n")[0], passed=_passed)
