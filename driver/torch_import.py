@@ -558,10 +558,12 @@ def from_torch(model, *, input_shape=None, name=None):
 
 
 def _check_converted(torch, model):
-    """Raise if ``model`` still holds observers or fake quantizers (prepared, not converted)."""
-    from torch.ao.quantization import FakeQuantizeBase, ObserverBase
+    """Raise if ``model`` still holds observers or fake quantizers (prepared, not converted).
+
+    Known by their base classes' names: torch.ao and torchao (PT2E) each have their own."""
     for path, module in model.named_modules():
-        if isinstance(module, (ObserverBase, FakeQuantizeBase)):
+        if any(cls.__name__ in ("ObserverBase", "FakeQuantizeBase")
+               for cls in type(module).__mro__):
             raise TypeError(f"the model is prepared but not converted (it holds the observer "
                             f"{path!r}); convert it first (torch.ao.quantization.convert, or "
                             "convert_fx / convert_pt2e)")

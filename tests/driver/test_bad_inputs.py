@@ -181,6 +181,44 @@ def exported_float_model():
                                    (torch.randn(2, 4),)).module()
 
 
+def pt2e_model(model, example, *, convert=True):
+    """``model`` through torchao's PT2E flow (XNNPACK quantizer), prepared and calibrated,
+    then converted unless ``convert`` is false."""
+    pt2e = pytest.importorskip("torchao.quantization.pt2e.quantize_pt2e")
+    xnnpack = pytest.importorskip("torchao.testing.pt2e._xnnpack_quantizer")
+    quantizer = xnnpack.XNNPACKQuantizer().set_global(
+        xnnpack.get_symmetric_quantization_config(is_per_channel=False))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prepared = pt2e.prepare_pt2e(torch.export.export(model.eval(), (example,)).module(),
+                                     quantizer)
+        prepared(example)
+        return pt2e.convert_pt2e(prepared) if convert else prepared
+
+
+class Sigmoid(torch.nn.Module):
+    """Two Linear layers with a sigmoid between them (not a chip operation)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = torch.nn.Linear(4, 4), torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc2(torch.sigmoid(self.fc1(x)))
+
+
+def constant_scale_model(layer):
+    """The float model with its input scale a ``Constant`` node's ``value_float``, as
+    exporters write scalars."""
+    model = float_onnx_model(layer)
+    graph = model.graph
+    scale = next(t for t in graph.initializer if t.name == "sx")
+    value = float(onnx.numpy_helper.to_array(scale))
+    graph.initializer.remove(scale)
+    graph.node.insert(0, onnx.helper.make_node("Constant", [], ["sx"], value_float=value))
+    return model
+
+
 def golden(ctx, **options):
     return driver.open("golden", **options)
 
@@ -364,6 +402,9 @@ PROBES = [
     ("maxpool-kernel-zero",
      lambda c: driver.MaxPool2d(params=params(), input_shape=(1, 4, 4), kernel=0),
      ValueError, r"maxpool: kernel must be 2 ints of at least 1, not 0"),
+    ("maxpool-kernel-text",
+     lambda c: driver.MaxPool2d(params=params(), input_shape=(1, 4, 4), kernel="2"),
+     TypeError, r"maxpool: kernel must be an int or 2 ints, not '2'"),
     ("table-shape",
      lambda c: driver.ColumnTable(table=np.zeros((3, 10), np.uint8), input=params(),
                                   output=params()),
@@ -509,6 +550,18 @@ PROBES = [
      lambda c: driver.linear_from_torch(c.module, input_scale=0.1, input_zero_point=0,
                                         input_dtype="int8"),
      Q, r"XNNPACK"),
+    ("torch-pt2e-prepared",
+     lambda c: driver.from_torch(pt2e_model(torch.nn.Sequential(torch.nn.Linear(4, 3)),
+                                            torch.randn(8, 4), convert=False)),
+     TypeError, r"the model is prepared but not converted .*convert_pt2e"),
+    ("torch-pt2e-sigmoid", lambda c: driver.from_torch(pt2e_model(Sigmoid(), torch.randn(8, 4))),
+     TypeError, r"sigmoid: unsupported call_function 'aten.sigmoid' in a PT2E graph"),
+    ("torch-pt2e-conv-without-shape",
+     lambda c: driver.from_torch(pt2e_model(torch.nn.Sequential(
+         torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten(), torch.nn.Linear(32, 3)),
+         torch.randn(8, 1, 6, 6))),
+     TypeError, r"conv2d: a conv2d needs the input's \(channels, height, width\): pass "
+                r"input_shape to from_torch"),
     # -- ONNX ------------------------------------------------------------------------------
     ("onnx-int", lambda c: driver.load_onnx(42),
      TypeError, r"model must be a path, bytes or an onnx.ModelProto, not 42"),
@@ -534,6 +587,15 @@ PROBES = [
     ("onnx-bytearray",
      lambda c: same(len(driver.load_onnx(bytearray(c.model.SerializeToString()))), 1),
      None, None),
+    ("onnx-constant-value-float",
+     lambda c: same(driver.load_onnx(constant_scale_model(c.layer)).input, c.layer.input),
+     None, None),
+    ("onnx-constant-string",
+     lambda c: driver.load_onnx(onnx_with([onnx.helper.make_node(
+         "Constant", [], ["k"], value_string="text"), onnx.helper.make_node(
+         "Identity", ["g"], ["yq"])])),
+     OnnxImportError, r"\(Constant\): a Constant must hold a tensor or numbers, not "
+                      r"value_string"),
     ("onnx-float-model", lambda c: driver.load_onnx(c.path("float.onnx")),
      OnnxImportError, r"the model is not quantized"),
     ("onnx-unsupported-op",
@@ -616,8 +678,8 @@ CLI_PROBES = [
 ]
 
 
-#: What the probes that failed did before the checks were added (commit eea5b03): 96 of
-#: the 175, 81 of them bad in the issue's sense (a generic error from numpy, protobuf or
+#: What the probes that failed did before the checks were added (commit eea5b03): 100 of
+#: the 181, 85 of them bad in the issue's sense (a generic error from numpy, protobuf or
 #: torch.fx, a traceback, an input silently taken or ignored, a misleading message, a
 #: usage screen instead of one line); the other 15 were clear but did not say what was
 #: given.  After: none.
@@ -629,7 +691,8 @@ BEFORE = {
         network-layers-none run-layers-none run-rows-text run-progress torch-none
         torch-path torch-prepared-model torch-untraceable torch-input-shape-text
         linear-torch-scale-text onnx-int onnx-none onnx-module onnx-truncated onnx-random
-        onnx-npy onnx-text onnx-bytes onnx-bytearray open-stall-text cli-model-truncated
+        onnx-npy onnx-text onnx-bytes onnx-bytearray onnx-constant-value-float
+        onnx-constant-string open-stall-text cli-model-truncated
         cli-model-random cli-model-npy cli-disasm-truncated cli-input-npz""",
     "silently taken, ignored or wrong": """
         quantize-none quantize-complex quantize-nan-uint8 quantize-nan-int8
@@ -642,7 +705,8 @@ BEFORE = {
         linear-activation linear-rounding linear-alpha-nan network-layers-text
         run-layers-text reference-3d config-numpy-int torch-float-model
         torch-float-stub-model torch-dynamic-model torch-pt2e-float torch-input-shape-zero
-        onnx-empty cli-input-onnx cli-input-text cli-input-truncated cli-input-objects""",
+        onnx-empty cli-input-onnx cli-input-text cli-input-truncated cli-input-objects
+        maxpool-kernel-text torch-pt2e-prepared""",
     "a usage screen, not one line": """
         cli-rows-text cli-config cli-missing-input cli-info-config cli-no-command
         cli-unknown-command""",
@@ -693,7 +757,7 @@ def test_probe_record():
     """The record of what was tried and what failed before (the README's "Bad input"
     section quotes these figures)."""
     ids = [p[0] for p in PROBES + CLI_PROBES]
-    assert len(ids) == len(set(ids)) == 175
+    assert len(ids) == len(set(ids)) == 181
     before = [name for names in BEFORE.values() for name in names.split()]
-    assert len(before) == len(set(before)) == 96 and set(before) <= set(ids)
-    assert sum(len(BEFORE[k].split()) for k in list(BEFORE)[:4]) == 81
+    assert len(before) == len(set(before)) == 100 and set(before) <= set(ids)
+    assert sum(len(BEFORE[k].split()) for k in list(BEFORE)[:4]) == 85
