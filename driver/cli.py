@@ -116,7 +116,7 @@ def _cmd_run(args, console):
     _check_output(args.output)
     network = driver.load_onnx(args.model)
     x_q = model_input(network, load_input(args.input))
-    options = {"trace": args.trace} if args.trace else {}
+    options = {"trace": args.trace} if args.trace is not None else {}
     rows = args.rows_per_call or max(1, min(len(x_q), 256))
     started = time.perf_counter()
     with driver.open(args.backend, config=args.config, **options) as npu:

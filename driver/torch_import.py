@@ -224,7 +224,10 @@ def linear_from_torch(module, *, input_scale, input_zero_point, input_dtype="uin
     Raises
     ------
     TypeError
-        If ``module`` is not a static quantized Linear.
+        If ``module`` is not a static quantized Linear, ``input_scale`` is not a number or
+        ``input_zero_point`` not an integer.
+    ValueError
+        If ``input_scale`` is not positive and finite or ``input_zero_point`` not in 0..255.
     QuantizationError
         If the chip cannot reproduce the module exactly.
     """
@@ -420,7 +423,11 @@ def from_torch(model, *, input_shape=None, name=None):
     Raises
     ------
     TypeError
-        If a node is not one of the supported kinds, naming it.
+        If ``model`` is not a ``torch.nn.Module``, is not quantized (float, prepared but
+        not converted, dynamically quantized), cannot be traced by torch.fx, or a node is
+        not one of the supported kinds, naming it; or ``input_shape`` is not ints.
+    ValueError
+        If ``input_shape`` has a dimension below 1.
     QuantizationError
         If a layer cannot run exactly on the chip, or the quantized engine is not qnnpack.
     """

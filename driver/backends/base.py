@@ -121,6 +121,8 @@ def open_backend(name, *, config=None, **options):
     if trace is not None:
         if not isinstance(trace, (str, os.PathLike)):
             raise TypeError(f"trace must be a path (str or os.PathLike) or None, not {trace!r}")
+        if not os.fspath(trace):
+            raise ValueError("trace must be a file name, not ''")
         folder = os.path.dirname(os.path.abspath(os.fspath(trace)))
         if not os.path.isdir(folder):
             raise ValueError(f"trace {os.fspath(trace)!r}: no such directory {folder!r}")

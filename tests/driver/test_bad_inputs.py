@@ -657,6 +657,9 @@ CLI_PROBES = [
      ["run", "{model.onnx}", "--input", "{x.npy}", "--output", "{y.npy}", "--trace",
       "{folder}/run.fst"],
      r"backend 'golden' cannot write a waveform"),
+    ("cli-trace-empty",
+     ["run", "{model.onnx}", "--input", "{x.npy}", "--output", "{y.npy}", "--trace", ""],
+     r"trace must be a file name, not ''"),
     ("cli-rows-zero",
      ["run", "{model.onnx}", "--input", "{x.npy}", "--output", "{y.npy}", "--rows-per-call", "0"],
      r"argument --rows-per-call: must be a positive integer, not 0"),
@@ -678,8 +681,8 @@ CLI_PROBES = [
 ]
 
 
-#: What the probes that failed did before the checks were added (commit eea5b03): 100 of
-#: the 181, 85 of them bad in the issue's sense (a generic error from numpy, protobuf or
+#: What the probes that failed did before the checks were added (commit eea5b03): 101 of
+#: the 182, 86 of them bad in the issue's sense (a generic error from numpy, protobuf or
 #: torch.fx, a traceback, an input silently taken or ignored, a misleading message, a
 #: usage screen instead of one line); the other 15 were clear but did not say what was
 #: given.  After: none.
@@ -700,7 +703,7 @@ BEFORE = {
         linear-clip-nan conv-input-shape-float run-rows-float run-rows-bool
         open-golden-trace open-golden-stall open-golden-option open-stall-range
         open-trace-type linear-torch-zero-float onnx-name cli-output-directory
-        cli-trace-golden cli-rows-zero""",
+        cli-trace-golden cli-trace-empty cli-rows-zero""",
     "misleading or not naming what was wrong": """
         linear-activation linear-rounding linear-alpha-nan network-layers-text
         run-layers-text reference-3d config-numpy-int torch-float-model
@@ -757,7 +760,7 @@ def test_probe_record():
     """The record of what was tried and what failed before (the README's "Bad input"
     section quotes these figures)."""
     ids = [p[0] for p in PROBES + CLI_PROBES]
-    assert len(ids) == len(set(ids)) == 181
+    assert len(ids) == len(set(ids)) == 182
     before = [name for names in BEFORE.values() for name in names.split()]
-    assert len(before) == len(set(before)) == 100 and set(before) <= set(ids)
-    assert sum(len(BEFORE[k].split()) for k in list(BEFORE)[:4]) == 85
+    assert len(before) == len(set(before)) == 101 and set(before) <= set(ids)
+    assert sum(len(BEFORE[k].split()) for k in list(BEFORE)[:4]) == 86
