@@ -12,6 +12,7 @@ input or output is uint8/int8/int32.
 """
 
 import argparse
+import os
 import sys
 import time
 
@@ -22,8 +23,27 @@ from hw.generate import config_argument
 __all__ = ["main"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the usage itself is in ``--help``)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive(text):
+    """An argparse type: a positive integer."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value <= 0:
+        shown = text if value is not None else repr(text)
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {shown}")
+    return value
+
+
 def _parser():
-    parser = argparse.ArgumentParser(prog="npu", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="npu", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a quantized ONNX model on .npy input")
@@ -38,13 +58,14 @@ def _parser():
     config_argument(run)
     run.add_argument("--trace", metavar="FILE",
                      help="write a waveform (.fst or .vcd) from an RTL backend")
-    run.add_argument("--rows-per-call", type=int, default=None,
+    run.add_argument("--rows-per-call", type=_positive, default=None,
                      help="batch rows per backend call (default: chosen for progress reporting)")
     run.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
     disasm = sub.add_parser("disasm", help="print the command stream of a model")
     disasm.add_argument("model", help="quantized ONNX model")
-    disasm.add_argument("--batch", type=int, default=1, help="batch rows (default: 1)")
+    disasm.add_argument("--batch", type=_positive, default=1,
+                        help="batch rows (default: 1)")
     config_argument(disasm)
 
     info = sub.add_parser("info", help="print the configuration and the backends available")
@@ -92,9 +113,10 @@ def _print_table(console, title, rows):
 
 def _cmd_run(args, console):
     import driver
+    _check_output(args.output)
     network = driver.load_onnx(args.model)
-    x_q = model_input(network, np.load(args.input))
-    options = {"trace": args.trace} if args.trace else {}
+    x_q = model_input(network, load_input(args.input))
+    options = {"trace": args.trace} if args.trace is not None else {}
     rows = args.rows_per_call or max(1, min(len(x_q), 256))
     started = time.perf_counter()
     with driver.open(args.backend, config=args.config, **options) as npu:
@@ -110,11 +132,52 @@ def _cmd_run(args, console):
         stats = npu.stats
     if network.float_output:
         y_q = network.dequantize(y_q)
-    np.save(args.output, y_q.reshape(len(y_q), *network.output_shape))
+    with open(args.output, "wb") as f:     # the name given, without a ".npy" added
+        np.save(f, y_q.reshape(len(y_q), *network.output_shape))
     if not args.quiet:
         _print_table(console, f"npu run {args.model}",
                      _summary_rows(network, stats, args.backend, time.perf_counter() - started))
     return 0
+
+
+def load_input(path):
+    """The array in the ``.npy`` file ``path`` (numbers, not pickled objects).
+
+    Raises
+    ------
+    OSError
+        If the file cannot be read.
+    ValueError
+        If it is not a ``.npy`` array of numbers; the message names the file.
+    """
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic.startswith(b"PK\x03\x04"):
+        raise ValueError(f"--input {path} is a .npz archive; save the one input array with "
+                         "numpy.save")
+    if magic != b"\x93NUMPY":
+        raise ValueError(f"--input {path} is not a .npy array (numpy.save writes one)")
+    try:
+        x = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise ValueError(f"--input {path} holds Python objects, not numbers; save a "
+                             "numeric array") from None
+        raise ValueError(f"--input {path} is not a .npy array ({exc})") from None
+    except EOFError as exc:
+        raise ValueError(f"--input {path} is not a .npy array (truncated: {exc})") from None
+    if x.dtype.kind not in "biuf":
+        raise ValueError(f"--input {path} holds {x.dtype} values, not numbers")
+    return x
+
+
+def _check_output(path):
+    """Refuse an output path that cannot be written, before anything runs."""
+    if os.path.isdir(path):
+        raise ValueError(f"--output {path} is a directory; give the .npy file to write")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ValueError(f"--output {path}: no such directory {folder}")
 
 
 def model_input(network, x):
@@ -180,8 +243,16 @@ def main(argv=None):
             args, console)
     except (driver.BackendUnavailable, driver.NpuError, driver.QuantizationError, ValueError,
             TypeError, OSError) as exc:
-        print(f"npu {args.command}: {exc}", file=sys.stderr)
+        print(f"npu {args.command}: {_one_line(exc)}", file=sys.stderr)
         return 1
+    except Exception as exc:  # noqa: BLE001 - a command line prints one line, never a traceback
+        print(f"npu {args.command}: internal error, please report it: {type(exc).__name__}: "
+              f"{_one_line(exc)}", file=sys.stderr)
+        return 1
+
+
+def _one_line(exc):
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -118,11 +118,24 @@ class Device:
 
         Raises
         ------
+        TypeError
+            If ``layers`` are not layers, ``x`` is not an array of the first layer's input
+            type, ``rows_per_call`` is not an integer or ``progress`` is not callable.
+        ValueError
+            If the shape of ``x`` is not the first layer's input, or ``rows_per_call`` is
+            not positive.
         NpuError
             If the chip reports an error; the message decodes the error code.
         """
         layers = check_chain(layers.layers if isinstance(layers, Network) else layers)
         first = layers[0]
+        if rows_per_call is not None and (isinstance(rows_per_call, (bool, np.bool_))
+                                          or not isinstance(rows_per_call, (int, np.integer))):
+            raise TypeError(f"rows_per_call must be a positive integer, not {rows_per_call!r}")
+        if rows_per_call is not None and rows_per_call <= 0:
+            raise ValueError(f"rows_per_call must be a positive integer, not {rows_per_call!r}")
+        if progress is not None and not callable(progress):
+            raise TypeError(f"progress must be callable, not {progress!r}")
         if not isinstance(x, np.ndarray):
             raise TypeError(f"x must be a NumPy array, not {type(x).__name__}")
         if x.dtype != first.input.qtype.dtype:
@@ -137,8 +150,6 @@ class Device:
                              f"not {list(x.shape)}")
         batch = x2.shape[0]
         step = batch if rows_per_call is None else int(rows_per_call)
-        if step <= 0:
-            raise ValueError(f"rows_per_call must be positive, not {rows_per_call!r}")
         slices = [(start, min(step, batch - start)) for start in range(0, batch, step)]
         self.stats = RunStats(array_size=self.config.rows * self.config.cols)
         started = time.perf_counter()

@@ -57,16 +57,63 @@ class QuantParams:
                f"dtype={self.qtype.value!r})"
 
     def quantize(self, x):
-        """Float32 values to this type, as onnxruntime's QuantizeLinear: ``sat(rint(x/s) + z)``."""
+        """Float32 values to this type, as onnxruntime's QuantizeLinear: ``sat(rint(x/s) + z)``.
+
+        Infinities and values beyond the type saturate; NaN becomes the type's minimum,
+        as onnxruntime's kernels give it (PyTorch's ``quantize_per_tensor`` gives the
+        maximum: :class:`~driver.torch_import.TorchNetwork` quantizes with PyTorch itself).
+
+        Raises
+        ------
+        TypeError
+            If ``x`` is not real numbers (strings, None, complex, objects).
+        """
+        x = _real_array(x, "x", "iuf")
         with np.errstate(all="ignore"):
-            q = np.rint(np.asarray(x, dtype=np.float32) / np.float32(self.scale))
-        q = np.clip(np.nan_to_num(q, nan=0.0), -2.0 ** 20, 2.0 ** 20).astype(np.int64)
+            q = np.rint(x.astype(np.float32) / np.float32(self.scale))
+        q = np.clip(np.where(np.isnan(q), -np.inf, q), -2.0 ** 20, 2.0 ** 20).astype(np.int64)
         return np.clip(q + self.zero_point, self.qtype.min, self.qtype.max).astype(self.qtype.dtype)
 
     def dequantize(self, q):
-        """Quantized values to float32, as DequantizeLinear: ``f32(q - z) * s``."""
-        centred = np.asarray(q, dtype=np.int64) - self.zero_point
+        """Quantized values to float32, as DequantizeLinear: ``f32(q - z) * s``.
+
+        Raises
+        ------
+        TypeError
+            If ``q`` is not integers.
+        ValueError
+            If a value is outside the type's range.
+        """
+        q = _real_array(q, "q", "iu")
+        if q.size and (q.min() < self.qtype.min or q.max() > self.qtype.max):
+            bad = q.min() if q.min() < self.qtype.min else q.max()
+            raise ValueError(f"q must be in {self.qtype.min}..{self.qtype.max} for "
+                             f"{self.qtype.value}, not {bad}")
+        centred = q.astype(np.int64) - self.zero_point
         return centred.astype(np.float32) * np.float32(self.scale)
+
+
+def _describe(value):
+    """``value`` for an error message: an array by its dtype, a short value by its repr."""
+    if isinstance(value, np.ndarray):
+        return str(value.dtype)
+    text = repr(value)
+    return text if len(text) <= 40 else f"{type(value).__name__} {text[:30]}..."
+
+
+def _real_array(value, what, kinds):
+    """``value`` as a NumPy array of one of the dtype ``kinds`` ("iuf": real numbers)."""
+    try:
+        array = np.asarray(value)
+    except ValueError:
+        raise ValueError(f"{what} must be an array of numbers, not a ragged sequence") from None
+    if array.dtype.kind not in kinds:
+        expected = "integers" if kinds == "iu" else "real numbers (an int or float array)"
+        given = "None" if value is None else (
+            f"{type(value).__name__} {_describe(value)}" if not isinstance(value, np.ndarray)
+            and array.dtype.kind in "OUS" else str(array.dtype))
+        raise TypeError(f"{what} must be {expected}, not {given}")
+    return array
 
 
 def _per_column(value, n, what, layer):
@@ -79,13 +126,66 @@ def _per_column(value, n, what, layer):
     return array
 
 
-def _check_input(layer_name, params, x):
-    """``x`` as a 2-D array of the layer's input type."""
+def _check_weight_zeros(layer, zeros, weight_type):
+    low, high = zeros.min(), zeros.max()
+    if low < weight_type.min or high > weight_type.max:
+        raise ValueError(f"{layer}: weight zero points must be in {weight_type.min}.."
+                         f"{weight_type.max} for {weight_type.value} weights, "
+                         f"not {low if low < weight_type.min else high}")
+
+
+def _enum_value(enum, value, what, layer):
+    """``enum(value)``, or a ValueError naming the argument and the choices."""
+    try:
+        return enum(value)
+    except ValueError:
+        choices = ", ".join(repr(m.value) if isinstance(m.value, str) else m.name for m in enum)
+        raise ValueError(f"{layer}: {what} must be one of {choices}, not {value!r}") from None
+
+
+def _finite_number(value, what, layer):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{layer}: {what} must be a number, not {_describe(value)}")
+    if not np.isfinite(value):
+        raise ValueError(f"{layer}: {what} must be finite, not {value!r}")
+    return float(value)
+
+
+def _check_clip(clip, layer):
+    """``clip`` checked to be None or a ``(min, max)`` pair of numbers or None."""
+    if clip is None:
+        return None
+    message = f"{layer}: clip must be a (min, max) pair of numbers or None, not {clip!r}"
+    if isinstance(clip, (str, bytes)) or not hasattr(clip, "__len__") or len(clip) != 2:
+        raise TypeError(message)
+    for bound in clip:
+        if bound is not None and (isinstance(bound, bool) or not isinstance(
+                bound, (int, float, np.integer, np.floating))):
+            raise TypeError(message)
+        if bound is not None and np.isnan(bound):
+            raise ValueError(f"{layer}: clip must not be NaN, not {tuple(clip)!r}")
+    return tuple(clip)
+
+
+def _check_input(layer, x):
+    """``x`` as a 2-D ``[batch, in_features]`` array of the layer's input type (a vector
+    is one row; images ``[batch, *input_shape]`` are flattened)."""
+    name, params = layer.name, layer.input
     if not isinstance(x, np.ndarray):
-        raise TypeError(f"{layer_name}: input must be a NumPy array, not {type(x).__name__}")
+        raise TypeError(f"{name}: input must be a NumPy array, not {type(x).__name__}")
     if x.dtype != params.qtype.dtype:
-        raise TypeError(f"{layer_name}: input must be {params.qtype.value}, not {x.dtype}")
-    return x.reshape(1, -1) if x.ndim == 1 else x
+        raise TypeError(f"{name}: input must be {params.qtype.value}, not {x.dtype}")
+    if x.ndim == 1:
+        x = x.reshape(1, -1)
+    elif x.ndim > 2 and tuple(x.shape[1:]) == tuple(layer.input_shape):
+        x = x.reshape(x.shape[0], -1)
+    if x.ndim != 2:
+        raise ValueError(f"{name}: input must be [batch, {layer.in_features}], "
+                         f"not {list(x.shape)}")
+    if x.shape[1] != layer.in_features:
+        raise ValueError(f"{name}: input has {x.shape[1]} features, the layer takes "
+                         f"{layer.in_features}")
+    return x
 
 
 class QuantLinear:
@@ -151,16 +251,20 @@ class QuantLinear:
         self.output = QuantParams(scale=output_scale, zero_point=output_zero_point,
                                   dtype=output_dtype, what=f"{self.name}: output")
 
-        scales = _per_column(weight_scale, n, "weight_scale", self.name).astype(np.float64)
-        if not np.all(np.isfinite(scales) & (scales > 0)):
-            raise ValueError(f"{self.name}: weight scales must be positive and finite")
+        scales = _per_column(weight_scale, n, "weight_scale", self.name)
+        if scales.dtype.kind not in "iuf":
+            raise TypeError(f"{self.name}: weight_scale must be numbers (one, or one per "
+                            f"output), not {_describe(weight_scale)}")
+        scales = scales.astype(np.float64)
+        bad = np.flatnonzero(~(np.isfinite(scales) & (scales > 0)))
+        if bad.size:
+            raise ValueError(f"{self.name}: weight_scale must be positive and finite, not "
+                             f"{float(scales[bad[0]])!r} (output {bad[0]})")
         self.weight_scale = scales.astype(np.float32)
         zeros = _per_column(weight_zero_point, n, "weight_zero_point", self.name)
         if zeros.dtype.kind not in "iu":
             raise TypeError(f"{self.name}: weight zero points must be integers, not {zeros.dtype}")
-        if zeros.min() < self.weight_type.min or zeros.max() > self.weight_type.max:
-            raise ValueError(f"{self.name}: weight zero points must be in {self.weight_type.min}.."
-                             f"{self.weight_type.max} for {self.weight_type.value} weights")
+        _check_weight_zeros(self.name, zeros, self.weight_type)
         self.weight_zero_point = zeros.astype(np.int64)
 
         if bias is None:
@@ -172,16 +276,17 @@ class QuantLinear:
         if bias.shape != (n,):
             raise ValueError(f"{self.name}: bias must have shape ({n},), not {bias.shape}")
         if bias.min() < -(1 << 31) or bias.max() >= (1 << 31):
-            raise ValueError(f"{self.name}: bias values must fit int32")
+            bad = bias.min() if bias.min() < -(1 << 31) else bias.max()
+            raise ValueError(f"{self.name}: bias values must fit int32, not {bad}")
         self.bias = bias.astype(np.int64)
 
-        self.activation = Activation(activation)
-        self.clip = clip
+        self.activation = _enum_value(Activation, activation, "activation", self.name)
+        self.clip = _check_clip(clip, self.name)
         if scale_order not in SCALE_ORDERS:
             raise ValueError(f"{self.name}: scale_order must be one of {', '.join(SCALE_ORDERS)}, "
                              f"not {scale_order!r}")
-        self.scale_order, self.alpha = scale_order, float(alpha)
-        self.rounding = Rounding(rounding)
+        self.scale_order, self.alpha = scale_order, _finite_number(alpha, "alpha", self.name)
+        self.rounding = _enum_value(Rounding, rounding, "rounding", self.name)
 
         # Everything the chip needs, computed now so a layer it cannot run fails here.
         self.scales = effective_scale(self.input.scale, self.weight_scale, self.output.scale,
@@ -250,10 +355,7 @@ class QuantLinear:
 
     def accumulate(self, x):
         """``x @ (W - z_w).T`` in int64 (without bias), for a 2-D input of the input type."""
-        x = _check_input(self.name, self.input, x)
-        if x.shape[1] != self.in_features:
-            raise ValueError(f"{self.name}: input has {x.shape[1]} features, the layer takes "
-                             f"{self.in_features}")
+        x = _check_input(self, x)
         centred = self.weight.astype(np.int64) - self.weight_zero_point[:, None]
         return x.astype(np.int64) @ centred.T
 
@@ -286,12 +388,16 @@ class QuantLinear:
 
 def _pair(value, what, layer, *, count=2, minimum=1):
     """A tuple of ``count`` ints from an int or a sequence, each at least ``minimum``."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        value = (int(value),) * count
-    try:
+    def integer(v):
+        return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+    if integer(value):
+        values = (int(value),) * count
+    elif isinstance(value, (str, bytes)) or not hasattr(value, "__iter__") or not all(
+            integer(v) for v in value):
+        raise TypeError(f"{layer}: {what} must be an int or {count} ints, not {value!r}")
+    else:
         values = tuple(int(v) for v in value)
-    except TypeError:
-        raise TypeError(f"{layer}: {what} must be an int or {count} ints, not {value!r}") from None
     if len(values) != count or any(v < minimum for v in values):
         raise ValueError(f"{layer}: {what} must be {count} ints of at least {minimum}, "
                          f"not {value!r}")
@@ -320,11 +426,16 @@ class ConvGeometry:
         self.kernel = _pair(kernel, "kernel", name)
         self.stride = _pair(stride, "stride", name)
         self.dilation = _pair(dilation, "dilation", name)
-        if isinstance(padding, (int, np.integer)) or len(tuple(padding)) != 4:
+        if isinstance(padding, (str, bytes)) or not isinstance(padding, (int, np.integer)) \
+                and not hasattr(padding, "__len__"):
+            raise TypeError(f"{name}: padding must be an int, 2 ints or 4 ints, not {padding!r}")
+        if isinstance(padding, (int, np.integer)) or len(padding) != 4:
             top, left = _pair(padding, "padding", name, minimum=0)
             padding = (top, left, top, left)
         self.padding = _pair(padding, "padding", name, count=4, minimum=0)
-        if not isinstance(groups, (int, np.integer)) or isinstance(groups, bool) or groups < 1:
+        if not isinstance(groups, (int, np.integer)) or isinstance(groups, bool):
+            raise TypeError(f"{name}: groups must be a positive integer, not {groups!r}")
+        if groups < 1:
             raise ValueError(f"{name}: groups must be a positive integer, not {groups!r}")
         self.groups = int(groups)
         channels, height, width = self.input_shape
@@ -500,7 +611,7 @@ class QuantConv2d:
 
     def reference(self, x, *, arithmetic="chip"):
         """The convolution computed in NumPy (see :meth:`QuantLinear.reference`)."""
-        x = _check_input(self.name, self.input, x)
+        x = _check_input(self, x)
         return self.from_rows(self.linear.reference(self.to_rows(x), arithmetic=arithmetic),
                               x.shape[0])
 
@@ -534,13 +645,14 @@ class IntegerMatMul:
         if geometry is not None and not isinstance(geometry, ConvGeometry):
             raise TypeError(f"{self.name}: geometry must be a ConvGeometry, not {geometry!r}")
         self.geometry = geometry
+        if weight.ndim == 0 or weight.size == 0:
+            raise ValueError(f"{self.name}: weight must have shape [out_features, in_features], "
+                             f"not {weight.shape}")
         n = weight.shape[0]
         zeros = _per_column(weight_zero_point, n, "weight_zero_point", self.name)
         if zeros.dtype.kind not in "iu":
             raise TypeError(f"{self.name}: weight zero points must be integers, not {zeros.dtype}")
-        if zeros.min() < self.weight_type.min or zeros.max() > self.weight_type.max:
-            raise ValueError(f"{self.name}: weight zero points must be in {self.weight_type.min}.."
-                             f"{self.weight_type.max} for {self.weight_type.value} weights")
+        _check_weight_zeros(self.name, zeros, self.weight_type)
         self.weight_zero_point = zeros.astype(np.int64)
         matrix = weight if geometry is None else geometry.expand_weight(weight, zeros)
         if matrix.ndim != 2 or 0 in matrix.shape:
@@ -603,7 +715,7 @@ class IntegerMatMul:
 
     def reference(self, x, *, arithmetic="chip"):
         """``(x - z_x) @ (W - z_w).T`` in NumPy, as int32."""
-        x = _check_input(self.name, self.input, x)
+        x = _check_input(self, x)
         rows = self.to_rows(x).astype(np.int64) - self.input.zero_point
         centred = self.matrix.astype(np.int64) - self.weight_zero_point[:, None]
         y = (rows @ centred.T).astype(np.int32)
@@ -661,10 +773,7 @@ class MaxPool2d:
         return f"MaxPool2d({self.name!r}, {self.geometry!r})"
 
     def apply(self, x):
-        x = _check_input(self.name, self.input, x)
-        if x.shape[1] != self.in_features:
-            raise ValueError(f"{self.name}: input has {x.shape[1]} features, the pool takes "
-                             f"{self.in_features}")
+        x = _check_input(self, x)
         window = self.geometry.windows(x, self.input.qtype.min)   # [b, oh, ow, c, kh, kw]
         return np.ascontiguousarray(window.max(axis=(4, 5)).transpose(0, 3, 1, 2)).reshape(
             x.shape[0], -1)
@@ -724,10 +833,7 @@ class ColumnTable:
 
     def apply(self, x):
         """Look every value up in its column's table."""
-        x = _check_input(self.name, self.input, x)
-        if x.shape[1] != self.in_features:
-            raise ValueError(f"{self.name}: input has {x.shape[1]} features, the table has "
-                             f"{self.in_features}")
+        x = _check_input(self, x)
         index = x.astype(np.int64) - self.input.qtype.min
         return self.table[np.arange(self.in_features)[None, :], index]
 
@@ -750,6 +856,8 @@ def check_chain(layers):
     """
     if isinstance(layers, CHIP_LAYERS + HOST_LAYERS):
         layers = [layers]
+    if isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__"):
+        raise TypeError(f"layers must be a layer or a list of layers, not {_describe(layers)}")
     layers = list(layers)
     if not layers:
         raise ValueError("a chain needs at least one layer")

@@ -58,6 +58,20 @@ def _describe(node):
     return f"node {node.name or node.output[0]!r} ({node.op_type})"
 
 
+def _constant_value(numpy_helper, node):
+    """The value of a ``Constant`` node, from whichever ``value*`` attribute it has."""
+    for a in node.attribute:
+        if a.name == "value":
+            return numpy_helper.to_array(a.t)
+        if a.name in ("value_float", "value_floats"):
+            return np.asarray(a.f if a.name == "value_float" else list(a.floats), np.float32)
+        if a.name in ("value_int", "value_ints"):
+            return np.asarray(a.i if a.name == "value_int" else list(a.ints), np.int64)
+    names = ", ".join(a.name for a in node.attribute) or "no attribute"
+    raise OnnxImportError(f"{_describe(node)}: a Constant must hold a tensor or numbers, "
+                          f"not {names}")
+
+
 class _Graph:
     """Constants, producers and consumers of an ONNX graph, and the nodes consumed so far."""
 
@@ -69,8 +83,7 @@ class _Graph:
         self.consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
         for node in self.nodes:
             if node.op_type == "Constant":
-                value = next(a for a in node.attribute if a.name == "value")
-                self.consts[node.output[0]] = numpy_helper.to_array(value.t)
+                self.consts[node.output[0]] = _constant_value(numpy_helper, node)
         self.used = set()
         self._fold_constants(model)
         self.producer = {out: node for node in self.nodes for out in node.output}
@@ -616,19 +629,30 @@ def load_onnx(model, *, name=None):
     Parameters
     ----------
     model : str, os.PathLike, bytes or onnx.ModelProto
+    name : str, optional
 
     Raises
     ------
+    TypeError
+        If ``model`` is none of these.
+    OSError
+        If the file cannot be read (FileNotFoundError, IsADirectoryError, ...).
     OnnxImportError
-        If a node is not supported (naming the node and its op type) or a layer cannot
-        run exactly on the chip.
+        If the file or bytes are not an ONNX model, the model is not quantized, a node is
+        not supported (naming the node and its op type) or a layer cannot run exactly on
+        the chip.
     """
     onnx, _ = _onnx()
-    if isinstance(model, (str, os.PathLike)):
-        name = name or os.path.basename(os.fspath(model))
-        model = onnx.load(os.fspath(model))
-    elif isinstance(model, bytes):
-        model = onnx.load_from_string(model)
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"name must be a str or None, not {name!r}")
+    model, source = _read_model(onnx, model)
+    if isinstance(source, str) and source != "the ModelProto":
+        name = name or os.path.basename(source)
+    if not model.HasField("graph") or not model.graph.node:
+        raise OnnxImportError(f"{source} is not an ONNX model (it holds no graph)"
+                              if source != "the bytes" else
+                              "the bytes are not an ONNX model (they hold no graph)")
+    _check_quantized(model)
     g = _Graph(model)
     onnx_types = {onnx.TensorProto.UINT8: "uint8", onnx.TensorProto.INT8: "int8"}
     input_type = g.input.type.tensor_type.elem_type
@@ -728,6 +752,40 @@ def load_onnx(model, *, name=None):
     return Network(layers=layers, input=network_input, output=output or layers[-1].output,
                    float_input=float_input, float_output=float_output, input_shape=input_shape,
                    output_shape=shape, batch=batch, name=name or model.graph.name or "onnx")
+
+
+def _read_model(onnx, model):
+    """``(ModelProto, what it was read from)`` for a path, bytes or a ModelProto."""
+    from google.protobuf.message import Error as ProtobufError
+    if isinstance(model, onnx.ModelProto):
+        return model, "the ModelProto"
+    if isinstance(model, (str, os.PathLike)):
+        source = os.fspath(model)
+        read = onnx.load           # OSError (FileNotFoundError, IsADirectoryError) names the path
+    elif isinstance(model, (bytes, bytearray, memoryview)):
+        source, model, read = "the bytes", bytes(model), onnx.load_from_string
+    else:
+        given = repr(model) if model is None or isinstance(model, (int, float)) \
+            else type(model).__name__
+        raise TypeError(f"model must be a path, bytes or an onnx.ModelProto, not {given}")
+    try:
+        return read(model), source
+    except ProtobufError as exc:
+        subject = "the bytes are" if source == "the bytes" else f"{source} is"
+        raise OnnxImportError(f"{subject} not an ONNX model (protobuf: {exc})") from None
+
+
+#: Op types that only a quantized model has.
+_QUANTIZED_OPS = ("QuantizeLinear", "DequantizeLinear", "QGemm", "QLinearMatMul", "QLinearConv",
+                  "QLinearAdd", "MatMulInteger", "ConvInteger", "DynamicQuantizeLinear")
+
+
+def _check_quantized(model):
+    if not any(node.op_type in _QUANTIZED_OPS for node in model.graph.node):
+        ops = sorted({node.op_type for node in model.graph.node})
+        raise OnnxImportError("the model is not quantized: it has no QuantizeLinear, "
+                              f"QLinear* or *Integer node (only {', '.join(ops)}); quantize "
+                              "it first (onnxruntime.quantization.quantize_static)")
 
 
 def _describe_layer(layer):

@@ -6,11 +6,20 @@ PyTorch itself with scale ``weight_scale * input_scale``, and the effective scal
 """
 
 import operator
+import os
 import warnings
 
 import numpy as np
 
-from .layers import ColumnTable, MaxPool2d, Network, QuantConv2d, QuantLinear, QuantParams
+from .layers import (
+    ColumnTable,
+    MaxPool2d,
+    Network,
+    QuantConv2d,
+    QuantLinear,
+    QuantParams,
+    _real_array,
+)
 from .quant import Activation, QuantizationError, QuantType
 
 __all__ = ["from_torch", "linear_from_torch", "conv_from_torch", "check_engine"]
@@ -52,6 +61,33 @@ def check_engine(torch, what="the model"):
             "of products to 16 bits; the chip computes qnnpack's exact arithmetic. Set "
             "torch.backends.quantized.engine = 'qnnpack' before preparing and converting the "
             "model (qconfig 'qnnpack'), then import it")
+
+
+def _input_quantization(name, input_scale, input_zero_point):
+    """``(scale, zero_point)`` of a module's input, checked: a positive finite number and
+    an integer (the range is checked with the input type)."""
+    if isinstance(input_scale, bool) or not isinstance(
+            input_scale, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name}: input_scale must be a number, not {input_scale!r}")
+    if not np.isfinite(input_scale) or input_scale <= 0:
+        raise ValueError(f"{name}: input_scale must be positive and finite, not {input_scale!r}")
+    if isinstance(input_zero_point, bool) or not isinstance(input_zero_point, (int, np.integer)):
+        raise TypeError(f"{name}: input_zero_point must be an integer, not {input_zero_point!r}")
+    return float(input_scale), int(input_zero_point)
+
+
+def _input_shape(input_shape):
+    """``input_shape`` as a tuple of positive ints, or None."""
+    if input_shape is None:
+        return None
+    message = f"input_shape must be a tuple of positive ints, not {input_shape!r}"
+    if isinstance(input_shape, (str, bytes)) or not hasattr(input_shape, "__iter__") or not all(
+            isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in input_shape):
+        raise TypeError(message)
+    shape = tuple(int(d) for d in input_shape)
+    if not shape or min(shape) < 1:
+        raise ValueError(message)
+    return shape
 
 
 def _probe_rows(rng, weight, zero_point, count):
@@ -132,6 +168,8 @@ def conv_from_torch(module, *, input_shape, input_scale, input_zero_point, name=
     if not isinstance(module, Conv2d):
         raise TypeError(f"{name}: expected torch.ao.nn.quantized.Conv2d or ConvReLU2d, "
                         f"not {type(module).__name__}")
+    input_scale, input_zero_point = _input_quantization(name, input_scale, input_zero_point)
+    input_shape = _input_shape(input_shape)
     check_engine(torch, name)
     if module.padding_mode != "zeros":
         raise QuantizationError(f"{name}: padding_mode {module.padding_mode!r} is not "
@@ -186,7 +224,10 @@ def linear_from_torch(module, *, input_scale, input_zero_point, input_dtype="uin
     Raises
     ------
     TypeError
-        If ``module`` is not a static quantized Linear.
+        If ``module`` is not a static quantized Linear, ``input_scale`` is not a number or
+        ``input_zero_point`` not an integer.
+    ValueError
+        If ``input_scale`` is not positive and finite or ``input_zero_point`` not in 0..255.
     QuantizationError
         If the chip cannot reproduce the module exactly.
     """
@@ -202,6 +243,7 @@ def linear_from_torch(module, *, input_scale, input_zero_point, input_dtype="uin
     if not isinstance(module, Linear):
         raise TypeError(f"{name}: expected torch.ao.nn.quantized.Linear or "
                         f"torch.ao.nn.intrinsic.quantized.LinearReLU, not {type(module).__name__}")
+    input_scale, input_zero_point = _input_quantization(name, input_scale, input_zero_point)
     if QuantType.of(input_dtype, f"{name}: input dtype") is not QuantType.UINT8:
         raise QuantizationError(f"{name}: PyTorch runs int8 (qint8) activations through "
                                 "XNNPACK, whose arithmetic the driver does not reproduce; "
@@ -226,15 +268,37 @@ def linear_from_torch(module, *, input_scale, input_zero_point, input_dtype="uin
 
 
 class TorchNetwork(Network):
-    """A :class:`Network` whose float input is quantized by PyTorch itself."""
+    """A :class:`Network` whose float input is quantized by PyTorch itself
+    (``quantize_per_tensor``: NaN becomes the type's maximum, where onnxruntime gives
+    the minimum)."""
 
     def quantize(self, x):
         torch = _torch()
+        x = _real_array(x, "x", "iuf").astype(np.float32)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            q = torch.quantize_per_tensor(torch.as_tensor(np.asarray(x, dtype=np.float32)),
-                                          self.input.scale, self.input.zero_point, torch.quint8)
+            q = torch.quantize_per_tensor(torch.as_tensor(x), self.input.scale,
+                                          self.input.zero_point, torch.quint8)
         return q.int_repr().numpy()
+
+
+class Pt2eNetwork(Network):
+    """A :class:`Network` from a PT2E graph, whose float input is quantized by the graph's
+    own ``quantized_decomposed.quantize_per_tensor`` op."""
+
+    def quantize(self, x):
+        torch = _torch()
+        try:
+            import torch.ao.quantization.fx._decomposed  # noqa: F401 - registers the op
+        except ImportError:  # pragma: no cover - registered by torchao instead
+            pass
+        x = _real_array(x, "x", "iuf").astype(np.float32)
+        params = self.input
+        dtype = torch.int8 if params.qtype.signed else torch.uint8
+        q = torch.ops.quantized_decomposed.quantize_per_tensor(
+            torch.as_tensor(x), params.scale, params.zero_point, params.qtype.min,
+            params.qtype.max, dtype)
+        return q.numpy()
 
 
 
@@ -359,23 +423,48 @@ def from_torch(model, *, input_shape=None, name=None):
     Raises
     ------
     TypeError
-        If a node is not one of the supported kinds, naming it.
+        If ``model`` is not a ``torch.nn.Module``, is not quantized (float, prepared but
+        not converted, dynamically quantized), cannot be traced by torch.fx, or a node is
+        not one of the supported kinds, naming it; or ``input_shape`` is not ints.
+    ValueError
+        If ``input_shape`` has a dimension below 1.
     QuantizationError
         If a layer cannot run exactly on the chip, or the quantized engine is not qnnpack.
     """
     torch = _torch()
     from torch.ao.nn.quantized import Conv2d, Linear
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
     from torch.fx import GraphModule, symbolic_trace
 
-    graph_module = model if isinstance(model, GraphModule) else symbolic_trace(model)
+    if not isinstance(model, torch.nn.Module):
+        hint = " (load it with torch.load first)" if isinstance(model, (str, os.PathLike)) else ""
+        raise TypeError(f"model must be a torch.nn.Module, not {model!r}{hint}")
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"name must be a str or None, not {name!r}")
+    input_shape = _input_shape(input_shape)
+    _check_converted(torch, model)
+    if isinstance(model, GraphModule):
+        graph_module = model
+    else:
+        try:
+            graph_module = symbolic_trace(model)
+        except Exception as exc:  # noqa: BLE001 - whatever stops the tracer, say so
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise TypeError(f"the model {type(model).__name__} cannot be traced by torch.fx "
+                            f"({first}); the driver reads the model's graph, so its forward "
+                            "must not branch on tensor values") from exc
     if _is_pt2e(graph_module):
         return _from_pt2e(torch, graph_module, input_shape=input_shape,
                           name=name or type(model).__name__)
+    if any(_pt2e_op(node) and _pt2e_op(node).startswith("aten.")
+           for node in graph_module.graph.nodes):
+        raise TypeError("the model is not quantized: an exported graph without quantize and "
+                        "dequantize ops; quantize it with prepare_pt2e and convert_pt2e first")
     check_engine(torch, name or type(model).__name__)
     modules = dict(graph_module.named_modules())
     attrs, specs = {}, []
     network_input = current = None   # QuantParams of the tensor flowing down the chain
-    shape = None if input_shape is None else tuple(int(d) for d in input_shape)
+    shape = input_shape
     output, floating, float_relu = None, False, False
     for node in graph_module.graph.nodes:
         if node.op == "placeholder":
@@ -411,6 +500,14 @@ def from_torch(model, *, input_shape=None, name=None):
             what = type(modules[node.target]).__name__ if node.op == "call_module" else node.target
             raise TypeError(f"{node.name}: unsupported float {node.op} {what!r} after "
                             "dequantize; the driver runs quantized chains")
+        if node.op == "call_module" and isinstance(modules[node.target], DynamicLinear):
+            raise TypeError(f"{node.target}: a dynamic quantized Linear has float inputs and "
+                            "outputs; convert the model with static quantization")
+        if node.op == "call_module" and type(modules[node.target]) in (
+                torch.nn.Linear, torch.nn.Conv2d):
+            raise TypeError(f"{node.target}: a float {type(modules[node.target]).__name__}; the "
+                            "model is not quantized: prepare and convert it with "
+                            "torch.ao.quantization (qconfig 'qnnpack') first")
         if node.op == "call_module" and isinstance(modules[node.target], Linear):
             if current is None:
                 raise TypeError(f"{node.name}: a quantized Linear needs a QuantStub before it")
@@ -465,6 +562,18 @@ def from_torch(model, *, input_shape=None, name=None):
     return TorchNetwork(layers=layers, input=network_input, output=output,
                         input_shape=input_shape, float_output=output is not None,
                         name=name or type(model).__name__)
+
+
+def _check_converted(torch, model):
+    """Raise if ``model`` still holds observers or fake quantizers (prepared, not converted).
+
+    Known by their base classes' names: torch.ao and torchao (PT2E) each have their own."""
+    for path, module in model.named_modules():
+        if any(cls.__name__ in ("ObserverBase", "FakeQuantizeBase")
+               for cls in type(module).__mro__):
+            raise TypeError(f"the model is prepared but not converted (it holds the observer "
+                            f"{path!r}); convert it first (torch.ao.quantization.convert, or "
+                            "convert_fx / convert_pt2e)")
 
 
 def _fuse_relu(specs, node):
@@ -647,9 +756,9 @@ def _from_pt2e(torch, graph_module, *, input_shape, name):
                         "max_pool2d and flatten")
     if not any(not isinstance(layer, MaxPool2d) for layer in layers):
         raise TypeError("the model has no quantized linear or conv2d layer")
-    return Network(layers=layers, input=network_input, output=output,
-                   float_output=output is not None and floating,
-                   input_shape=input_shape, name=name)
+    return Pt2eNetwork(layers=layers, input=network_input, output=output,
+                       float_output=output is not None and floating,
+                       input_shape=input_shape, name=name)
 
 
 def _pair_of(value):

@@ -8,6 +8,7 @@ the project hard-codes an array size, a buffer depth or a stream width.
 from dataclasses import asdict, dataclass, fields
 from functools import cache
 from math import ceil
+from numbers import Integral
 
 __all__ = ["NpuConfig", "check_config", "parse_config", "OPERAND_WIDTH", "ACC_WIDTH",
            "COMMAND_WIDTH", "PARAM_RECORD_BYTES", "STATUS_RECORD_BYTES"]
@@ -41,10 +42,12 @@ def _addressable():
 
 
 def _check_positive(name, value, limit):
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+    """``value`` as an int; any integer type (a NumPy one too), but never a bool."""
+    if not isinstance(value, Integral) or isinstance(value, bool) or value <= 0:
         raise TypeError(f"{name} must be a positive integer, not {value!r}")
     if value > limit:
         raise ValueError(f"{name} must be at most {limit}, not {value!r}")
+    return int(value)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,13 +86,12 @@ class NpuConfig:
     data_bytes: int = 8
 
     def __post_init__(self):
-        limits = _addressable()
-        _check_positive("rows", self.rows, _MAX_SIDE)
-        _check_positive("cols", self.cols, _MAX_SIDE)
-        _check_positive("act_depth", self.act_depth, limits["act_depth"])
-        _check_positive("weight_tiles", self.weight_tiles, limits["weight_tiles"])
-        _check_positive("acc_depth", self.acc_depth, limits["acc_depth"])
-        _check_positive("data_bytes", self.data_bytes, _MAX_SIDE)
+        limits = {**_addressable(), "rows": _MAX_SIDE, "cols": _MAX_SIDE,
+                  "data_bytes": _MAX_SIDE}
+        for f in fields(self):
+            # Stored as a plain int, so equal configurations hash and print alike.
+            object.__setattr__(self, f.name,
+                               _check_positive(f.name, getattr(self, f.name), limits[f.name]))
 
     # -- derived constants ---------------------------------------------------------------
 

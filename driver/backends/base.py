@@ -1,6 +1,7 @@
 """The backend interface and the registry of backends."""
 
 import importlib
+import os
 
 from hw.config import NpuConfig, check_config
 
@@ -63,6 +64,10 @@ class SimulatorBackend(Backend):
 
     def __init__(self, *, config=None, stall_probability=0.0, seed=0):
         super().__init__(config=config)
+        if isinstance(stall_probability, bool) or not isinstance(
+                stall_probability, (int, float)) or not 0 <= stall_probability < 1:
+            raise (ValueError if isinstance(stall_probability, (int, float)) else TypeError)(
+                f"stall_probability must be a number in [0, 1), not {stall_probability!r}")
         self.stall_probability = float(stall_probability)
         self.seed = seed
         self._session = None
@@ -100,7 +105,27 @@ def _backend_class(name):
 
 
 def open_backend(name, *, config=None, **options):
-    """Open the backend called ``name`` ("golden", "verilator", "icarus", "amaranth")."""
+    """Open the backend called ``name`` ("golden", "verilator", "icarus", "amaranth").
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not a backend, or an option is one the backend cannot honour.
+    TypeError
+        If an option has the wrong type (``trace`` must be a path) or the backend does not
+        take it.
+    BackendUnavailable
+        If the backend cannot run here.
+    """
+    trace = options.get("trace")
+    if trace is not None:
+        if not isinstance(trace, (str, os.PathLike)):
+            raise TypeError(f"trace must be a path (str or os.PathLike) or None, not {trace!r}")
+        if not os.fspath(trace):
+            raise ValueError("trace must be a file name, not ''")
+        folder = os.path.dirname(os.path.abspath(os.fspath(trace)))
+        if not os.path.isdir(folder):
+            raise ValueError(f"trace {os.fspath(trace)!r}: no such directory {folder!r}")
     cls = _backend_class(name)
     cls.check_available()
     return cls(config=config, **options)

@@ -13,6 +13,16 @@ class GoldenBackend(Backend):
     name = "golden"
 
     def __init__(self, *, config=None, **options):
+        # An option the NumPy model cannot honour is refused, never ignored.
+        for option, value in options.items():
+            if option == "trace" and value is not None:
+                raise ValueError(f"backend 'golden' cannot write a waveform (trace={value!r}); "
+                                 "open verilator, icarus or amaranth for a trace")
+            if option == "stall_probability" and value:
+                raise ValueError(f"backend 'golden' has no stream to stall "
+                                 f"(stall_probability={value!r}); open an RTL backend")
+            if option not in ("trace", "stall_probability"):
+                raise TypeError(f"backend 'golden' takes no option {option!r}")
         super().__init__(config=config)
         self.model = GoldenNpu(self.config)
 

@@ -172,3 +172,12 @@ def test_trace_option_reaches_the_backend(float_model, tmp_path, monkeypatch):
                    str(tmp_path / "run.fst"), "--quiet"])
     assert status == 0
     assert opened == [("verilator", {"trace": str(tmp_path / "run.fst")})]
+
+
+def test_output_written_under_the_name_given(float_model, tmp_path):
+    """numpy.save adds ".npy" to a name without it; npu writes the file it was told to."""
+    np.save(tmp_path / "x.npy", np.zeros((2, 10), dtype=np.float32))
+    assert main(["run", str(float_model[0]), "--input", str(tmp_path / "x.npy"), "--output",
+                 str(tmp_path / "y.out"), "--quiet"]) == 0
+    assert not (tmp_path / "y.out.npy").exists()
+    assert np.load(tmp_path / "y.out").shape == (2, 7)

@@ -122,7 +122,8 @@ def test_empty_clip_wrong():
 
 
 def test_activation_wrong():
-    with pytest.raises(ValueError, match="'sigmoid' is not a valid Activation"):
+    with pytest.raises(ValueError, match="fc: activation must be one of 'none', 'relu', "
+                                         "'relu6', not 'sigmoid'"):
         make(activation="sigmoid")
 
 
