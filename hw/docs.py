@@ -152,12 +152,20 @@ def _param_record():
             "per output column")
     return [
         *_record("Requantization record", what, isa.ParamRecord, isa.PARAM_FIELDS),
+        *_param_checks(),
         "### Rounding modes", "",
         _doc(isa.Rounding), "",
         *_table(["Value", "Name", "Ties go"],
                 [[int(r), f"`{r.name}`", rounding_comments.get(r, "")] for r in isa.Rounding]),
         "",
     ]
+
+
+def _param_checks():
+    rows = [[f"`{isa.ErrorCode.BAD_PARAM.name}`", rule.doc] for rule in isa.PARAM_RULES]
+    return ["Checks of every record (a record that fails one raises its error, and neither "
+            "it nor the records after it are written):", "",
+            *_table(["Error", "Raised when"], rows), ""]
 
 
 def _status_record():
@@ -193,10 +201,16 @@ def _errors():
     ]
 
 
+def _reset():
+    return ["## Data that ends early", "", isa.SHORT_DATA_DOC, "",
+            "## Reset", "", isa.RESET_DOC, "",
+            *_table(["State", "After reset"], isa.RESET_STATE), ""]
+
+
 def render():
     """The whole ISA document as Markdown text."""
     lines = (_overview() + _opcode_summary() + _instructions() + _param_record()
-             + _status_record() + _errors())
+             + _status_record() + _errors() + _reset())
     while lines[-1] == "":
         lines.pop()
     return "\n".join(lines) + "\n"

@@ -27,7 +27,8 @@ __all__ = [
     "LoadWeight", "Matmul", "Store", "Fence", "ReadStatus", "ClearError", "INSTRUCTIONS",
     "OPCODE_WIDTH", "decode", "command_layout", "ParamRecord", "PARAM_FIELDS",
     "param_layout", "StatusRecord", "Field", "Rule", "RULE_ERRORS", "fields_layout",
-    "status_shape", "addressable_limits",
+    "status_shape", "addressable_limits", "RecordRule", "PARAM_RULES", "param_record_invalid",
+    "RESET_STATE", "RESET_DOC", "SHORT_DATA_DOC",
 ]
 
 OPCODE_WIDTH = 4
@@ -63,7 +64,7 @@ class ErrorCode(enum.IntEnum):
     ZERO_SIZE = 3       #: a count or dimension is zero
     OVERSIZE = 4        #: a dimension exceeds the array (k > rows, n > cols, ...)
     ADDR_RANGE = 5      #: a buffer address range or weight slot lies outside the buffer
-    BAD_PARAM = 6       #: a requantization record has shift 0
+    BAD_PARAM = 6       #: a requantization record breaks a rule of PARAM_RULES
 
     @property
     def description(self):
@@ -552,8 +553,10 @@ class ParamRecord:
 
     @property
     def valid(self):
-        """Whether the chip accepts this record (else it raises ``BAD_PARAM``)."""
-        return 1 <= self.shift <= 63
+        """Whether the chip accepts this record (else it raises ``BAD_PARAM``): it breaks
+        none of :data:`PARAM_RULES` (its reserved bits are zero)."""
+        values = {f.name: getattr(self, f.name, 0) for f in PARAM_FIELDS}
+        return not param_record_invalid(SimpleNamespace(**values))
 
     def encode(self):
         """The record as 16 little-endian bytes."""
@@ -569,6 +572,50 @@ class ParamRecord:
 def param_layout():
     """Amaranth layout of a requantization record."""
     return _layout(PARAM_FIELDS)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordRule:
+    """One check of a requantization record: the record raises ``BAD_PARAM`` when
+    ``condition(record)`` holds.
+
+    ``condition`` reads the record's fields (:data:`PARAM_FIELDS`, reserved ones included)
+    as attributes of ``record``.  Like :class:`Rule`'s, it is evaluated on Python integers,
+    on numpy arrays (the golden model checks many records at once) and on the Amaranth
+    values of a ``data.View`` (the load unit), so it uses only arithmetic, comparisons,
+    ``|`` and ``&``.
+
+    Raises
+    ------
+    TypeError
+        If ``doc`` is not a non-empty string or ``condition`` not callable.
+    """
+    doc: str
+    condition: Callable
+
+    def __post_init__(self):
+        if not isinstance(self.doc, str) or not self.doc.strip():
+            raise TypeError(f"doc must be a non-empty string, not {self.doc!r}")
+        if not callable(self.condition):
+            raise TypeError(f"condition must be callable, not {self.condition!r}")
+
+
+#: The checks of every record ``LOAD_PARAMS`` reads; a record that breaks one raises
+#: ``BAD_PARAM`` and is not written (nor are the records after it).
+PARAM_RULES = (
+    RecordRule(doc="`shift` is 0", condition=lambda r: r.shift == 0),
+    RecordRule(doc="a bit of `reserved0` or `reserved1` is set",
+               condition=lambda r: (r.reserved0 != 0) | (r.reserved1 != 0)),
+)
+
+
+def param_record_invalid(record):
+    """Whether ``record`` breaks one of :data:`PARAM_RULES` (the conditions combined with
+    ``|``, on ints, numpy arrays or Amaranth values alike)."""
+    invalid = False
+    for rule in PARAM_RULES:
+        invalid = invalid | rule.condition(record)
+    return invalid
 
 
 # -- status record ----------------------------------------------------------------------
@@ -609,6 +656,47 @@ class StatusRecord:
 def status_layout():
     """Amaranth layout of the status record."""
     return _layout(STATUS_FIELDS)
+
+
+# -- reset ------------------------------------------------------------------------------
+
+RESET_DOC = """\
+The chip's `rst` input is a synchronous reset: hold it high for at least one rising edge
+and the chip takes commands from the first edge after it falls.  It costs no area
+beyond the flip-flops' own reset: every register returns to its initial value and the
+memories keep what they hold.  A host recovers a chip with it whatever state the chip is
+in: waiting for data that will not come (a data-in stream that ended in the middle of a
+command), stuck behind a host that stopped, or with an error latched.  (The simulator
+sessions and the driver's `Device.reset()` drive it; a serial link will request it.)
+At power-on the chip is in the same state with every buffer zero (the memories'
+initial contents).
+
+The edge that raises `rst` may still complete a buffer write that was under way (a load's
+vector, a matmul's accumulator row); everything written before it stays.  A host that
+reset a chip in the middle of a command therefore treats what that command wrote as
+unknown and writes it again."""
+
+SHORT_DATA_DOC = """\
+The chip cannot see the end of the data-in stream: a command whose data does not all
+arrive waits for the rest.  Until then every vector (or record) that arrived whole is
+written as usual, and a record that arrived whole and breaks a rule has raised
+`BAD_PARAM`; the beats of an incomplete vector wait in the chip.  Commands after it
+that do not wait for the load unit (`NOP`, and while an error is latched every skipped
+command) are still consumed.  The rest of the data or a reset ends the wait."""
+
+#: What a reset does to each part of the chip's state: ``(state, after reset)``.
+RESET_STATE = (
+    ("Error code and failing opcode", "cleared: `NONE`, 0"),
+    ("Status counters (`commands`; the chip's `cycles` and `array_cycles`)", "zero"),
+    ("Parameter sets 0 and 1", "every column back to the default record, "
+     + ", ".join(f"`{name}` {value}" for name, value in vars(ParamRecord()).items())),
+    ("Commands in flight", "dropped: the fetched command, a load waiting for data, "
+     "vectors in the array, rows being stored and beats not yet sent"),
+    ("Data-in beats taken but not yet used", "dropped"),
+    ("Weight tiles held in the array's banks", "forgotten: the next `MATMUL` preloads "
+     "its tile from the weight buffer"),
+    ("Activation buffer, weight buffer, accumulator", "kept"),
+)
 
 
 def status_shape(name):

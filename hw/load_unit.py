@@ -48,7 +48,8 @@ class LoadUnit(wiring.Component):
       ``c < n`` and zero beyond; rows from ``k`` up to ``rows`` are written with zeros
       without taking data.
     * ``PARAMS``: record ``c`` updates column ``c`` of set ``param_set`` if it is
-      valid (shift 1..63) and no error is latched; an invalid record raises
+      valid (it breaks none of ``isa.PARAM_RULES``) and no error is latched; an
+      invalid record raises
       ``param_error``.
 
     Members
@@ -117,7 +118,7 @@ class LoadUnit(wiring.Component):
             m.d.comb += self.weight_write.data[col].eq(Mux(col < command.length, widened, 0))
 
         record = data.View(isa.param_layout(), vector.as_value()[:8 * PARAM_RECORD_BYTES])
-        record_valid = record.shift != 0
+        record_valid = ~isa.param_record_invalid(record)
 
         with m.FSM():
             with m.State("IDLE"):

@@ -3,8 +3,13 @@
 :class:`GoldenNpu` executes the same command words and data-in bytes as the
 hardware and produces the same data-out bytes and the same status, including the
 sticky error behaviour.  It keeps its buffers between :meth:`GoldenNpu.run` calls,
-as the chip does.
+as the chip does, and through :meth:`GoldenNpu.reset` (``RESET_STATE`` in
+:mod:`hw.isa`).  A data-in stream that ends in the middle of a command leaves the state
+the chip is in while it waits for the rest (``SHORT_DATA_DOC`` in :mod:`hw.isa`) and
+raises :class:`DataUnderflow`.
 """
+
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -26,8 +31,22 @@ _COMMAND_COUNT_MASK = (1 << isa.status_shape("commands").width) - 1
 class DataUnderflow(RuntimeError):
     """The data-in stream ended in the middle of a command that reads it.
 
-    The chip would wait for more data; the model cannot, so it says so.
+    The chip waits for more data; the model cannot, so it says so, in the state the
+    waiting chip is in (``SHORT_DATA_DOC`` in :mod:`hw.isa`): the vectors that arrived
+    whole are written, a record that breaks a rule has raised ``BAD_PARAM`` and the
+    commands the chip consumes while it waits are counted.  The model then refuses to
+    run until :meth:`GoldenNpu.reset`, as the chip takes nothing else.
+
+    Attributes
+    ----------
+    result : RunResult
+        What the run produced up to the wait: the data-out bytes, the status, the data-in
+        bytes taken (all of them); no cycle counts.
     """
+
+    def __init__(self, message, *, result=None):
+        super().__init__(message)
+        self.result = result
 
 
 def _wrap(values, bits):
@@ -155,14 +174,19 @@ class GoldenNpu:
             config = NpuConfig()
         check_config(config)
         self.config = config
-        self.reset()
-
-    def reset(self):
-        """Power-on state: zero buffers, default parameters, no error."""
-        c = self.config
+        # Power-on: the buffers hold zero (the memories' initial contents), then a reset.
+        c = config
         self.act = np.zeros((c.act_depth, c.rows), dtype=np.int64)
         self.weights = np.zeros((c.weight_tiles, c.rows, c.cols), dtype=np.int64)
         self.acc = np.zeros((c.acc_depth, c.cols), dtype=np.int64)
+        self._check_cache = {}
+        self.reset()
+
+    def reset(self):
+        """The chip's reset (``RESET_STATE`` in :mod:`hw.isa`): default parameters, no
+        error, counters at zero, nothing in flight, the cycle model fresh; the activation
+        and weight buffers and the accumulator keep their contents."""
+        c = self.config
         default = isa.ParamRecord()
         #: Two parameter sets, each a field -> per-column array mapping.
         self.params = [{f: np.full(c.cols, getattr(default, f), dtype=np.int64)
@@ -173,18 +197,24 @@ class GoldenNpu:
         self.commands = 0
         self.macs = 0
         self.timeline = CycleModel(self.config)
-        self._check_cache = {}
+        #: The message of a DataUnderflow the model still waits in (None: not waiting).
+        self.waiting = None
+        self._starved = None
 
     # -- data stream helpers -------------------------------------------------------------
 
     def _take(self, count, nbytes, what):
-        """``count`` vectors of ``nbytes`` bytes, each padded to whole beats."""
-        needed = count * row_stride(self.config, nbytes)
-        if self._pos + needed > len(self._data):
-            raise DataUnderflow(f"{what} needs {needed} data bytes at offset {self._pos}, "
-                                f"the stream has {len(self._data) - self._pos}")
+        """``count`` vectors of ``nbytes`` bytes, each padded to whole beats; fewer if the
+        stream ends first (the vectors that arrived whole, and the model starves)."""
+        stride = row_stride(self.config, nbytes)
+        needed = count * stride
+        left = len(self._data) - self._pos
+        if needed > left:
+            self._starved = (f"{what} needs {needed} data bytes at offset {self._pos}, "
+                             f"the stream has {left}")
+            count = left // stride
         block = unpack_rows(self.config, self._data, count, nbytes, offset=self._pos)
-        self._pos += needed
+        self._pos = min(self._pos + needed, len(self._data))
         return block
 
     def _emit(self, rows):
@@ -216,20 +246,44 @@ class GoldenNpu:
         Raises
         ------
         DataUnderflow
-            If a command needs more data than ``data_in`` holds.
+            If a command needs more data than ``data_in`` holds (the model is then in the
+            state of the chip waiting for it, until :meth:`reset`).
+        RuntimeError
+            If the model still waits for the data of an earlier run's command.
         """
+        if self.waiting is not None:
+            raise RuntimeError(f"the model waits for data ({self.waiting}): reset it first")
         self._data = bytes(data_in)
         self._pos = 0
         self._out = []
+        self._starved = None
         macs = self.macs
         self.timeline.start_run()
-        for word in commands:
+        words = iter(commands)
+        for word in words:
             self.step(int(word))
+            if self._starved is not None:
+                self._consume_while_waiting(words)
+                self.waiting = self._starved
+                raise DataUnderflow(self._starved, result=RunResult(
+                    data_out=b"".join(self._out), status=self.status(),
+                    data_in_used=self._pos))
         array_macs = self.macs - macs
         return RunResult(data_out=b"".join(self._out), status=self.status(),
                          cycles=self.timeline.cycles, cycles_measured=False,
                          array_cycles=array_macs // (self.config.rows * self.config.cols),
                          array_macs=array_macs, data_in_used=self._pos)
+
+    def _consume_while_waiting(self, words):
+        """Count the commands the chip consumes while a load waits for data: well-formed
+        ones that wait for nothing (``NOP``; with an error latched, every skipped one)."""
+        for word in words:
+            code, _ = self._checked(int(word))
+            opcode = int(word) & ((1 << isa.OPCODE_WIDTH) - 1)
+            skipped = self.error != ErrorCode.NONE and opcode not in isa.ALWAYS_EXECUTED
+            if code != ErrorCode.NONE or not (opcode == Opcode.NOP or skipped):
+                return
+            self.commands += 1
 
     def status(self):
         return isa.StatusRecord(error=int(self.error), error_opcode=self.error_opcode,
@@ -256,7 +310,8 @@ class GoldenNpu:
             outcome = Outcome.EXECUTED
         else:
             outcome = Outcome.SKIPPED
-        self.timeline.step(ins, outcome, bad_record=self._bad_record)
+        if self._starved is None:
+            self.timeline.step(ins, outcome, bad_record=self._bad_record)
         self.commands += 1
 
     def _exec_nop(self, ins):
@@ -274,10 +329,11 @@ class GoldenNpu:
     def _exec_load_params(self, ins):
         block = self._take(ins.count, PARAM_RECORD_BYTES, "LOAD_PARAMS")
         fields = unpack_param_records(block)
-        invalid = np.flatnonzero(fields["shift"] == 0)
+        invalid = np.flatnonzero(np.broadcast_to(
+            isa.param_record_invalid(SimpleNamespace(**fields)), len(block)))
         # Records are written only while no error is latched: up to the first invalid one.
         written = 0 if self.error != ErrorCode.NONE else (
-            invalid[0] if invalid.size else ins.count)
+            invalid[0] if invalid.size else len(block))
         if invalid.size and self.error == ErrorCode.NONE:
             self._bad_record = int(invalid[0])
         if invalid.size:
@@ -288,15 +344,18 @@ class GoldenNpu:
     def _exec_load_act(self, ins):
         block = self._take(ins.count, ins.length, "LOAD_ACT")
         values = block.view(np.int8) if ins.signed else block
-        self.act[ins.addr:ins.addr + ins.count] = 0
-        self.act[ins.addr:ins.addr + ins.count, :ins.length] = values
+        rows = slice(ins.addr, ins.addr + len(block))
+        self.act[rows] = 0
+        self.act[rows, :ins.length] = values
 
     def _exec_load_weight(self, ins):
         block = self._take(ins.k, ins.n, "LOAD_WEIGHT")
+        # Rows k.. are written with zeros once all k rows arrived.
+        got = len(block) if self._starved is not None else self.config.rows
         tile = np.zeros((self.config.rows, self.config.cols), dtype=np.int64)
         zero = self.params[ins.param_set]["weight_zero"][:ins.n]
-        tile[:ins.k, :ins.n] = widen_weights(block, ins.signed, zero)
-        self.weights[ins.slot] = tile
+        tile[:len(block), :ins.n] = widen_weights(block, ins.signed, zero)
+        self.weights[ins.slot, :got] = tile[:got]
 
     def _exec_matmul(self, ins):
         products = self.act[ins.act_addr:ins.act_addr + ins.count] @ self.weights[ins.slot]

@@ -52,8 +52,23 @@ def beats_of(byte_rows, config, fill=PAD):
 
 
 def records_of(records, config):
-    """Data-in bytes for requantization records, one record per whole-beat block."""
-    return beats_of([list(r.encode()) for r in records], config)
+    """Data-in bytes for requantization records (ParamRecords or raw 16-byte records),
+    one record per whole-beat block."""
+    return beats_of([list(r if isinstance(r, bytes) else r.encode()) for r in records], config)
+
+
+def with_field(record, name, value):
+    """The bytes of ``record`` with record field ``name`` (a reserved one too) set to
+    ``value``, from the field's place in :data:`hw.isa.PARAM_FIELDS`."""
+    offset = 0
+    for f in isa.PARAM_FIELDS:
+        if f.name == name:
+            break
+        offset += f.width
+    word = int.from_bytes(record.encode(), "little")
+    word &= ~(((1 << f.width) - 1) << offset)
+    word |= (value & ((1 << f.width) - 1)) << offset
+    return word.to_bytes(16, "little")
 
 
 def as_bytes(values, signed):
@@ -402,12 +417,17 @@ def test_command_errors_latch_and_skip(name, command, code):
     assert result.status == isa.StatusRecord(error=code, error_opcode=word & 0xF, commands=6)
 
 
-@pytest.mark.parametrize("field, value", [("shift", 0)])
+#: Records that break each rule of PARAM_RULES, and one that breaks both.
+BAD_RECORDS = [("shift", 0), ("reserved0", 1), ("reserved1", 1), ("reserved1", 1 << 19),
+               ("reserved1", (1 << 20) - 1)]
+
+
+@pytest.mark.parametrize("field, value", BAD_RECORDS)
 def test_bad_param_latches_and_keeps_the_stream_aligned(field, value):
     config = ERROR_CONFIG
     npu = GoldenNpu(config)
     good = isa.ParamRecord(multiplier=1 << 30, shift=31, low=-256, high=255)
-    records = [good, isa.ParamRecord(**{field: value}), good]
+    records = [good, with_field(isa.ParamRecord(), field, value), good]
     program = CommandStream(config)
     program.add(isa.LoadParams(count=3), records_of(records, config))
     program.add(isa.LoadAct(count=1, length=4), beats_of([[1, 2, 3, 4]], config))
@@ -531,15 +551,41 @@ def test_state_persists_across_runs():
     np.testing.assert_array_equal(raw, gemm.expected_acc())
 
 
-def test_reset_restores_power_on_state():
+def test_power_on_buffers_are_zero():
+    config = ERROR_CONFIG
+    result = GoldenNpu(config).run([isa.Store(count=2, n=4, raw=1).encode()])
+    assert result.data_out == bytes(2 * 16)
+
+
+def test_reset_clears_registers_and_keeps_buffers():
     config = ERROR_CONFIG
     npu = GoldenNpu(config)
     gemm = random_gemm(np.random.default_rng(3), 2, 4, 4, "u8_x_u8_zp")
-    run_gemm(npu, gemm, raw=True)
-    npu.run([9])
+    acc = run_gemm(npu, gemm, raw=True)
+    # Parameters of scale 1/2 in both sets, then an error.
+    half = isa.ParamRecord(multiplier=1 << 30, shift=31, low=-256, high=255)
+    program = CommandStream(config)
+    for param_set in (0, 1):
+        program.add(isa.LoadParams(count=4, param_set=param_set), records_of([half] * 4, config))
+    npu.run(program.commands + [9], program.data_in)
+    assert npu.status().error == ErrorCode.BAD_OPCODE
     npu.reset()
-    result = npu.run([isa.Store(count=2, n=4, raw=1).encode(), isa.ReadStatus().encode()])
-    assert result.data_out == bytes(2 * 16) + status_bytes(config, commands=1)
+    assert npu.status() == isa.StatusRecord()
+    # The accumulator kept the GEMM; both parameter sets requantize with scale 1 again.
+    commands = [isa.Store(count=2, n=4, raw=1).encode(), isa.Store(count=2, n=4).encode(),
+                isa.Store(count=2, n=4, param_set=1).encode(), isa.ReadStatus().encode()]
+    result = npu.run(commands)
+    raw = unframe(result.data_out[:2 * 16], 2, 16, config).copy().view("<i4")
+    np.testing.assert_array_equal(raw, acc)
+    clamped = np.clip(acc, -128, 127).astype(np.int8).view(np.uint8)
+    for part in (result.data_out[32:40], result.data_out[40:48]):
+        np.testing.assert_array_equal(unframe(part, 2, 4, config), clamped)
+    assert result.data_out[48:] == status_bytes(config, commands=3)
+    # The activation and weight buffers kept their contents too: the same matmul again.
+    again = npu.run([isa.Matmul(count=2, acc_addr=4).encode(),
+                     isa.Store(acc_addr=4, count=2, n=4, raw=1).encode()])
+    np.testing.assert_array_equal(unframe(again.data_out, 2, 16, config).copy().view("<i4"),
+                                  acc)
 
 
 # -- data-in underflow ----------------------------------------------------------------------
@@ -558,6 +604,47 @@ def test_data_underflow_says_what_is_missing(instruction, name, needed):
                                             f"{config.data_bytes}, the stream has "
                                             f"{needed - config.data_bytes}$"):
         npu.run([isa.LoadAct(count=1, length=4).encode(), instruction.encode()], data)
+
+
+def test_short_parameter_stream_leaves_the_waiting_chip_state():
+    # Three records: a good one, an invalid one and half of a third; then commands the
+    # chip consumes while it waits (NOP, a skipped STORE) and one it waits at.
+    config = ERROR_CONFIG
+    npu = GoldenNpu(config)
+    half = isa.ParamRecord(multiplier=1 << 30, shift=31, low=-256, high=255)
+    data = records_of([half, isa.ParamRecord(shift=0), half], config)[:-8]
+    commands = [isa.LoadParams(count=3).encode(), isa.Nop().encode(),
+                isa.Store(count=1, n=4).encode(), isa.ReadStatus().encode(),
+                isa.Nop().encode()]
+    with pytest.raises(DataUnderflow, match="^LOAD_PARAMS needs 48 data bytes at offset 0, "
+                                            "the stream has 40$") as caught:
+        npu.run(commands, data)
+    assert caught.value.result.status == isa.StatusRecord(
+        error=ErrorCode.BAD_PARAM, error_opcode=Opcode.LOAD_PARAMS, commands=3)
+    assert caught.value.result.data_in_used == len(data)
+    assert caught.value.result.data_out == b""
+    assert npu.params[0]["shift"].tolist() == [31, 30, 30, 30]
+    with pytest.raises(RuntimeError, match=r"^the model waits for data \(LOAD_PARAMS needs "):
+        npu.run([isa.Nop().encode()])
+    npu.reset()
+    assert npu.run([isa.ReadStatus().encode()]).data_out == status_bytes(config)
+
+
+def test_short_data_writes_the_vectors_that_arrived():
+    config = ERROR_CONFIG
+    npu = GoldenNpu(config)
+    npu.run([isa.LoadWeight(k=4, n=4).encode()], beats_of(np.full((4, 4), 7), config))
+    rows = np.arange(1, 13).reshape(3, 4)
+    # Two whole weight rows and a byte of the third: rows 2 and 3 keep the old 7s.
+    with pytest.raises(DataUnderflow) as caught:
+        npu.run([isa.LoadWeight(k=3, n=4).encode()], beats_of(rows, config)[:9])
+    assert caught.value.result.status == isa.StatusRecord(commands=2)
+    np.testing.assert_array_equal(npu.weights[0], [rows[0], rows[1], [7] * 4, [7] * 4])
+    npu.reset()
+    with pytest.raises(DataUnderflow):
+        npu.run([isa.LoadAct(addr=1, count=3, length=2).encode()],
+                beats_of(rows[:, :2], config)[:8])
+    np.testing.assert_array_equal(npu.act[:4], [[0] * 4, [1, 2, 0, 0], [5, 6, 0, 0], [0] * 4])
 
 
 def test_config_must_be_an_npu_config():
