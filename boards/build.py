@@ -135,7 +135,7 @@ def build_bitstream(board, *, config=None, frequency_mhz=None, output=None, seed
     seconds = {}
     report = {"board": board.name, "title": board.title, "config": config.as_dict(),
               "config_text": str(config), "target_mhz": frequency_mhz,
-              "pll": {"family": pll.family, "primitive": _primitive(pll),
+              "pll": {"family": pll.family, "primitive": pll.primitive,
                       "input_mhz": pll.input_mhz,
                       "output_mhz": round(pll.output_mhz, 4), "vco_mhz": round(pll.vco_mhz, 3)},
               "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -192,11 +192,6 @@ def build_bitstream(board, *, config=None, frequency_mhz=None, output=None, seed
         if report.get("fmax_mhz") else None
     write_report(report, output)
     return report
-
-
-def _primitive(pll):
-    return {"Ecp5PllSettings": "EHXPLLL", "Ice40PllSettings": "SB_PLL40_PAD",
-            "DirectClock": "none (the oscillator)"}[type(pll).__name__]
 
 
 def _read(path):

@@ -23,12 +23,16 @@ BOARD = Board(
     leds=(("led_g", 0), ("led_r", 0)),   # passed, failed
     resources={"LUT": "ICESTORM_LC", "DSP": "ICESTORM_DSP", "BRAM": "ICESTORM_RAM",
                "SPRAM": "ICESTORM_SPRAM"},
-    # The smallest chip: 1-byte streams, small buffers.
-    default_config=NpuConfig(rows=1, cols=1, act_depth=16, weight_tiles=2, acc_depth=16,
+    # 1-byte streams, small buffers. Synthesized with -dsp, every multiplier takes one
+    # SB_MAC16 of 8: one per PE, four for each column's requantizer lane and one more
+    # (measured 2026-12-01: 1x1 6, 2x1 7, 3x1 8, 4x1 9). So one column and three rows
+    # (71 % of the logic cells); the LUTs are not the limit.
+    default_config=NpuConfig(rows=3, cols=1, act_depth=16, weight_tiles=2, acc_depth=16,
                              data_bytes=1),
-    largest_config=None,
-    fits="nothing fits yet: the 1x1 chip needs more than the 5,280 logic cells (the "
-         "requantizer alone takes about 2,500 per column)",
+    largest_config=NpuConfig(rows=3, cols=1, act_depth=16, weight_tiles=2, acc_depth=16,
+                             data_bytes=1),
+    fits="3x1 with 1-byte streams fits (8 of 8 SB_MAC16, about 71 % of the logic cells); "
+         "4x1 needs 9 SB_MAC16 and a second column four more (its requantizer lane)",
     load=("openFPGALoader -b ice40_generic {bitstream}", "iceprog {bitstream}"),
     bitstream="top.bin",
 )

@@ -60,7 +60,8 @@ def summary_markdown(report):
              f"Self-test: {report.get('self_test', '')}.", "",
              f"Outcome: {_outcome(report)}."]
     if report.get("fits") is False:
-        lines += ["", f"The design needs more than the part has ({report['fits_note']})."]
+        lines += ["", f"The design needs more than the part has. On this board: "
+                      f"{report['fits_note']}."]
     lines += ["", "## Resources", ""]
     rows = [(kind, entry["type"], f"{entry['used']:,}",
              "" if entry["available"] is None else f"{entry['available']:,}",

@@ -91,6 +91,7 @@ class Ecp5PllSettings:
     out_div: int
 
     family = "ecp5"
+    primitive = "EHXPLLL"
     #: The PLL takes the oscillator as a signal (the pin's input buffer).
     pad_input = False
 
@@ -139,6 +140,7 @@ class Ice40PllSettings:
     divq: int
 
     family = "ice40"
+    primitive = "SB_PLL40_PAD"
     #: The PLL takes the oscillator's pin itself.
     pad_input = True
 
@@ -182,6 +184,7 @@ class DirectClock:
     input_mhz: float
     family: str
 
+    primitive = "none (the oscillator)"
     #: The oscillator arrives as a signal (the pin's input buffer).
     pad_input = False
 
