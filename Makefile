@@ -11,7 +11,7 @@ JOBS     ?= auto
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all demo demo-gemm test verilog synth lint bench clean distclean
+.PHONY: all demo demo-gemm test verilog synth bitstream lint bench bench-fpga clean distclean
 
 all: test
 
@@ -41,7 +41,8 @@ demo: $(STAMP) cxx-installed
 demo-gemm: $(STAMP)
 	$(PY) -m examples.gemm.run --config "$(CONFIG)"
 
-test: $(STAMP) iverilog-installed cxx-installed
+# The fpga extra too: the suite synthesizes the default chip's board top (tests/boards).
+test: $(FPGA_STAMP) iverilog-installed cxx-installed
 	$(PY) -m pytest -n $(JOBS) tests
 
 verilog: $(STAMP)
@@ -56,8 +57,15 @@ $(FPGA_STAMP): $(STAMP) pyproject.toml
 synth: $(FPGA_STAMP)
 	$(PY) -m hw.fpga $(COMPONENT) --config "$(CONFIG)" $(if $(PNR),--pnr)
 
+# A board's self-test bitstream and build/<board>/report.md:
+# make bitstream BOARD=ulx3s|icebreaker [CONFIG=rows=4,cols=4] [FREQ=40]
+BOARD    ?= ulx3s
+FREQ     ?=
+bitstream: $(FPGA_STAMP)
+	$(PY) -m boards $(BOARD) $(if $(CONFIG),--config "$(CONFIG)") $(if $(FREQ),--freq $(FREQ))
+
 lint: $(STAMP)
-	$(PY) -m ruff check hw sim driver tests examples bench
+	$(PY) -m ruff check hw sim driver boards tests examples bench
 	$(VENV)/bin/lint-imports
 
 # The benchmark's extra (SCALE-Sim) on top of the dev install, once per pyproject change.
@@ -67,6 +75,11 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 
 bench: $(BENCH_STAMP) iverilog-installed cxx-installed
 	$(PY) -m bench --output build/bench
+
+# Place and route of every board build (about an hour): build/bench/fpga.md, and the FPGA
+# section of build/bench/report.md.
+bench-fpga: $(FPGA_STAMP)
+	$(PY) -m bench.fpga --output build/bench
 
 clean:
 	rm -rf build sim_build .pytest_cache

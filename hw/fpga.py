@@ -26,7 +26,8 @@ from pathlib import Path
 from .config import check_config
 
 __all__ = ["Device", "DEVICES", "ToolMissing", "Synthesis", "PlaceAndRoute",
-           "components", "tool_command", "synthesize", "place_and_route", "main"]
+           "components", "tool_command", "count_cells", "read_nextpnr_report", "synthesize",
+           "place_and_route", "main"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -166,7 +167,7 @@ def _run(command, *, cwd, log):
         raise RuntimeError(f"{command[0]} failed ({result.returncode}), see {log}:\n{tail}")
 
 
-def _count_cells(stat):
+def count_cells(stat):
     """Cells by type of the top module from yosys ``stat -json`` output."""
     design = stat.get("design", {})
     by_type = design.get("num_cells_by_type")
@@ -213,7 +214,7 @@ def synthesize(component, *, device=DEVICES["ecp5-85f"], name="top", workdir=Non
     start = time.monotonic()
     _run([yosys, "-q", "-p", script], cwd=workdir, log=workdir / f"{name}.yosys.log")
     seconds = time.monotonic() - start
-    cells = _count_cells(json.loads((workdir / f"{name}.stat.json").read_text()))
+    cells = count_cells(json.loads((workdir / f"{name}.stat.json").read_text()))
     return Synthesis(cells=cells, netlist=workdir / f"{name}.json", seconds=seconds,
                      device=device)
 
@@ -248,6 +249,15 @@ def place_and_route(synthesis, *, frequency=100, seed=1):
     _run(command, cwd=netlist.parent, log=netlist.with_suffix(".nextpnr.log"))
     seconds = time.monotonic() - start
     report = json.loads(report_path.read_text())
+    fmax, utilization, critical = read_nextpnr_report(report)
+    return PlaceAndRoute(fmax=fmax, utilization=utilization, critical_path=critical,
+                         seconds=seconds, report=report)
+
+
+def read_nextpnr_report(report):
+    """Achieved MHz per clock, ``(used, available)`` per resource type in use, and the
+    critical path ``(start cell, end cell, delay in ns)`` (empty without timing paths)
+    from nextpnr's ``--report`` JSON."""
     fmax = {clock: round(value["achieved"], 2) for clock, value in report["fmax"].items()}
     utilization = {kind: (value["used"], value["available"])
                    for kind, value in report["utilization"].items() if value["used"]}
@@ -257,8 +267,7 @@ def place_and_route(synthesis, *, frequency=100, seed=1):
         delay = sum(step["delay"] for step in steps)
         if steps and (not critical or delay > critical[2]):
             critical = (steps[0]["from"]["cell"], steps[-1]["to"]["cell"], round(delay, 2))
-    return PlaceAndRoute(fmax=fmax, utilization=utilization, critical_path=critical,
-                         seconds=seconds, report=report)
+    return fmax, utilization, critical
 
 
 def _summary(component_name, config, synthesis, pnr):
