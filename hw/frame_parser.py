@@ -5,7 +5,7 @@ import numbers
 from functools import reduce
 
 from amaranth import Cat, Module, Signal
-from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .crc import Crc
@@ -13,18 +13,13 @@ from .link_protocol import (
     COUNTER_WIDTH,
     CRC,
     CRC_BYTES,
-    HEADER_FIELDS,
     MAX_PAYLOAD,
     SYNC,
     FrameType,
+    frame_header_layout,
 )
 
-__all__ = ["FrameParser", "frame_header_layout"]
-
-
-def frame_header_layout():
-    """A received frame's header without its sync byte: ``type``, ``seq``, ``length``."""
-    return data.StructLayout({f.name: f.width for f in HEADER_FIELDS if f.name != "sync"})
+__all__ = ["FrameParser"]
 
 
 class FrameParser(wiring.Component):

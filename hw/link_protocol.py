@@ -57,8 +57,8 @@ from .isa import Field
 
 __all__ = ["FrameType", "SYNC", "MAX_PAYLOAD", "CRC", "HEADER_FIELDS", "HEADER_BYTES",
            "CRC_BYTES", "SEQUENCE_MODULUS", "ACK_FIELDS", "LINK_STATUS_FIELDS",
-           "COUNTER_WIDTH", "header_layout", "link_status_layout", "Frame", "encode_frame",
-           "FrameDecoder"]
+           "COUNTER_WIDTH", "header_layout", "frame_header_layout", "link_status_layout",
+           "Frame", "encode_frame", "FrameDecoder"]
 
 
 class FrameType(enum.IntEnum):
@@ -126,6 +126,12 @@ def _layout(fields):
 def header_layout():
     """The header as an Amaranth layout (the bytes in the order they arrive)."""
     return _layout(HEADER_FIELDS)
+
+
+def frame_header_layout():
+    """A frame's header without its sync byte, as the link's gateware passes it on:
+    ``type``, ``seq``, ``length``."""
+    return _layout(f for f in HEADER_FIELDS if f.name != "sync")
 
 
 def link_status_layout():
