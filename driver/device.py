@@ -80,6 +80,12 @@ class Device:
     def close(self):
         self.backend.close()
 
+    def reset(self):
+        """Reset the chip (``RESET_STATE`` in :mod:`hw.isa`): errors, parameter sets,
+        counters and work in flight cleared, buffers kept.  :meth:`run` resets it itself
+        after a timeout; every pass loads what it uses, so runs go on as before."""
+        self.backend.reset()
+
     def __enter__(self):
         return self
 
@@ -125,7 +131,9 @@ class Device:
             If the shape of ``x`` is not the first layer's input, or ``rows_per_call`` is
             not positive.
         NpuError
-            If the chip reports an error; the message decodes the error code.
+            If the chip reports an error (the message decodes the error code; the error
+            is cleared) or makes no progress (the chip is reset); the device serves the
+            next run either way.
         """
         layers = check_chain(layers.layers if isinstance(layers, Network) else layers)
         first = layers[0]
@@ -182,7 +190,14 @@ class Device:
         chip_pass = self.program(layers, batch).passes[index]
         assert not isinstance(chip_pass, HostPass)
         layer = layers[index]
-        result = self.backend.execute(chip_pass.commands, chip_pass.data_in(layer.to_rows(x)))
+        name = chip_pass.layer.name
+        try:
+            result = self.backend.execute(chip_pass.commands,
+                                          chip_pass.data_in(layer.to_rows(x)))
+        except TimeoutError as exc:
+            self.reset()
+            raise NpuError(f"{name}: the chip made no progress ({exc}); it was reset",
+                           layer=name) from exc
         self.stats.calls += 1
         self.stats.macs += layer.macs(batch)
         if chip_pass.skipped:
@@ -193,7 +208,6 @@ class Device:
         else:
             self.stats.cycles += result.cycles
             self.stats.cycles_measured &= bool(result.cycles_measured)
-        name = chip_pass.layer.name
         status = chip_pass.status(result.data_out)
         if status is None:
             status = result.status

@@ -1,22 +1,25 @@
 """Runs command streams on the Npu in Amaranth's Python simulator.
 
 :class:`AmaranthSession` keeps one simulated chip alive across runs, so its
-buffers, parameters and sticky error persist as on a real chip.  Each run is a
-job for a testbench that never ends; the session advances the simulator until
-the job is done.
+buffers, parameters and sticky error persist as on a real chip until
+:meth:`AmaranthSession.reset`.  Each run (and each reset) is a job for a testbench
+that never ends; the session advances the simulator until the job is done.  The chip's
+reset is its sync domain's, through a :class:`~amaranth.hdl.ResetInserter` the
+testbench drives.
 """
 
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
+from amaranth.hdl import ResetInserter, Signal
 from amaranth.sim import Simulator
 
 from hw.beats import from_beats, to_beats
 from hw.config import NpuConfig, check_config
 from hw.isa import StatusRecord
 from hw.npu import Npu
-from sim.host_loop import HostLoop, counter_difference, stream_pauses
+from sim.host_loop import RESET_EDGES, HostLoop, counter_difference, stream_pauses
 from sim.run_result import RunResult
 
 __all__ = ["AmaranthSession", "run_amaranth"]
@@ -24,8 +27,9 @@ __all__ = ["AmaranthSession", "run_amaranth"]
 
 @dataclass
 class _Job:
-    #: Makes the run's HostLoop from the chip's ``executed`` counter when the run starts.
-    make_loop: Callable[..., HostLoop]
+    #: Makes the run's HostLoop from the chip's ``executed`` counter when the run starts;
+    #: None for a reset.
+    make_loop: Callable[..., HostLoop] | None
     result: RunResult | None = None
     error: Exception | None = None
 
@@ -46,8 +50,10 @@ class AmaranthSession:
         check_config(config)
         self.config = config
         self.dut = Npu(config=config)
+        #: The chip's reset, as the ``rst`` input of the RTL.
+        self.rst = Signal()
         self._jobs = []
-        self._sim = Simulator(self.dut)
+        self._sim = Simulator(ResetInserter(self.rst)(self.dut))
         self._sim.add_clock(1e-8)
         self._sim.add_testbench(self._serve)
         self._trace = None
@@ -93,6 +99,16 @@ class AmaranthSession:
             raise job.error
         return job.result
 
+    def reset(self):
+        """Reset the chip (the contract's reset of :mod:`sim.host_loop`): registers
+        cleared, buffers kept, whatever it was doing (``RESET_STATE`` in :mod:`hw.isa`)."""
+        job = _Job(make_loop=None)
+        self._jobs.append(job)
+        while job.result is None and job.error is None:
+            self._sim.advance()
+        if job.error is not None:
+            raise job.error
+
     def close(self):
         if self._trace is not None:
             self._trace.__exit__(None, None, None)
@@ -111,9 +127,22 @@ class AmaranthSession:
                 continue
             job = self._jobs.pop(0)
             try:
+                if job.make_loop is None:
+                    job.result = await self._reset(ctx)
+                    continue
                 job.result = await self._execute(ctx, job)
             except Exception as exc:  # surfaced to the caller of run()
                 job.error = exc
+
+    async def _reset(self, ctx):
+        dut = self.dut
+        for port in (dut.commands.valid, dut.data_in.valid, dut.data_out.ready):
+            ctx.set(port, 0)
+        ctx.set(self.rst, 1)
+        await ctx.tick().repeat(RESET_EDGES)
+        ctx.set(self.rst, 0)
+        await ctx.tick()
+        return True
 
     async def _execute(self, ctx, job):
         dut = self.dut

@@ -19,7 +19,7 @@ import os
 from hw.beats import from_beats, to_beats
 from hw.config import NpuConfig
 from hw.isa import StatusRecord
-from sim.host_loop import HostLoop, counter_difference, stream_pauses
+from sim.host_loop import RESET_EDGES, HostLoop, counter_difference, stream_pauses
 from sim.run_result import RunResult
 
 __all__ = ["NpuHarness", "config_from_environment"]
@@ -54,6 +54,8 @@ class NpuHarness:
         self._clock_started = False
 
     async def reset(self):
+        """The contract's reset (:mod:`sim.host_loop`): every stream idle, ``rst`` high for
+        ``RESET_EDGES`` rising edges, then low for one (the clock starts on the first)."""
         import cocotb
         from cocotb.clock import Clock
         from cocotb.triggers import RisingEdge
@@ -65,7 +67,7 @@ class NpuHarness:
         dut.data_in__valid.value = 0
         dut.data_out__ready.value = 0
         dut.rst.value = 1
-        for _ in range(3):
+        for _ in range(RESET_EDGES):
             await RisingEdge(dut.clk)
         dut.rst.value = 0
         await RisingEdge(dut.clk)

@@ -4,8 +4,9 @@ The session listens on a loopback TCP port (``NPU_SERVER_PORT``); this test
 connects, then for each request line ``{"program": path, "result": path, ...}``
 runs the program's ``.npz`` (commands, data-in) on the chip, writes the
 :class:`~sim.run_result.RunResult` as a ``.npz`` and answers ``{"ok": true}``.  A
-``{"quit": true}`` request ends the simulation.  The chip is reset once, so its
-state persists between runs.
+``{"reset": true}`` request resets the chip (answered ``{"ok": true}``), a
+``{"quit": true}`` request ends the simulation.  The chip is reset at the start and on
+request only, so its state persists between runs.
 
 The streams' pause values come from the host, which holds the pause generators:
 a request names the paused streams (``"paused"``), and while the run consumes them
@@ -59,6 +60,10 @@ async def serve(dut):
             request = json.loads(line)
             if request.get("quit"):
                 break
+            if request.get("reset"):
+                await harness.reset()
+                conn.sendall(b'{"ok": true}\n')
+                continue
             try:
                 program = np.load(request["program"])
                 host = _HostPauses(conn, requests, request.get("paused", []))

@@ -33,7 +33,8 @@ namespace {
 
 constexpr int STREAMS = 3;  // commands, data in, data out (sim.host_loop.STREAMS)
 enum PauseMode { NEVER = 0, RANDOM = 1, HOST = 2 };
-enum Outcome { DONE = 0, TIMEOUT = 1, NEED_PAUSES = 2 };  // NEED_PAUSES + stream index
+// RESET: the run reached its reset_after edge and the chip was reset.
+enum Outcome { DONE = 0, TIMEOUT = 1, RESET = 2, NEED_PAUSES = 3 };  // NEED_PAUSES + stream
 
 // Ports as little-endian bytes (a beat is the little-endian integer of its bytes, as in
 // hw/beats.py): scalar ports up to 64 bits, VlWide ports wider.  Unused upper bits stay 0.
@@ -101,11 +102,13 @@ struct NpuHarness {
     std::vector<std::uint8_t> data_in, data_out;
     std::size_t beats_in = 0, commands_taken = 0, data_in_taken = 0, data_out_beats = 0;
     std::uint64_t target = 0, mask = 0, idle_cycles = 0, max_idle_cycles = 0, edges = 0;
+    std::uint64_t reset_after = 0;  // 0: never; else reset the chip after this many edges
     bool needs_status = false, started = false;
     // Whether an input changed since the last eval() with the clock low (the model skips
     // its input logic otherwise; see compiled_harness.py).
     bool inputs_changed = true;
     int commands_valid = 0, data_in_valid = 0, data_out_ready = 0;
+    int reset_edges = 3;
     Pauses pauses[STREAMS];
 
     void dump() {
@@ -169,6 +172,18 @@ struct NpuHarness {
         drive();
     }
 
+    // The reset of sim/host_loop.py's contract: every stream idle, rst high for `edges`
+    // rising edges, then low for one.  The top's rst reaches the chip through the
+    // wrapper's flip-flop, one edge later, so rst is driven from one edge earlier.
+    void reset_chip(int edges) {
+        stop();
+        for (int edge = 0; edge < edges + 2; ++edge) {
+            set(top->rst, edge < edges);
+            low();
+            high();
+        }
+    }
+
     int resume() {
         Vnpu& chip = *top;
         for (;;) {
@@ -213,6 +228,11 @@ struct NpuHarness {
             if (needs_status && executed == target && status_idle && !out_valid) {
                 stop();
                 return DONE;
+            }
+            // A reset at a chosen edge (not part of the contract: for fuzzing).
+            if (reset_after && edges == reset_after) {
+                reset_chip(reset_edges);
+                return RESET;
             }
             // 3. Watchdog.
             if (progressed) {
@@ -283,10 +303,20 @@ NPU_API void npu_counters(NpuHarness* h, std::uint64_t* out) {
     out[4] = value_of(h->top->error_opcode);
 }
 
-// Start a run: the buffers are copied; pauses are set with npu_pauses afterwards.
+// Reset the chip between runs: rst high for `edges` rising edges, every stream idle.
+NPU_API void npu_reset(NpuHarness* h, int edges) {
+    h->reset_edges = edges;
+    h->reset_chip(edges);
+}
+
+// Start a run: the buffers are copied; pauses are set with npu_pauses afterwards.  A
+// non-zero reset_after resets the chip (reset_edges edges) once the run has taken that
+// many edges without finishing.
 NPU_API void npu_start(NpuHarness* h, const std::uint64_t* commands, std::size_t n_commands,
                const std::uint8_t* data_in, std::size_t n_beats, std::uint64_t target,
-               std::uint64_t max_idle_cycles) {
+               std::uint64_t max_idle_cycles, std::uint64_t reset_after, int reset_edges) {
+    h->reset_after = reset_after;
+    h->reset_edges = reset_edges;
     h->commands.assign(commands, commands + n_commands);
     h->data_in.assign(data_in, data_in + n_beats * h->data_bytes);
     h->beats_in = n_beats;
@@ -320,7 +350,8 @@ NPU_API void npu_feed_pauses(NpuHarness* h, int stream, const std::uint8_t* valu
     p.exhausted = exhausted != 0;
 }
 
-// Run until done (0), the watchdog trips (1) or a HOST stream needs values (2 + stream).
+// Run until done (0), the watchdog trips (1), the run's reset_after edge resets the chip
+// (2) or a HOST stream needs values (3 + stream).
 NPU_API int npu_resume(NpuHarness* h) { return h->resume(); }
 
 // The run's progress: commands taken, data-in beats taken, data-out beats, idle cycles,

@@ -16,12 +16,17 @@ handful of calls per run, so ctypes' per-call cost (about a microsecond) does no
 The loop
 --------
 The C++ loop follows the contract of :mod:`sim.host_loop` step by step (transfers,
-completion, watchdog, next cycle; the same reset as :class:`sim.cocotb_harness.NpuHarness`),
+completion, watchdog, next cycle; the same reset as :class:`sim.cocotb_harness.NpuHarness`,
+at the start and on :meth:`CompiledSession.reset`),
 so a run gives the same bytes, status and cycle counts as the cocotb path under the same
 pause values.  Each cycle it drives the inputs with the clock low, evaluates, samples the
 chip's outputs (the values the flip-flops see at the edge), raises the clock and evaluates
 again.  A beat is the little-endian integer of its bytes (:mod:`hw.beats`), which on this
 little-endian host is the beat's bytes copied into the port as they are.
+
+Beyond the contract, a run may reset the chip at a chosen cycle (``reset_after``), for
+the fuzzer (:mod:`sim.fuzz`): the loop then stops driving the streams, resets the chip and
+returns what came out before.
 
 Pauses
 ------
@@ -70,7 +75,14 @@ from hw.beats import to_beats
 from hw.config import NpuConfig, check_config
 from hw.generate import TOPLEVEL, generate_verilog
 from hw.isa import StatusRecord, status_shape
-from sim.host_loop import STREAMS, HostLoop, counter_difference, stream_pauses
+from sim.host_loop import (
+    RESET_EDGES,
+    STREAMS,
+    HostLoop,
+    RunTimeout,
+    counter_difference,
+    stream_pauses,
+)
 from sim.rtl import DEFAULT_BUILD_ROOT, REPO_ROOT, build_lock, config_key, verilator_bin_dir
 from sim.run_result import RunResult
 
@@ -95,7 +107,7 @@ _MASK64 = (1 << 64) - 1
 _GAMMA = 0x9E3779B97F4A7C15
 _COUNTER_MASK = (1 << status_shape("commands").width) - 1
 _NEVER, _RANDOM, _HOST = 0, 1, 2
-_DONE, _TIMEOUT, _NEED_PAUSES = 0, 1, 2
+_DONE, _TIMEOUT, _RESET, _NEED_PAUSES = 0, 1, 2, 3
 _FIRST_CHUNK, _LAST_CHUNK = 1 << 10, 1 << 16
 
 
@@ -249,7 +261,9 @@ def _load(path):
         "npu_close": ([handle], None),
         "npu_data_bytes": ([], size),
         "npu_counters": ([handle, u64p], None),
-        "npu_start": ([handle, u64p, size, u8p, size, ctypes.c_uint64, ctypes.c_uint64], None),
+        "npu_reset": ([handle, ctypes.c_int], None),
+        "npu_start": ([handle, u64p, size, u8p, size, ctypes.c_uint64, ctypes.c_uint64,
+                       ctypes.c_uint64, ctypes.c_int], None),
         "npu_pauses": ([handle, ctypes.c_int, ctypes.c_int, ctypes.c_uint64, ctypes.c_uint64],
                        None),
         "npu_feed_pauses": ([handle, ctypes.c_int, u8p, size, ctypes.c_int], None),
@@ -375,7 +389,7 @@ class CompiledSimulation:
 
 class CompiledSession:
     """One chip in the compiled library: reset once, its state kept between :meth:`run`
-    calls.
+    calls until :meth:`reset`.
 
     Parameters
     ----------
@@ -407,18 +421,35 @@ class CompiledSession:
         self._lib.npu_counters(self._handle, values)
         return list(values)
 
+    def reset(self):
+        """Reset the chip (the contract's reset of :mod:`sim.host_loop`): registers
+        cleared, buffers kept (``RESET_STATE`` in :mod:`hw.isa`), whatever it was doing.
+
+        Raises
+        ------
+        RuntimeError
+            If the session is closed.
+        """
+        if self._handle is None:
+            raise RuntimeError("the compiled session is closed")
+        self._lib.npu_reset(self._handle, RESET_EDGES)
+
     def run(self, commands, data_in=b"", *, stall_probability=0.0, seed=0, commands_pause=None,
-            data_in_pause=None, data_out_pause=None, max_idle_cycles=100_000):
+            data_in_pause=None, data_out_pause=None, max_idle_cycles=100_000, reset_after=None):
         """Run a command stream on the chip; returns a :class:`~sim.run_result.RunResult`.
 
         The options are those of :meth:`sim.amaranth_runner.AmaranthSession.run`; random
         pauses (``stall_probability``) come from the library's generator (see the module
-        docstring).
+        docstring).  ``reset_after`` (a positive int) resets the chip once the run has
+        taken that many cycles without finishing: the result then holds what came out
+        before the reset, the status after it, and ``reset`` is True.
 
         Raises
         ------
-        TimeoutError
-            If the chip makes no progress for more than ``max_idle_cycles`` cycles.
+        RunTimeout
+            If the chip makes no progress for more than ``max_idle_cycles`` cycles; its
+            ``result`` holds what came out and the chip's status.  The chip waits on
+            until :meth:`reset`.
         ValueError
             If ``data_in`` is not whole beats, or an option is out of range.
         TypeError
@@ -434,6 +465,10 @@ class CompiledSession:
                                   commands_pause=commands_pause, data_in_pause=data_in_pause,
                                   data_out_pause=data_out_pause)
         HostLoop(commands=(), data_in=(), executed=0, max_idle_cycles=max_idle_cycles)
+        if reset_after is not None and (isinstance(reset_after, bool)
+                                        or not isinstance(reset_after, int) or reset_after <= 0):
+            raise ValueError(f"reset_after must be a positive integer or None, "
+                             f"not {reset_after!r}")
         words = np.ascontiguousarray(np.fromiter((int(c) for c in commands), dtype=np.uint64)
                                      if not isinstance(commands, np.ndarray) else commands,
                                      dtype=np.uint64)
@@ -444,7 +479,8 @@ class CompiledSession:
         lib.npu_start(handle, words.ctypes.data_as(ctypes.POINTER(ctypes.c_uint64)), len(words),
                       data.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)),
                       len(data) // config.data_bytes,
-                      (executed + len(words)) & _COUNTER_MASK, max_idle_cycles)
+                      (executed + len(words)) & _COUNTER_MASK, max_idle_cycles,
+                      reset_after or 0, RESET_EDGES)
         chunks = {}
         for index, (own, iterator) in enumerate(zip(given, iterators, strict=True)):
             if own is not None:
@@ -467,22 +503,27 @@ class CompiledSession:
         progress = (ctypes.c_uint64 * 5)()
         lib.npu_progress(handle, progress)
         commands_taken, data_in_taken, data_out_beats, idle_cycles, _ = progress
-        if outcome == _TIMEOUT:
-            raise TimeoutError(
-                f"the chip made no progress for {idle_cycles} cycles: "
-                f"{commands_taken} of {len(words)} commands taken, "
-                f"{data_in_taken} of {len(data) // config.data_bytes} data-in beats taken, "
-                f"{data_out_beats} data-out beats received")
         out = np.empty(data_out_beats * config.data_bytes, dtype=np.uint8)
         lib.npu_data_out(handle, out.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)))
         executed, cycles, array, error, error_opcode = self._counters()
+        status = StatusRecord(error=error, error_opcode=error_opcode, commands=executed)
+        used = data_in_taken * config.data_bytes
+        if outcome == _TIMEOUT:
+            raise RunTimeout(
+                f"the chip made no progress for {idle_cycles} cycles: "
+                f"{commands_taken} of {len(words)} commands taken, "
+                f"{data_in_taken} of {len(data) // config.data_bytes} data-in beats taken, "
+                f"{data_out_beats} data-out beats received",
+                result=RunResult(data_out=out.tobytes(), status=status, data_in_used=used))
+        if outcome == _RESET:
+            return RunResult(data_out=out.tobytes(), status=status, data_in_used=used,
+                             reset=True)
         array_cycles = counter_difference(array, start_array)
         return RunResult(
-            data_out=out.tobytes(),
-            status=StatusRecord(error=error, error_opcode=error_opcode, commands=executed),
+            data_out=out.tobytes(), status=status,
             cycles=counter_difference(cycles, start_cycles), cycles_measured=True,
             array_cycles=array_cycles, array_macs=array_cycles * config.rows * config.cols,
-            data_in_used=data_in_taken * config.data_bytes)
+            data_in_used=used)
 
     def close(self):
         """Release the chip (and finish the waveform, if any)."""

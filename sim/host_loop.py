@@ -45,6 +45,13 @@ Then at every edge :meth:`HostLoop.step` does, in this order:
    pause says, as the stream protocol requires.  ``data_out.ready`` is high unless the
    data-out pause value is true.
 
+Reset.  Between runs (and after a run that raised, to recover the chip) an adapter
+may reset the chip: it drives every valid and ``data_out.ready`` low, raises ``rst`` for
+:data:`RESET_EDGES` rising edges and lowers it for one more edge.  The chip is then in
+the state ``RESET_STATE`` of :mod:`hw.isa` describes (registers cleared, buffers kept);
+the next run starts from the next cycle.  A session starts in that state (the RTL
+sessions with the same sequence, Amaranth's simulator from the initial values).
+
 Pause generators are as cocotbext-axi's ``set_pause_generator``: any iterable of
 booleans, one per cycle, true meaning "pause this cycle" (no new offer on an input,
 ready low on the output).  :func:`stream_pauses` gives each stream without its own
@@ -56,14 +63,34 @@ import random
 
 from hw.isa import status_shape
 
-__all__ = ["STREAMS", "HostLoop", "random_pauses", "stream_pauses", "counter_difference"]
+__all__ = ["STREAMS", "RESET_EDGES", "HostLoop", "RunTimeout", "random_pauses",
+           "stream_pauses", "counter_difference"]
 
 #: The chip's streams, in the order pause iterators are given and advanced.
 STREAMS = ("commands", "data_in", "data_out")
 
+#: Rising edges the adapters hold ``rst`` high for (see the contract's *Reset*).
+RESET_EDGES = 3
+
 #: The chip's counters (``executed``, ``cycles``, ``array_cycles``) are as wide as the
 #: status record's command count and wrap around.
 _COUNTER_MASK = (1 << status_shape("commands").width) - 1
+
+
+class RunTimeout(TimeoutError):
+    """The watchdog tripped: the chip made no progress (for example waiting for data-in
+    that never comes).  The chip stays as it is until the adapter resets it.
+
+    Attributes
+    ----------
+    result : sim.run_result.RunResult or None
+        What the run produced before it stopped (the data-out bytes, the chip's status
+        then, the data-in bytes taken), where the adapter reports it.
+    """
+
+    def __init__(self, message, *, result=None):
+        super().__init__(message)
+        self.result = result
 
 
 def counter_difference(now, start):
@@ -202,7 +229,7 @@ class HostLoop:
 
         Raises
         ------
-        TimeoutError
+        RunTimeout
             If no stream transferred for more than ``max_idle_cycles`` cycles.
         """
         progressed = False
@@ -225,7 +252,7 @@ class HostLoop:
         else:
             self.idle_cycles += 1
             if self.idle_cycles > self.max_idle_cycles:
-                raise TimeoutError(
+                raise RunTimeout(
                     f"the chip made no progress for {self.idle_cycles} cycles: "
                     f"{self.commands_taken} of {len(self._commands)} commands taken, "
                     f"{self.data_in_taken} of {len(self._data_in)} data-in beats taken, "

@@ -25,7 +25,7 @@ import numpy as np
 
 from hw.config import NpuConfig, check_config
 from hw.generate import TOPLEVEL, generate_verilog
-from sim.host_loop import STREAMS, stream_pauses
+from sim.host_loop import STREAMS, RunTimeout, stream_pauses
 from sim.run_result import RunResult
 
 __all__ = ["SIMULATORS", "SimulatorMissing", "RtlSimulation",
@@ -230,8 +230,9 @@ class RtlSimulation:
 class RtlSession:
     """A simulator process holding one chip, driven over a loopback socket.
 
-    The chip is reset once; buffers, parameters and errors persist between
-    :meth:`run` calls.  The simulator's startup cost is paid once per session.
+    The chip is reset at the start and by :meth:`reset`; buffers, parameters and errors
+    persist between :meth:`run` calls.  The simulator's startup cost is paid once per
+    session.
 
     Parameters
     ----------
@@ -331,13 +332,30 @@ class RtlSession:
         request_path.unlink()
         if not answer["ok"]:
             # The loop's own errors keep their type; anything else is the simulation's failure.
-            error = {"TimeoutError": TimeoutError, "ValueError": ValueError}.get(
-                answer.get("type"), RuntimeError)
+            error = {"TimeoutError": RunTimeout, "RunTimeout": RunTimeout,
+                     "ValueError": ValueError}.get(answer.get("type"), RuntimeError)
             raise error(f"{self.simulation.simulator} run failed: {answer['error']}")
         with np.load(result_path) as result:
             run = RunResult.from_arrays(result)
         result_path.unlink()
         return run
+
+    def reset(self):
+        """Reset the chip (the contract's reset of :mod:`sim.host_loop`): registers
+        cleared, buffers kept, whatever it was doing (``RESET_STATE`` in :mod:`hw.isa`).
+
+        Raises
+        ------
+        RuntimeError
+            If the session is closed or the simulation ended.
+        """
+        if self._conn is None:
+            raise RuntimeError(f"the {self.simulation.simulator} session is closed")
+        self._conn.sendall(b'{"reset": true}\n')
+        line = self._answers.readline()
+        if not line or not json.loads(line).get("ok"):
+            raise RuntimeError(f"the {self.simulation.simulator} simulation ended "
+                               f"unexpectedly:\n{self._log_tail()}")
 
     def close(self):
         """End the simulation (writing the waveform, if any)."""

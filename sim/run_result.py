@@ -30,6 +30,9 @@ class RunResult:
     array_macs: int | None = None
     #: Bytes of the data-in stream the chip took.
     data_in_used: int | None = None
+    #: True when a reset cut the run short (``reset_after`` of the compiled session):
+    #: ``data_out`` is what came out before it, ``status`` the chip's after it.
+    reset: bool = False
 
     _INTEGERS = ("cycles", "array_cycles", "array_macs", "data_in_used")
 
@@ -38,7 +41,8 @@ class RunResult:
         import numpy as np
         values = {"data_out": np.frombuffer(self.data_out, dtype=np.uint8),
                   "error": self.status.error, "error_opcode": self.status.error_opcode,
-                  "commands": self.status.commands, "cycles_measured": self.cycles_measured}
+                  "commands": self.status.commands, "cycles_measured": self.cycles_measured,
+                  "reset": self.reset}
         values.update({name: -1 if getattr(self, name) is None else getattr(self, name)
                        for name in self._INTEGERS})
         return values
@@ -51,5 +55,6 @@ class RunResult:
                                        error_opcode=int(arrays["error_opcode"]),
                                        commands=int(arrays["commands"])),
                    cycles_measured=bool(arrays["cycles_measured"]),
+                   reset=bool(arrays["reset"]),
                    **{name: None if int(arrays[name]) < 0 else int(arrays[name])
                       for name in cls._INTEGERS})

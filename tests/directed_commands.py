@@ -57,3 +57,57 @@ def directed_commands(config):
         (isa.Store(acc_addr=0, count=c.acc_depth, n=c.cols, raw=1).encode(), ErrorCode.NONE),
         (isa.ReadStatus().encode(), ErrorCode.NONE),
     ]
+
+
+def _record(*, shift=30, reserved0=0, reserved1=0):
+    """A 16-byte requantization record written by hand from ``docs/isa.md``: multiplier
+    2**30 in bits [62:32], ``reserved0`` bit 63, ``shift`` bits [69:64], the clamp bounds
+    -128 and 127 in bits [98:90] and [107:99], ``reserved1`` bits [127:108]."""
+    word = (1 << 30) << 32 | reserved0 << 63 | shift << 64
+    word |= (-128 & 0x1FF) << 90 | 127 << 99 | reserved1 << 108
+    return word.to_bytes(16, "little")
+
+
+def directed_records():
+    """Hand-written requantization records with the code a ``LOAD_PARAMS`` of each must
+    raise (the record rules' independent check)."""
+    return [
+        (_record(), ErrorCode.NONE),
+        (_record(shift=63), ErrorCode.NONE),
+        (_record(shift=1), ErrorCode.NONE),
+        (_record(shift=0), ErrorCode.BAD_PARAM),
+        (_record(reserved0=1), ErrorCode.BAD_PARAM),
+        (_record(reserved1=1), ErrorCode.BAD_PARAM),
+        (_record(reserved1=1 << 19), ErrorCode.BAD_PARAM),
+        (_record(shift=0, reserved1=(1 << 20) - 1), ErrorCode.BAD_PARAM),
+    ]
+
+
+def directed_short_streams(config):
+    """Hand-written streams whose data-in ends inside a command, with the status the
+    waiting chip shows (``docs/isa.md``, "Data that ends early"): ``(label, commands,
+    records or vectors as (count, bytes per vector) of each data command, beats to drop
+    from the end, expected status)``.  The test fills in the data."""
+    c = config
+    params = isa.LoadParams(count=3)
+    return [
+        # The invalid second record arrived whole: BAD_PARAM latches while the chip waits
+        # for the third; the NOP and the skipped STORE are consumed, READ_STATUS waits.
+        ("invalid record, then the stream ends",
+         [params, isa.Nop(), isa.Store(count=1, n=1), isa.ReadStatus(), isa.Nop()],
+         [[_record(), _record(shift=0), _record()]], 1,
+         isa.StatusRecord(error=ErrorCode.BAD_PARAM, error_opcode=isa.Opcode.LOAD_PARAMS,
+                          commands=3)),
+        # No invalid record: no error, the STORE waits behind the load.
+        ("valid records, then the stream ends",
+         [params, isa.Nop(), isa.Store(count=1, n=1), isa.Nop()],
+         [[_record(), _record(shift=7), _record()]], 1, isa.StatusRecord(commands=2)),
+        ("activations end mid-vector",
+         [isa.LoadAct(addr=1, count=3, length=c.rows), isa.Matmul(count=2)],
+         [(3, c.rows)], 1, isa.StatusRecord(commands=1)),
+        ("weights end after a row",
+         [isa.LoadWeight(slot=c.weight_tiles - 1, k=c.rows, n=c.cols), isa.Fence()],
+         [(c.rows, c.cols)], c.beats(c.cols) * (c.rows - 1), isa.StatusRecord(commands=1)),
+        ("no data at all", [isa.LoadAct(count=1, length=1), isa.ReadStatus()], [(1, 1)],
+         c.beats(1), isa.StatusRecord(commands=1)),
+    ]

@@ -16,9 +16,10 @@ class BackendUnavailable(RuntimeError):
 class Backend:
     """A device that executes command streams.
 
-    Subclasses set ``name`` and implement :meth:`execute`; :meth:`close` releases any
-    simulator.  A backend keeps the chip's state (buffers, parameters, error) between
-    :meth:`execute` calls, as a real chip would.
+    Subclasses set ``name`` and implement :meth:`_execute` and :meth:`_reset`;
+    :meth:`close` releases any simulator.  A backend keeps the chip's state (buffers,
+    parameters, error) between :meth:`execute` calls, as a real chip would, until
+    :meth:`reset`.
     """
 
     name = None
@@ -28,6 +29,8 @@ class Backend:
             config = NpuConfig()
         check_config(config)
         self.config = config
+        #: Why the chip waits (a run that timed out) until :meth:`reset`; else None.
+        self.stalled = None
 
     def execute(self, commands, data_in=b""):
         """Run ``commands`` (64-bit words) against ``data_in`` (whole data-stream beats).
@@ -37,7 +40,36 @@ class Backend:
         sim.run_result.RunResult
             The data-out bytes, the status and the cycles (measured on the RTL, or the
             cycle model's count where the backend has no clock: ``cycles_measured``).
+
+        Raises
+        ------
+        TimeoutError
+            If the chip made no progress, for example because ``data_in`` ended in the
+            middle of a command: the chip then waits, and takes nothing else, until
+            :meth:`reset`.
+        RuntimeError
+            If the chip still waits after an earlier timeout.
         """
+        if self.stalled is not None:
+            raise RuntimeError(f"the {self.name} chip made no progress in an earlier run "
+                               f"({self.stalled}): reset() it first")
+        try:
+            return self._execute(commands, data_in)
+        except TimeoutError as exc:
+            self.stalled = str(exc)
+            raise
+
+    def reset(self):
+        """Reset the chip: error, parameter sets, counters and work in flight cleared, the
+        buffers kept (``RESET_STATE`` in :mod:`hw.isa`).  It recovers a chip that waits
+        for data, timed out or latched an error."""
+        self._reset()
+        self.stalled = None
+
+    def _execute(self, commands, data_in):
+        raise NotImplementedError
+
+    def _reset(self):
         raise NotImplementedError
 
     def close(self):
@@ -58,11 +90,11 @@ class SimulatorBackend(Backend):
     """A backend over a simulator session that keeps one chip alive.
 
     Subclasses open ``self._session`` (anything with ``run(commands, data_in,
-    stall_probability=, seed=)`` returning a :class:`~sim.run_result.RunResult`, and
-    ``close()``) in their constructor.
+    stall_probability=, seed=)`` returning a :class:`~sim.run_result.RunResult`,
+    ``reset()`` and ``close()``) in their constructor.
     """
 
-    def __init__(self, *, config=None, stall_probability=0.0, seed=0):
+    def __init__(self, *, config=None, stall_probability=0.0, seed=0, max_idle_cycles=100_000):
         super().__init__(config=config)
         if isinstance(stall_probability, bool) or not isinstance(
                 stall_probability, (int, float)) or not 0 <= stall_probability < 1:
@@ -70,13 +102,18 @@ class SimulatorBackend(Backend):
                 f"stall_probability must be a number in [0, 1), not {stall_probability!r}")
         self.stall_probability = float(stall_probability)
         self.seed = seed
+        self.max_idle_cycles = max_idle_cycles
         self._session = None
         self._runs = 0
 
-    def execute(self, commands, data_in=b""):
+    def _execute(self, commands, data_in):
         self._runs += 1
         return self._session.run(commands, data_in, stall_probability=self.stall_probability,
-                                 seed=self.seed + self._runs)
+                                 seed=self.seed + self._runs,
+                                 max_idle_cycles=self.max_idle_cycles)
+
+    def _reset(self):
+        self._session.reset()
 
     def close(self):
         if self._session is not None:

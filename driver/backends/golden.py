@@ -1,6 +1,7 @@
 """The golden NumPy model as a backend."""
 
-from sim.golden import GoldenNpu
+from sim.golden import DataUnderflow, GoldenNpu
+from sim.host_loop import RunTimeout
 
 from .base import Backend
 
@@ -26,5 +27,12 @@ class GoldenBackend(Backend):
         super().__init__(config=config)
         self.model = GoldenNpu(self.config)
 
-    def execute(self, commands, data_in=b""):
-        return self.model.run(commands, data_in)
+    def _execute(self, commands, data_in):
+        try:
+            return self.model.run(commands, data_in)
+        except DataUnderflow as exc:
+            # The chip would wait for ever, as the RTL backends do until their watchdog.
+            raise RunTimeout(f"the chip waits for data-in: {exc}", result=exc.result) from exc
+
+    def _reset(self):
+        self.model.reset()

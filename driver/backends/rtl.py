@@ -27,13 +27,16 @@ class _CocotbBackend(SimulatorBackend):
         (Verilator under cocotb: VCD, Icarus: FST; both open in GTKWave or Surfer).
     stall_probability : float
         Random idle cycles and backpressure on the chip's streams (for testing).
+    max_idle_cycles : int
+        Cycles without progress before a run raises TimeoutError.
     """
 
     simulator = None
 
     def __init__(self, *, config=None, trace=None, stall_probability=0.0, seed=0,
-                 build_root=None):
-        super().__init__(config=config, stall_probability=stall_probability, seed=seed)
+                 build_root=None, max_idle_cycles=100_000):
+        super().__init__(config=config, stall_probability=stall_probability, seed=seed,
+                         max_idle_cycles=max_idle_cycles)
         simulation = RtlSimulation(config=self.config, simulator=self.simulator,
                                    trace=trace is not None, build_root=build_root)
         self._session = simulation.session(trace_path=trace)
@@ -59,13 +62,16 @@ class VerilatorBackend(SimulatorBackend):
         compiled loop draws them from its own generator (:mod:`sim.compiled_harness`).
     cocotb : bool
         Run the model under cocotb, the host loop in Python (slow; for comparison).
+    max_idle_cycles : int
+        Cycles without progress before a run raises TimeoutError.
     """
 
     name = "verilator"
 
     def __init__(self, *, config=None, trace=None, stall_probability=0.0, seed=0,
-                 build_root=None, cocotb=False):
-        super().__init__(config=config, stall_probability=stall_probability, seed=seed)
+                 build_root=None, cocotb=False, max_idle_cycles=100_000):
+        super().__init__(config=config, stall_probability=stall_probability, seed=seed,
+                         max_idle_cycles=max_idle_cycles)
         if not isinstance(cocotb, bool):
             raise TypeError(f"cocotb must be a bool, not {cocotb!r}")
         self.cocotb = cocotb

@@ -2,6 +2,7 @@
 
 The chip keeps its state between ``execute`` calls (buffers loaded by one call
 are used by the next), cycle counts of unstalled runs equal the cycle model's,
+a reset recovers a chip that waits for data or latched an error (buffers kept),
 and the RTL backends write waveforms on request.
 """
 
@@ -121,3 +122,42 @@ def test_pack_rows_matches_data_in_bytes():
     for program in _programs(seed=2):
         assert len(program.data_in) == sum(i.data_in_bytes(CONFIG) for i in program.instructions)
     assert len(pack_rows(CONFIG, np.zeros((3, 5), np.uint8))) == 3 * 2 * CONFIG.data_bytes
+
+
+def _short_params():
+    """A LOAD_PARAMS whose second record is invalid and whose third never arrives whole."""
+    records = [isa.ParamRecord(), isa.ParamRecord(shift=0), isa.ParamRecord()]
+    data = b"".join(pack_rows(CONFIG, np.frombuffer(r.encode(), np.uint8)[None])
+                    for r in records)
+    return [isa.LoadParams(count=3).encode(), isa.ReadStatus().encode()], data[:-4]
+
+
+@pytest.mark.parametrize("case", list(BACKEND_CASES))
+def test_backend_recovers_with_a_reset(case):
+    """A short stream (the chip waits: TimeoutError), then a chip error: a reset recovers
+    each, the buffers kept, as the golden model's reset does."""
+    name, options = BACKEND_CASES[case]
+    gemm, store, malformed = _programs(seed=4)
+    model = GoldenNpu(CONFIG)
+    with open_backend(name, config=CONFIG, max_idle_cycles=200, **options) as backend:
+        for program in (gemm, malformed):
+            assert backend.execute(program.commands, program.data_in).status == \
+                model.run(program.commands, program.data_in).status
+        assert backend.execute([]).status.error == isa.ErrorCode.ZERO_SIZE
+        backend.reset()
+        model.reset()
+        assert backend.execute([]).status == isa.StatusRecord()
+        # A short stream: the chip waits until its watchdog, then takes nothing more.
+        commands, data = _short_params()
+        with pytest.raises(TimeoutError):
+            backend.execute(commands, data)
+        with pytest.raises(RuntimeError, match=r"made no progress in an earlier run .*: "
+                                               r"reset\(\) it first$"):
+            backend.execute(store.commands)
+        backend.reset()
+        # The accumulator kept the GEMM's rows through both resets.
+        got = backend.execute(store.commands, store.data_in)
+        want = model.run(store.commands, store.data_in)
+        assert got.data_out == want.data_out
+        assert got.status == want.status == isa.StatusRecord(commands=1)
+        assert got.cycles == want.cycles

@@ -7,6 +7,7 @@ from npu_builders import chain_of, random_input, random_layer
 import driver
 from driver.backends.base import Backend
 from driver.backends.golden import GoldenBackend
+from hw import isa
 from hw.config import NpuConfig
 from sim.golden import GoldenNpu
 from sim.run_result import RunResult
@@ -90,6 +91,41 @@ def test_chip_error_wrong():
     small = random_layer(np.random.default_rng(6), 4, 4)
     xs = random_input(np.random.default_rng(6), 2, small)
     np.testing.assert_array_equal(npu.run(small, xs), small.reference(xs))
+
+
+class LossyChip(GoldenBackend):
+    """Loses the last data-in beat of its first call, as a broken link would."""
+
+    calls = 0
+
+    def execute(self, commands, data_in=b""):
+        self.calls += 1
+        if self.calls == 1:
+            data_in = data_in[:-self.config.data_bytes]
+        return super().execute(commands, data_in)
+
+
+def test_timeout_resets_the_device():
+    layer = random_layer(np.random.default_rng(8), 6, 5, name="fc2")
+    x = random_input(np.random.default_rng(8), 3, layer)
+    npu = driver.Device(LossyChip())
+    with pytest.raises(driver.NpuError, match=r"^fc2: the chip made no progress \(the chip "
+                                              r"waits for data-in: .*\); it was reset$"):
+        npu.run(layer, x)
+    assert npu.backend.stalled is None
+    np.testing.assert_array_equal(npu.run(layer, x), layer.reference(x))
+
+
+def test_reset_recovers_a_waiting_chip():
+    layer = random_layer(np.random.default_rng(10), 4, 4)
+    x = random_input(np.random.default_rng(10), 2, layer)
+    npu = driver.open("golden")
+    with pytest.raises(TimeoutError):
+        npu.backend.execute([isa.LoadAct(count=1, length=1).encode()], b"")
+    with pytest.raises(RuntimeError, match=r"reset\(\) it first$"):
+        npu.run(layer, x)
+    npu.reset()
+    np.testing.assert_array_equal(npu.run(layer, x), layer.reference(x))
 
 
 def test_short_data_out_wrong():
