@@ -1,5 +1,6 @@
 """``report.md``: the benchmark's results as tables and the text that explains them."""
 
+import json
 from pathlib import Path
 
 from driver.lowering import tile_plan
@@ -221,6 +222,13 @@ def _pruning_section(rows):
                              "saved", "exact"], table), ""]
 
 
+def _fpga_section(output):
+    """Section 7 from ``fpga.json`` of ``make bench-fpga``, if it ran into this folder."""
+    from .fpga import fpga_section
+    path = output / "fpga.json"
+    return fpga_section(json.loads(path.read_text()) if path.exists() else [])
+
+
 def write_report(results, output):
     """``report.md`` from ``results`` (as written to ``results.json``)."""
     meta = results["meta"]
@@ -325,6 +333,7 @@ def write_report(results, output):
 
     out += _activity_section(results["activity"])
     out += _pruning_section(results.get("pruned", []))
+    out += _fpga_section(Path(output))
     (Path(output) / "report.md").write_text("\n".join(out))
 
 

@@ -118,8 +118,9 @@ def test_quick_run_writes_a_consistent_report(tmp_path):
     for plot in ("utilization.png", "speed.png", "activity.png"):
         assert (tmp_path / plot).stat().st_size > 0
         assert f"({plot})" in report
-    for section in range(1, 7):
+    for section in range(1, 8):
         assert f"## {section}. " in report
+    assert "Not measured: run `make bench-fpga`" in report
 
     sweep = results["utilization"]
     assert {r["array"] for r in sweep} == {"4x4", "8x8", "16x16"}
