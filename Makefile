@@ -11,7 +11,7 @@ JOBS     ?= auto
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all demo demo-gemm test verilog synth lint bench clean distclean
+.PHONY: all demo demo-gemm test fuzz verilog synth lint bench clean distclean
 
 all: test
 
@@ -43,6 +43,14 @@ demo-gemm: $(STAMP)
 
 test: $(STAMP) iverilog-installed cxx-installed
 	$(PY) -m pytest -n $(JOBS) tests
+
+# Random command streams on the compiled chip against the golden model (sim/fuzz.py):
+# make fuzz SEED=1 BUDGET=1800 [FUZZ_CONFIG=all]
+SEED     ?= 1
+BUDGET   ?= 300
+FUZZ_CONFIG ?= 4x4
+fuzz: $(STAMP) cxx-installed
+	$(PY) -m sim.fuzz --seed $(SEED) --budget $(BUDGET) --config $(FUZZ_CONFIG)
 
 verilog: $(STAMP)
 	$(PY) -m hw.generate --config "$(CONFIG)" --output build/npu.v
