@@ -11,7 +11,7 @@ JOBS     ?= auto
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all demo demo-gemm test verilog synth bitstream lint bench bench-fpga clean distclean
+.PHONY: all demo demo-gemm test fuzz verilog synth bitstream lint bench bench-fpga clean distclean
 
 all: test
 
@@ -44,6 +44,14 @@ demo-gemm: $(STAMP)
 # The fpga extra too: the suite synthesizes the default chip's board top (tests/boards).
 test: $(FPGA_STAMP) iverilog-installed cxx-installed
 	$(PY) -m pytest -n $(JOBS) tests
+
+# Random command streams on the compiled chip against the golden model (sim/fuzz.py):
+# make fuzz SEED=1 BUDGET=1800 [FUZZ_CONFIG=all]
+SEED     ?= 1
+BUDGET   ?= 300
+FUZZ_CONFIG ?= 4x4
+fuzz: $(STAMP) cxx-installed
+	$(PY) -m sim.fuzz --seed $(SEED) --budget $(BUDGET) --config $(FUZZ_CONFIG)
 
 verilog: $(STAMP)
 	$(PY) -m hw.generate --config "$(CONFIG)" --output build/npu.v
