@@ -232,6 +232,10 @@ def _cmd_info(args, console):
     return 0
 
 
+#: Set in the environment, an unexpected exception in ``npu`` shows its traceback.
+TRACEBACK_VARIABLE = "NPU_TRACEBACK"
+
+
 def main(argv=None):
     """Entry point of the ``npu`` command; returns the exit status."""
     from rich.console import Console
@@ -246,8 +250,11 @@ def main(argv=None):
         print(f"npu {args.command}: {_one_line(exc)}", file=sys.stderr)
         return 1
     except Exception as exc:  # noqa: BLE001 - a command line prints one line, never a traceback
-        print(f"npu {args.command}: internal error, please report it: {type(exc).__name__}: "
-              f"{_one_line(exc)}", file=sys.stderr)
+        if os.environ.get(TRACEBACK_VARIABLE):
+            raise
+        print(f"npu {args.command}: internal error, please report it with the traceback "
+              f"{TRACEBACK_VARIABLE}=1 shows: {type(exc).__name__}: {_one_line(exc)}",
+              file=sys.stderr)
         return 1
 
 

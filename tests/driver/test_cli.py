@@ -181,3 +181,21 @@ def test_output_written_under_the_name_given(float_model, tmp_path):
                  str(tmp_path / "y.out"), "--quiet"]) == 0
     assert not (tmp_path / "y.out.npy").exists()
     assert np.load(tmp_path / "y.out").shape == (2, 7)
+
+
+def test_internal_error_is_one_line_unless_asked(monkeypatch, capsys):
+    import driver.cli as cli
+
+    def broken(args, console):
+        raise RuntimeError("a bug\nover two lines")
+
+    monkeypatch.setattr(cli, "_cmd_info", broken)
+    monkeypatch.delenv(cli.TRACEBACK_VARIABLE, raising=False)
+    assert main(["info"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "internal error" in err and "RuntimeError: a bug" in err
+    assert f"{cli.TRACEBACK_VARIABLE}=1" in err
+    monkeypatch.setenv(cli.TRACEBACK_VARIABLE, "1")
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["info"])
