@@ -22,7 +22,11 @@ class GoldenBackend(Backend):
             if option == "stall_probability" and value:
                 raise ValueError(f"backend 'golden' has no stream to stall "
                                  f"(stall_probability={value!r}); open an RTL backend")
-            if option not in ("trace", "stall_probability"):
+            if option == "max_idle_cycles":
+                # The model knows at once when data-in runs short; no watchdog to set.
+                if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                    raise TypeError(f"max_idle_cycles must be a positive integer, not {value!r}")
+            elif option not in ("trace", "stall_probability"):
                 raise TypeError(f"backend 'golden' takes no option {option!r}")
         super().__init__(config=config)
         self.model = GoldenNpu(self.config)
