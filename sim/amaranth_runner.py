@@ -19,7 +19,7 @@ from hw.beats import from_beats, to_beats
 from hw.config import NpuConfig, check_config
 from hw.isa import StatusRecord
 from hw.npu import Npu
-from sim.host_loop import RESET_EDGES, HostLoop, counter_difference, stream_pauses
+from sim.host_loop import RESET_EDGES, HostLoop, RunTimeout, counter_difference, stream_pauses
 from sim.run_result import RunResult
 
 __all__ = ["AmaranthSession", "run_amaranth"]
@@ -163,6 +163,12 @@ class AmaranthSession:
 
         sampled = (dut.commands.ready, dut.data_in.ready, dut.data_out.valid,
                    dut.data_out.payload, dut.executed, dut.busy)
+        config = self.config
+
+        def status():
+            return StatusRecord(error=ctx.get(dut.error), error_opcode=ctx.get(dut.error_opcode),
+                                commands=ctx.get(dut.executed))
+
         try:
             drive()
             done = False
@@ -170,15 +176,16 @@ class AmaranthSession:
                 _, _, *values = await ctx.tick().sample(*sampled)
                 done = loop.step(*values)
                 drive()
+        except RunTimeout as timeout:
+            timeout.result = loop.partial_result(config, status())
+            raise
         finally:
             loop.stop()
             drive()
-        config = self.config
         array_cycles = counter_difference(ctx.get(dut.array_cycles), start_array)
         return RunResult(
             data_out=from_beats(config, loop.data_out),
-            status=StatusRecord(error=ctx.get(dut.error), error_opcode=ctx.get(dut.error_opcode),
-                                commands=ctx.get(dut.executed)),
+            status=status(),
             cycles=counter_difference(ctx.get(dut.cycles), start_cycles), cycles_measured=True,
             array_cycles=array_cycles, array_macs=array_cycles * config.rows * config.cols,
             data_in_used=loop.data_in_taken * config.data_bytes)

@@ -19,7 +19,7 @@ import os
 from hw.beats import from_beats, to_beats
 from hw.config import NpuConfig
 from hw.isa import StatusRecord
-from sim.host_loop import RESET_EDGES, HostLoop, counter_difference, stream_pauses
+from sim.host_loop import RESET_EDGES, HostLoop, RunTimeout, counter_difference, stream_pauses
 from sim.run_result import RunResult
 
 __all__ = ["NpuHarness", "config_from_environment"]
@@ -142,6 +142,9 @@ class NpuHarness:
                     executed.value.to_unsigned() if status else None,
                     int(busy.value) if status else None)
                 drive()
+        except RunTimeout as timeout:
+            timeout.result = loop.partial_result(config, self.status())
+            raise
         finally:
             loop.stop()
             drive()

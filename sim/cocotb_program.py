@@ -76,4 +76,8 @@ async def serve(dut):
                 answer = {"ok": True}
             except Exception as exc:  # reported to the host, which raises it
                 answer = {"ok": False, "type": type(exc).__name__, "error": str(exc)}
+                partial = getattr(exc, "result", None)
+                if partial is not None:   # what a timed-out run produced before it stopped
+                    np.savez(request["result"], **partial.as_arrays())
+                    answer["partial"] = True
             conn.sendall((json.dumps(answer) + "\n").encode())

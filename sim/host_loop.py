@@ -61,7 +61,9 @@ iterable :func:`random_pauses` when ``stall_probability`` is non-zero.
 import numbers
 import random
 
+from hw.beats import from_beats
 from hw.isa import status_shape
+from sim.run_result import RunResult
 
 __all__ = ["STREAMS", "RESET_EDGES", "HostLoop", "RunTimeout", "random_pauses",
            "stream_pauses", "counter_difference"]
@@ -273,6 +275,12 @@ class HostLoop:
             self.data_in_valid = 1
         self.data_out_ready = 0 if data_out_pauses is not None and next(data_out_pauses, False) \
             else 1
+
+    def partial_result(self, config, status):
+        """What the run produced so far, for a :class:`RunTimeout`: the data-out beats
+        received, the chip's ``status`` now and the data-in bytes taken."""
+        return RunResult(data_out=from_beats(config, self.data_out), status=status,
+                         data_in_used=self.data_in_taken * config.data_bytes)
 
     def stop(self):
         """Drive every valid and the ready low (after an error, so nothing stays offered)."""

@@ -332,9 +332,16 @@ class RtlSession:
         request_path.unlink()
         if not answer["ok"]:
             # The loop's own errors keep their type; anything else is the simulation's failure.
-            error = {"TimeoutError": RunTimeout, "RunTimeout": RunTimeout,
-                     "ValueError": ValueError}.get(answer.get("type"), RuntimeError)
-            raise error(f"{self.simulation.simulator} run failed: {answer['error']}")
+            message = f"{self.simulation.simulator} run failed: {answer['error']}"
+            if answer.get("type") in ("TimeoutError", "RunTimeout"):
+                partial = None
+                if answer.get("partial"):
+                    with np.load(result_path) as result:
+                        partial = RunResult.from_arrays(result)
+                    result_path.unlink()
+                raise RunTimeout(message, result=partial)
+            error = {"ValueError": ValueError}.get(answer.get("type"), RuntimeError)
+            raise error(message)
         with np.load(result_path) as result:
             run = RunResult.from_arrays(result)
         result_path.unlink()

@@ -6,7 +6,8 @@
   whose pause values cross to the cocotb process): a deterministic pause pattern on each
   stream gives the golden model's bytes, status and array cycles; both simulators, driven
   by the same loop with the same pauses, count the same cycles; a chip that cannot finish
-  trips the watchdog, whose TimeoutError names the progress.
+  trips the watchdog, whose TimeoutError names the progress and carries what came
+  out before it (the golden model's result at the same wait).
 * Bad stall arguments raise with matched messages.
 """
 
@@ -21,8 +22,8 @@ from hw import isa
 from hw.beats import pack_rows
 from hw.config import NpuConfig
 from sim.amaranth_runner import AmaranthSession
-from sim.golden import GoldenNpu
-from sim.host_loop import HostLoop, random_pauses, stream_pauses
+from sim.golden import DataUnderflow, GoldenNpu
+from sim.host_loop import HostLoop, RunTimeout, random_pauses, stream_pauses
 from sim.programs import random_params
 from sim.rtl import RtlSimulation, simulator_problem
 
@@ -181,6 +182,40 @@ def test_watchdog_names_the_progress_on_verilator():
     with RtlSimulation(config=CONFIG, simulator="verilator").session() as session:
         with pytest.raises(TimeoutError, match=WATCHDOG):
             session.run(commands, data_in, stall_probability=0.3, max_idle_cycles=30)
+
+
+def _stored_then_starved():
+    """A GEMM whose results come out, then a load that waits for ever; and what the golden
+    model says the waiting chip has produced by then."""
+    gemm = _gemm(seed=4)
+    starved_commands, starved_data = _starved_load()
+    commands = [*gemm.commands[:-1], *starved_commands]   # no closing READ_STATUS
+    data_in = gemm.data_in + starved_data
+    with pytest.raises(DataUnderflow) as underflow:
+        GoldenNpu(CONFIG).run(commands, data_in)
+    assert underflow.value.result.data_out, "the GEMM's results come out before the wait"
+    return commands, data_in, underflow.value.result
+
+
+def test_timeout_keeps_what_came_out_in_amaranth():
+    commands, data_in, want = _stored_then_starved()
+    with AmaranthSession(config=CONFIG) as chip:
+        with pytest.raises(RunTimeout) as timeout:
+            chip.run(commands, data_in, stall_probability=0.3, seed=4, max_idle_cycles=60)
+    got = timeout.value.result
+    assert (got.data_out, got.status, got.data_in_used) == \
+        (want.data_out, want.status, want.data_in_used)
+
+
+def test_timeout_keeps_what_came_out_through_cocotb(verilator_session):
+    # The cocotb process hands the partial result back with the timeout.
+    commands, data_in, want = _stored_then_starved()
+    with pytest.raises(RunTimeout) as timeout:
+        verilator_session.run(commands, data_in, stall_probability=0.3, seed=4,
+                              max_idle_cycles=60)
+    got = timeout.value.result
+    assert (got.data_out, got.status, got.data_in_used) == \
+        (want.data_out, want.status, want.data_in_used)
 
 
 # -- bad arguments ----------------------------------------------------------------------------
