@@ -3,7 +3,8 @@
 
 Verifies ``hw/npu.py`` (and the wiring of every unit inside it) on 1x1, 2x3 and
 4x4 arrays with 1-, 4- and 16-byte streams, every stream stalled at random
-(``run_amaranth(..., stall_probability=0.3)``):
+(``AmaranthSession.run(..., stall_probability=0.3)``), one chip per configuration
+reset before each run:
 
 * random tiled GEMMs as the driver lowers them (``driver.lowering.lower_matmul``):
   uint8 or int8 activations,
@@ -19,6 +20,7 @@ Each run's data-out bytes and final status equal ``sim.golden.GoldenNpu``'s.
 """
 
 import dataclasses
+import functools
 
 import numpy as np
 import pytest
@@ -32,7 +34,7 @@ from hw.beats import pack_rows
 from hw.config import NpuConfig
 from hw.isa import ErrorCode, Opcode
 from hw.npu import Npu
-from sim.amaranth_runner import run_amaranth
+from sim.amaranth_runner import AmaranthSession
 from sim.golden import GoldenNpu, check_command
 from sim.programs import random_params, valid_instruction
 
@@ -43,10 +45,24 @@ CONFIGS = {
 }
 
 
+@functools.cache
+def _chip_and_model(config):
+    """One simulated chip and one golden model per configuration, kept for the module.
+
+    Building the simulation costs seconds and a run milliseconds, so every run resets
+    the pair instead (``RESET_STATE``: registers cleared, buffers kept).  Their buffers
+    then carry over from run to run, equal, which checks the reset as well."""
+    return AmaranthSession(config=config), GoldenNpu(config)
+
+
 def _compare(config, words, data_in, seed):
-    """Run on the simulated chip (with stalls) and on the golden model; both must agree."""
-    golden = GoldenNpu(config).run(words, data_in)
-    rtl = run_amaranth(config, words, data_in, stall_probability=0.3, seed=seed)
+    """Run on the simulated chip (with stalls) and on the golden model, each from reset
+    with the buffers the previous run left; both must agree."""
+    chip, model = _chip_and_model(config)
+    chip.reset()
+    model.reset()
+    golden = model.run(words, data_in)
+    rtl = chip.run(words, data_in, stall_probability=0.3, seed=seed)
     assert rtl.data_out == golden.data_out
     assert rtl.status == golden.status
     return golden
