@@ -40,15 +40,21 @@ that arrives intact, in the order they arrive:
   (beats) and fits the room the chip has for that stream, it is copied there and
   acknowledged, and the next number is expected; otherwise it is *rejected* (counted,
   not acknowledged: a host that keeps to the credit never sees this).
-* ``COMMANDS``/``DATA`` numbered up to 128 before the expected one: a *duplicate* (its
+* ``FLUSH`` (empty) with the expected sequence number: the data-in bytes the link
+  holds for the chip are dropped, and it is acknowledged.  A host sends it at the end
+  of a run whose commands left data-in unused (the chip is idle, every command
+  executed), so that nothing of one run is taken by the next, as the simulators' host
+  loop drops such bytes.
+* ``COMMANDS``/``DATA``/``FLUSH`` numbered up to 128 before the expected one: a *duplicate* (its
   acknowledgement was lost): acknowledged again, never executed twice.
-* ``COMMANDS``/``DATA`` numbered up to 127 beyond the expected one: *out of sequence*
+* ``COMMANDS``/``DATA``/``FLUSH`` numbered up to 127 beyond the expected one: *out of sequence*
   (a frame before it was lost): dropped, and answered by an acknowledgement of the last
   frame taken with ``nak`` set, so that the host sends again from the one after it at
   once rather than after its timeout.
-* ``STATUS`` (empty, any ``seq``): answered by a ``STATUS`` frame holding
-  :data:`STATUS_FIELDS`, the chip's status and the link's state and counters then.  The
-  request and its answer are not numbered: a host whose answer is lost asks again.
+* ``STATUS`` (empty, any ``seq``): answered by a ``STATUS`` frame with the same ``seq``
+  holding :data:`STATUS_FIELDS`, the chip's status and the link's state and counters
+  then.  The request and its answer are outside the sequence (their ``seq`` only tells
+  answers apart): a host whose answer is lost asks again.
 * ``ACK`` from the host (payload :data:`HOST_ACK_FIELDS`): acknowledges the chip's
   ``RESULTS`` frame ``seq`` (see below).
 
@@ -101,6 +107,7 @@ class FrameType(enum.IntEnum):
     COMMANDS = 0x01     #: command words, 8 bytes each
     DATA = 0x02         #: data-in bytes
     RESET = 0x03        #: empty; starts a new exchange: sequence numbers from 0 again
+    FLUSH = 0x04        #: empty; drops the data-in bytes the link holds (a run's end)
     # Chip to host.
     RESULTS = 0x11      #: data-out bytes
     # Both ways.

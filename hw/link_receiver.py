@@ -70,10 +70,10 @@ class LinkReceiver(wiring.Component):
     ack, nak : Out(1)
         One cycle each: acknowledge ``expected - 1`` (with ``nak`` set for ``nak``).
     status_request : Out(1)
-        One cycle: a ``STATUS`` request arrived.
+        One cycle: a ``STATUS`` request arrived, numbered ``request_seq``.
     host_ack : Out(1)
         One cycle: the host acknowledged the chip's frame ``host_ack_seq``.
-    host_ack_seq : Out(8)
+    host_ack_seq, request_seq : Out(8)
     results_limit : Out(16)
         From the host's last ``ACK`` (:data:`MAX_PAYLOAD` after a reset).
     commands_credit, data_credit : Out(16)
@@ -104,6 +104,7 @@ class LinkReceiver(wiring.Component):
             "status_request": Out(1),
             "host_ack": Out(1),
             "host_ack_seq": Out(8),
+            "request_seq": Out(8),
             "results_limit": Out(16, init=MAX_PAYLOAD),
             "commands_credit": Out(16),
             "data_credit": Out(16),
@@ -120,7 +121,8 @@ class LinkReceiver(wiring.Component):
         command_fifo = fifo.SyncFIFOBuffered(width=COMMAND_WIDTH, depth=self.command_depth)
         data_fifo = fifo.SyncFIFOBuffered(width=self.config.data_width, depth=self.data_depth)
         m.submodules.command_fifo = ResetInserter(self.reset)(command_fifo)
-        m.submodules.data_fifo = ResetInserter(self.reset)(data_fifo)
+        flush = Signal()
+        m.submodules.data_fifo = ResetInserter(self.reset | flush)(data_fifo)
         m.d.comb += [
             self.commands.payload.eq(command_fifo.r_data),
             self.commands.valid.eq(command_fifo.r_rdy),
@@ -174,7 +176,8 @@ class LinkReceiver(wiring.Component):
                         m.next = "DRAIN"
                 with m.Elif(header.type == FrameType.STATUS):
                     with m.If(header.length == 0):
-                        m.d.comb += self.status_request.eq(1)
+                        m.d.comb += [self.status_request.eq(1),
+                                     self.request_seq.eq(header.seq)]
                     with m.Else():
                         count_up(self.rejected)
                     m.next = "DRAIN"
@@ -184,14 +187,21 @@ class LinkReceiver(wiring.Component):
                     with m.Else():
                         count_up(self.rejected)
                         m.next = "DRAIN"
-                with m.Elif((header.type == FrameType.COMMANDS) | is_data):
+                with m.Elif((header.type == FrameType.COMMANDS) | is_data
+                            | (header.type == FrameType.FLUSH)):
                     with m.If(distance == 0):
                         fits = Signal()
                         m.d.comb += fits.eq(
                             (header.type == FrameType.COMMANDS) & whole(COMMAND_BYTES)
                             & (header.length <= command_free)
                             | is_data & whole(beat_bytes) & (header.length <= data_free))
-                        with m.If(~fits):
+                        with m.If(header.type == FrameType.FLUSH):
+                            with m.If(header.length == 0):
+                                m.next = "FLUSH"
+                            with m.Else():
+                                count_up(self.rejected)
+                                m.next = "DRAIN"
+                        with m.Elif(~fits):
                             count_up(self.rejected)
                             m.next = "DRAIN"
                         with m.Elif(header.length == 0):
@@ -232,6 +242,9 @@ class LinkReceiver(wiring.Component):
                         m.d.comb += target.w_en.eq(ends_item)
                         with m.If(last):
                             m.next = "TAKEN"
+            with m.State("FLUSH"):
+                m.d.comb += flush.eq(1)
+                m.next = "TAKEN"
             with m.State("TAKEN"):
                 count_up(self.frames)
                 m.d.sync += self.expected.eq(header.seq + 1)

@@ -52,7 +52,7 @@ class LinkTransmitter(wiring.Component):
         ``expected`` minus one is the frame acknowledged, its credits go into each
         ``ACK``.
     ack, nak, status_request, host_ack : In(1)
-    host_ack_seq : In(8)
+    host_ack_seq, request_seq : In(8)
     results_limit : In(16)
         From :class:`hw.link_receiver.LinkReceiver`.
     retransmit : Out(1)
@@ -81,6 +81,7 @@ class LinkTransmitter(wiring.Component):
             "status_request": In(1),
             "host_ack": In(1),
             "host_ack_seq": In(8),
+            "request_seq": In(8),
             "results_limit": In(16),
             "retransmit": Out(1),
             "idle": Out(1),
@@ -156,8 +157,9 @@ class LinkTransmitter(wiring.Component):
             m.d.sync += ack_owed.eq(1)
         with m.If(self.nak):
             m.d.sync += nak_owed.eq(1)
+        status_seq = Signal(8)
         with m.If(self.status_request):
-            m.d.sync += status_owed.eq(1)
+            m.d.sync += [status_owed.eq(1), status_seq.eq(self.request_seq)]
         results_due = Signal()
         m.d.comb += results_due.eq(
             resend | (length == 0) & (count != 0)
@@ -191,7 +193,7 @@ class LinkTransmitter(wiring.Component):
                         status_owed.eq(0), record.eq(status),
                         record.results_pending.eq(count), record.results_seq.eq(seq),
                         record.results_waiting.eq(waiting),
-                        header.type.eq(FrameType.STATUS), header.seq.eq(status.expected),
+                        header.type.eq(FrameType.STATUS), header.seq.eq(status_seq),
                         header.length.eq(STATUS_BYTES),
                     ]
                     m.next = "STATUS_HEADER"

@@ -172,6 +172,7 @@ class SerialLink(wiring.Component):
             transmitter.status_request.eq(receiver.status_request),
             transmitter.host_ack.eq(receiver.host_ack),
             transmitter.host_ack_seq.eq(receiver.host_ack_seq),
+            transmitter.request_seq.eq(receiver.request_seq),
             transmitter.results_limit.eq(receiver.results_limit),
         ]
 

@@ -128,6 +128,7 @@ BACKENDS = {
     "verilator": "driver.backends.rtl:VerilatorBackend",
     "icarus": "driver.backends.rtl:IcarusBackend",
     "amaranth": "driver.backends.amaranth:AmaranthBackend",
+    "serial": "driver.backends.serial:SerialBackend",
 }
 
 
