@@ -73,7 +73,9 @@ The chip sends its data-out bytes in ``RESULTS`` frames numbered 0, 1, 2, ... (m
 host's ``ACK`` with that ``seq``) before the next is sent, and a host ``ACK`` of the frame
 before it (the host lacks it) sends it again (a *retransmission*, counted).  A frame
 holds at most ``results_limit`` bytes (the host's last ``ACK``; :data:`MAX_PAYLOAD`
-after a reset): a host on a noisy line asks for short frames.  A frame leaves once that
+after a reset): a host on a noisy line asks for short frames, and a frame sent again is
+cut to the limit then.  Every copy of a frame starts at the same byte, so the host's
+``ACK`` says how many bytes its copy held (``length``) and the chip drops that many.  A frame leaves once that
 many bytes wait or the chip has sent none for a while (:data:`RESULTS_FLUSH_CYCLES`).
 
 The chip keeps no timer: every timeout is the host's.  A host that hears nothing sends
@@ -150,6 +152,8 @@ ACK_FIELDS = (
 HOST_ACK_FIELDS = (
     Field("results_limit", 16, doc="the longest RESULTS payload the host wants, "
                                    "1..MAX_PAYLOAD"),
+    Field("length", 16, doc="the payload bytes of the acknowledged frame as the host "
+                            "received it"),
 )
 #: A ``RESULTS`` frame leaves with fewer than ``results_limit`` bytes once no data-out
 #: byte has come for this many cycles.

@@ -74,6 +74,8 @@ class LinkReceiver(wiring.Component):
     host_ack : Out(1)
         One cycle: the host acknowledged the chip's frame ``host_ack_seq``.
     host_ack_seq, request_seq : Out(8)
+    host_ack_length : Out(16)
+        The payload bytes of the acknowledged frame as the host received it.
     results_limit : Out(16)
         From the host's last ``ACK`` (:data:`MAX_PAYLOAD` after a reset).
     commands_credit, data_credit : Out(16)
@@ -105,6 +107,7 @@ class LinkReceiver(wiring.Component):
             "host_ack": Out(1),
             "host_ack_seq": Out(8),
             "request_seq": Out(8),
+            "host_ack_length": Out(16),
             "results_limit": Out(16, init=MAX_PAYLOAD),
             "commands_credit": Out(16),
             "data_credit": Out(16),
@@ -254,12 +257,14 @@ class LinkReceiver(wiring.Component):
                 m.next = "IDLE"
             with m.State("HOST_ACK"):
                 m.d.comb += self.payload.ready.eq(1)
-                limit = Signal(16)
-                m.d.comb += limit.eq(Cat(word[56:], byte))
+                fields = Signal(32)
+                limit, length = fields[:16], fields[16:]
+                m.d.comb += fields.eq(Cat(word[40:], byte))
                 with m.If(taken):
                     m.d.sync += [word.eq(Cat(word[8:], byte)), count.eq(count + 1)]
                     with m.If(last):
-                        m.d.comb += [self.host_ack.eq(1), self.host_ack_seq.eq(header.seq)]
+                        m.d.comb += [self.host_ack.eq(1), self.host_ack_seq.eq(header.seq),
+                                     self.host_ack_length.eq(length)]
                         with m.If((limit != 0) & (limit <= MAX_PAYLOAD)):
                             m.d.sync += self.results_limit.eq(limit)
                         m.next = "IDLE"

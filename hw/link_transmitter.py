@@ -53,7 +53,7 @@ class LinkTransmitter(wiring.Component):
         ``ACK``.
     ack, nak, status_request, host_ack : In(1)
     host_ack_seq, request_seq : In(8)
-    results_limit : In(16)
+    host_ack_length, results_limit : In(16)
         From :class:`hw.link_receiver.LinkReceiver`.
     retransmit : Out(1)
         One cycle for each ``RESULTS`` frame the host asked for again.
@@ -82,6 +82,7 @@ class LinkTransmitter(wiring.Component):
             "host_ack": In(1),
             "host_ack_seq": In(8),
             "request_seq": In(8),
+            "host_ack_length": In(16),
             "results_limit": In(16),
             "retransmit": Out(1),
             "idle": Out(1),
@@ -122,6 +123,7 @@ class LinkTransmitter(wiring.Component):
         sent = Signal()                 # it was sent and waits for its acknowledgement
         resend = Signal()               # the host asked for it again
         early = Signal()                # acknowledged while being sent again
+        early_length = Signal(range(MAX_PAYLOAD + 1))
         sending_results = Signal()
         limit = Signal(range(MAX_PAYLOAD + 1))
         m.d.comb += limit.eq(Mux(self.results_limit > MAX_PAYLOAD, MAX_PAYLOAD,
@@ -129,17 +131,23 @@ class LinkTransmitter(wiring.Component):
         waiting = Signal()
         m.d.comb += waiting.eq((hold_left != 0) | self.data_out.valid)
 
-        def complete():
-            m.d.sync += [start.eq(start + length), length.eq(0), sent.eq(0), resend.eq(0),
+        # The host's copy may be a longer first sending than the frame now (cut on
+        # resending): it says how many bytes it holds, all from ``start``.
+        acked_length = Signal(range(MAX_PAYLOAD + 1))
+        m.d.comb += acked_length.eq(Mux(self.host_ack_length > MAX_PAYLOAD, MAX_PAYLOAD,
+                                        self.host_ack_length))
+
+        def complete(acked):
+            m.d.sync += [start.eq(start + acked), length.eq(0), sent.eq(0), resend.eq(0),
                          seq.eq(seq + 1)]
 
         with m.If(self.host_ack):
             with m.If(sending_results):
                 with m.If(self.host_ack_seq == seq):
-                    m.d.sync += early.eq(1)
+                    m.d.sync += [early.eq(1), early_length.eq(acked_length)]
             with m.Elif(sent & (self.host_ack_seq == seq)):
-                complete()
-            with m.Elif(sent & (self.host_ack_seq == seq - 1)):
+                complete(acked_length)
+            with m.Elif(sent & (self.host_ack_seq == (seq - 1)[:8])):
                 m.d.sync += resend.eq(1)
                 m.d.comb += self.retransmit.eq(1)
 
@@ -203,6 +211,9 @@ class LinkTransmitter(wiring.Component):
                                  early.eq(0)]
                     with m.If(length == 0):
                         m.d.sync += [length.eq(frame_length), header.length.eq(frame_length)]
+                    with m.Elif(length > limit):
+                        # Sent again, cut to the host's limit now.
+                        m.d.sync += [length.eq(limit), header.length.eq(limit)]
                     with m.Else():
                         m.d.sync += header.length.eq(length)
                     m.next = "RESULTS_HEADER"
@@ -235,8 +246,10 @@ class LinkTransmitter(wiring.Component):
                         m.d.sync += [shown.eq(1), index.eq(index + 1)]
                     with m.Else():
                         m.d.sync += [shown.eq(0), sent.eq(1), resend.eq(0)]
-                        with m.If(early | self.host_ack & (self.host_ack_seq == seq)):
-                            complete()
+                        with m.If(self.host_ack & (self.host_ack_seq == seq)):
+                            complete(acked_length)
+                        with m.Elif(early):
+                            complete(early_length)
                         m.next = "IDLE"
 
         m.d.comb += self.idle.eq(~ack_owed & ~status_owed & ~results_due & ~waiting

@@ -173,6 +173,7 @@ class SerialLink(wiring.Component):
             transmitter.host_ack.eq(receiver.host_ack),
             transmitter.host_ack_seq.eq(receiver.host_ack_seq),
             transmitter.request_seq.eq(receiver.request_seq),
+            transmitter.host_ack_length.eq(receiver.host_ack_length),
             transmitter.results_limit.eq(receiver.results_limit),
         ]
 

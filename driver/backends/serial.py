@@ -42,7 +42,9 @@ __all__ = ["SerialBackend", "LinkError", "MIN_PAYLOAD", "LINK_COUNTERS"]
 
 #: The smallest frame payload the backend shrinks to.
 MIN_PAYLOAD = 32
-#: Frames sent and not yet acknowledged, at most.
+#: Frames sent and not yet acknowledged, at most.  A lost frame costs every frame sent
+#: after it (the chip takes frames in order only), so the window halves at each
+#: retransmission and grows by one frame per window of frames acknowledged in a row.
 WINDOW = 16
 _COMMAND_BYTES = COMMAND_WIDTH // 8
 _GROW_AFTER = 32
@@ -121,6 +123,8 @@ class SerialBackend(Backend):
         self.max_payload = max_payload
         self._payload = max_payload
         self._streak = 0
+        self._window = WINDOW
+        self._window_acks = 0
         serial = _serial_module()
         try:
             self._serial = serial.serial_for_url(port, baudrate=baudrate, timeout=0,
@@ -192,6 +196,7 @@ class SerialBackend(Backend):
                 self._results += frame.payload
                 self.link_stats["payload_received"] += len(frame.payload)
                 self._last_results = time.monotonic()
+                self._last_length = len(frame.payload)
                 self._write(FrameType.ACK, frame.seq, self._host_ack())
                 self._results_seq = (self._results_seq + 1) % SEQUENCE_MODULUS
             else:
@@ -205,7 +210,8 @@ class SerialBackend(Backend):
             self.link_stats["unexpected_frames"] += 1
 
     def _host_ack(self):
-        return pack_fields(HOST_ACK_FIELDS, {"results_limit": self._payload})
+        return pack_fields(HOST_ACK_FIELDS, {"results_limit": self._payload,
+                                             "length": self._last_length})
 
     # -- host frames -----------------------------------------------------------------
 
@@ -224,6 +230,7 @@ class SerialBackend(Backend):
         now = time.monotonic()
         position = next((i for i, sent in enumerate(self._unacked) if sent.seq == seq), None)
         if position is not None:
+            self._in_flight = max(0, self._in_flight - position - 1)
             for _ in range(position + 1):
                 sent = self._unacked.popleft()
                 if sent.sends == 1:
@@ -234,6 +241,10 @@ class SerialBackend(Backend):
                         self._rttvar = 0.75 * self._rttvar + 0.25 * abs(self._srtt - sample)
                         self._srtt = 0.875 * self._srtt + 0.125 * sample
                     self._streak += 1
+                    self._window_acks += 1
+                    if self._window_acks >= self._window and self._window < WINDOW:
+                        self._window += 1
+                        self._window_acks = 0
                     if self._streak >= _GROW_AFTER and self._payload < self.max_payload:
                         self._payload = min(self.max_payload, 2 * self._payload)
                         self._streak = 0
@@ -247,27 +258,39 @@ class SerialBackend(Backend):
                 self._resend("nak")
 
     def _rto(self):
-        """The retransmission timeout: ``srtt + 4 rttvar`` (RFC 6298), 50 ms to 2 s."""
+        """The retransmission timeout: ``srtt + 4 rttvar`` (RFC 6298), 20 ms to 2 s."""
         if self._srtt is None:
             return 0.5
-        return min(2.0, max(0.05, self._srtt + 4 * self._rttvar))
+        return min(2.0, max(0.02, self._srtt + 4 * self._rttvar))
 
     def _resend(self, why):
-        """Send every unacknowledged frame again (go back N) and shrink the frames."""
-        now = time.monotonic()
+        """Go back N: every unacknowledged frame is to be sent again (as the window
+        allows, by :meth:`_send_again`); the window and the frames shrink."""
         self.link_stats[f"retransmissions_{why}"] += 1
         self._streak = 0
         self._payload = max(MIN_PAYLOAD, self._payload // 2)
-        for sent in self._unacked:
+        self._window = max(1, self._window // 2)
+        self._window_acks = 0
+        self._in_flight = 0
+        self._send_again()
+
+    def _send_again(self):
+        """Send again the unacknowledged frames after the ones in flight, as the window
+        allows."""
+        now = time.monotonic()
+        while self._in_flight < min(len(self._unacked), self._window):
+            sent = self._unacked[self._in_flight]
             self._write(sent.type, sent.seq, sent.payload)
             self.link_stats["frames_resent"] += 1
             sent.sent, sent.sends = now, sent.sends + 1
+            self._in_flight += 1
 
     def _send_new(self, type, payload):
         sent = _Sent(self._next_seq, type, payload)
         self._next_seq = (self._next_seq + 1) % SEQUENCE_MODULUS
         self._credit[type] -= len(payload)
         self._unacked.append(sent)
+        self._in_flight += 1
         self._write(type, sent.seq, payload)
         sent.sent, sent.sends = time.monotonic(), 1
 
@@ -295,10 +318,12 @@ class SerialBackend(Backend):
             pass
         self._decoder = FrameDecoder()
         self._unacked = collections.deque()
+        self._in_flight = 0     # unacknowledged frames sent since the last go-back
         self._credit = {FrameType.COMMANDS: 0, FrameType.DATA: 0}
         self._acked = 0
         self._next_seq = 1
         self._results_seq = 0
+        self._last_length = 0
         self._results = bytearray()
         self._last_heard = time.monotonic()
         self._status = None
@@ -347,10 +372,13 @@ class SerialBackend(Backend):
         self._last_heard = time.monotonic()
         done = None
         while done is None:
-            # Send what the window and the credits allow, command words first.
+            # Send what the window and the credits allow: frames to send again first,
+            # then new ones, command words before data.
+            self._send_again()
             for type in (FrameType.COMMANDS, FrameType.DATA):
                 raw, offset = pending[type]
-                while offset < len(raw) and len(self._unacked) < WINDOW:
+                while (offset < len(raw) and len(self._unacked) < self._window
+                       and self._in_flight == len(self._unacked)):
                     size = self._chunk(type, len(raw) - offset)
                     if size > self._credit[type]:
                         break
@@ -368,7 +396,11 @@ class SerialBackend(Backend):
                 # Nothing in flight: ask how far the chip is (for credit, or for the end).
                 if (self._status is not None and self._status[1]["results_pending"]
                         and now - self._last_results > self._rto()):
-                    # A RESULTS frame or the host's ACK of it was lost: ask for it again.
+                    # A RESULTS frame or the host's ACK of it was lost: ask for it again,
+                    # shorter.
+                    self.link_stats["results_asked_again"] += 1
+                    self._payload = max(MIN_PAYLOAD, self._payload // 2)
+                    self._streak = 0
                     self._write(FrameType.ACK, (self._results_seq - 1) % SEQUENCE_MODULUS,
                                 self._host_ack())
                     self._last_results = now
