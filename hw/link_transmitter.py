@@ -205,7 +205,9 @@ class LinkTransmitter(wiring.Component):
                         header.length.eq(STATUS_BYTES),
                     ]
                     m.next = "STATUS_HEADER"
-                with m.Elif(results_due):
+                with m.Elif(results_due & ~self.host_ack):
+                    # (Not while an acknowledgement moves the frame: it is chosen once the
+                    # frame is settled, so its header and its payload agree.)
                     frame_length = Mux(count > limit, limit, count)
                     m.d.sync += [header.type.eq(FrameType.RESULTS), header.seq.eq(seq),
                                  early.eq(0)]

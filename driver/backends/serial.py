@@ -164,6 +164,7 @@ class SerialBackend(Backend):
         self.link_stats["bytes_sent"] += len(raw)
         if type in (FrameType.COMMANDS, FrameType.DATA):
             self.link_stats["payload_sent"] += len(payload)
+            self.link_stats[f"{type.name.lower()}_bytes"] += len(payload)
 
     def _read(self, wait):
         """Take what the line has (waiting up to ``wait`` seconds for a first byte) and
@@ -205,6 +206,8 @@ class SerialBackend(Backend):
             if self._request is not None and frame.seq == self._request[0]:
                 self._status = (time.monotonic(), unpack_fields(STATUS_FIELDS, frame.payload))
                 self._request = None
+                if self._sync is not None and frame.seq == self._sync:
+                    self._resync(self._status[1])
                 self._credit_from(self._status[1], self._acked)
         else:
             self.link_stats["unexpected_frames"] += 1
@@ -249,10 +252,11 @@ class SerialBackend(Backend):
                         self._payload = min(self.max_payload, 2 * self._payload)
                         self._streak = 0
             self._acked = seq
+            self._progress = now
         elif seq != self._acked:
             return  # an old acknowledgement
         self._credit_from(values, seq)
-        if values["nak"] and self._unacked:
+        if values["nak"] and self._unacked and self._sync is None:
             base = self._unacked[0]
             if now - base.sent > self._rto() / 2:
                 self._resend("nak")
@@ -273,6 +277,48 @@ class SerialBackend(Backend):
         self._window_acks = 0
         self._in_flight = 0
         self._send_again()
+
+    def _timed_out(self):
+        """No acknowledgement in time: stop sending and ask where the chip is.
+
+        The answer to a ``STATUS`` request sent after the last frame says exactly which
+        frames the chip took (``expected``); the others never will be taken, so they are
+        cut again to the shrunk frame size, numbered from ``expected`` and sent again
+        (:meth:`_resync`).  (After a ``nak`` they are sent again as they are: copies of
+        them may still be on the line.)
+        """
+        self.link_stats["retransmissions_timeout"] += 1
+        self._streak = 0
+        self._payload = max(MIN_PAYLOAD, self._payload // 2)
+        self._window = max(1, self._window // 2)
+        self._window_acks = 0
+        self._ask_status()
+        self._sync = self._request[0]
+
+    def _resync(self, values):
+        """Renumber and cut again the frames the chip has not taken (see
+        :meth:`_timed_out`)."""
+        expected = values["expected"]
+        while self._unacked and 0 < (expected - self._unacked[0].seq) % SEQUENCE_MODULUS \
+                <= SEQUENCE_MODULUS // 2:
+            self._unacked.popleft()
+        self._acked = (expected - 1) % SEQUENCE_MODULUS
+        self._progress = time.monotonic()
+        frames = collections.deque()
+        seq = expected
+        for old in self._unacked:
+            size = self._chunk(old.type, len(old.payload)) if old.payload else 0
+            pieces = [old.payload[i:i + size] for i in range(0, len(old.payload), size)] \
+                if old.payload else [b""]
+            for piece in pieces:
+                sent = _Sent(seq, old.type, piece)
+                sent.sends = old.sends      # no RTT sample from a frame sent before
+                frames.append(sent)
+                seq = (seq + 1) % SEQUENCE_MODULUS
+        self._unacked = frames
+        self._next_seq = seq
+        self._in_flight = 0
+        self._sync = None
 
     def _send_again(self):
         """Send again the unacknowledged frames after the ones in flight, as the window
@@ -319,6 +365,8 @@ class SerialBackend(Backend):
         self._decoder = FrameDecoder()
         self._unacked = collections.deque()
         self._in_flight = 0     # unacknowledged frames sent since the last go-back
+        self._sync = None       # the STATUS request after a timeout, awaiting its answer
+        self._progress = 0.0    # when an acknowledgement last took frames off
         self._credit = {FrameType.COMMANDS: 0, FrameType.DATA: 0}
         self._acked = 0
         self._next_seq = 1
@@ -374,8 +422,9 @@ class SerialBackend(Backend):
         while done is None:
             # Send what the window and the credits allow: frames to send again first,
             # then new ones, command words before data.
-            self._send_again()
-            for type in (FrameType.COMMANDS, FrameType.DATA):
+            if self._sync is None:
+                self._send_again()
+            for type in () if self._sync is not None else (FrameType.COMMANDS, FrameType.DATA):
                 raw, offset = pending[type]
                 while (offset < len(raw) and len(self._unacked) < self._window
                        and self._in_flight == len(self._unacked)):
@@ -386,8 +435,13 @@ class SerialBackend(Backend):
                     offset += size
                 pending[type][1] = offset
             now = time.monotonic()
-            if self._unacked and now - self._unacked[0].sent > self._rto():
-                self._resend("timeout")
+            # Timed out: nothing acknowledged for an RTO since the oldest frame left.
+            if self._sync is not None:
+                if now - self._request[1] > self._rto():
+                    self._ask_status()
+                    self._sync = self._request[0]
+            elif self._unacked and now - max(self._unacked[0].sent, self._progress) > self._rto():
+                self._timed_out()
             sending = any(offset < len(raw) for raw, offset in pending.values())
             if not self._unacked and (self._request is None
                                       or now - self._request[1] > self._rto()):
