@@ -75,8 +75,9 @@ before it (the host lacks it) sends it again (a *retransmission*, counted).  A f
 holds at most ``results_limit`` bytes (the host's last ``ACK``; :data:`MAX_PAYLOAD`
 after a reset): a host on a noisy line asks for short frames, and a frame sent again is
 cut to the limit then.  Every copy of a frame starts at the same byte, so the host's
-``ACK`` says how many bytes its copy held (``length``) and the chip drops that many.  A frame leaves once that
-many bytes wait or the chip has sent none for a while (:data:`RESULTS_FLUSH_CYCLES`).
+``ACK`` says how many bytes its copy held (``length``) and the chip drops that many.  A
+frame leaves once ``results_limit`` bytes wait or the chip has sent none for a while
+(:data:`RESULTS_FLUSH_CYCLES`).
 
 The chip keeps no timer: every timeout is the host's.  A host that hears nothing sends
 again what it has not seen acknowledged (its own frames from the first unacknowledged

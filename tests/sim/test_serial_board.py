@@ -174,8 +174,9 @@ def test_fault_proxy_wrong():
 
 def test_frames_the_proxy_breaks_are_counted():
     # The proxy's own accounting on a known stream, without a board.
-    from sim.fault_proxy import _Direction
     import random
+
+    from sim.fault_proxy import _Direction
     direction = _Direction(random.Random(0), flip_rate=0.0, drop_rate=0.0, duplicate_rate=0.5)
     frames = [encode_frame(FrameType.DATA, i, bytes([i]) * 10) for i in range(40)]
     out = direction.process(b"".join(frames))
