@@ -443,6 +443,9 @@ class SerialBackend(Backend):
             elif self._unacked and now - max(self._unacked[0].sent, self._progress) > self._rto():
                 self._timed_out()
             sending = any(offset < len(raw) for raw, offset in pending.values())
+            # Every command word sent and acknowledged: the status can say the run is over
+            # (data-in not sent yet may be data the commands never take).
+            commands_sent = pending[FrameType.COMMANDS][1] == len(pending[FrameType.COMMANDS][0])
             if not self._unacked and (self._request is None
                                       or now - self._request[1] > self._rto()):
                 if self._request is not None:
@@ -459,21 +462,25 @@ class SerialBackend(Backend):
                                 self._host_ack())
                     self._last_results = now
                 self._ask_status()
-                asked_at = now if not sending else float("inf")
+                asked_at = now if commands_sent else float("inf")
             self._read(0.002 if self._unacked or sending else 0.001)
             if self._unacked or self._request is not None:
                 self._check_heard("running a program" if sending or self._unacked
                                   else "waiting for the chip to finish")
-            if self._status is not None and not sending and not self._unacked \
+            if self._status is not None and commands_sent and not self._unacked \
                     and self._status[0] >= asked_at:
                 values = self._status[1]
                 if (values["executed"] == target and not values["busy"]
                         and not values["results_waiting"] and not values["results_pending"]):
-                    if values["data_credit"] == self._full_data_credit:
+                    raw, offset = pending[FrameType.DATA]
+                    if values["data_credit"] == self._full_data_credit and offset == len(raw):
                         done = values
                         break
-                    # Data-in the commands left unused: dropped, as the simulators do.
-                    self._unused = self._full_data_credit - values["data_credit"]
+                    # Data-in the commands left unused, in the link and not sent yet:
+                    # dropped, as the simulators drop it.
+                    self._unused += self._full_data_credit - values["data_credit"] \
+                        + len(raw) - offset
+                    pending[FrameType.DATA][1] = len(raw)
                     self._send_new(FrameType.FLUSH, b"")
                     asked_at = float("inf")
                     continue
