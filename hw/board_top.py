@@ -92,7 +92,8 @@ class BoardTop(Elaboratable):
 
         m.submodules.chip = chip = self.chip
         if self.serial:
-            uart = platform.request(*self.uart, dir={"rx": "-", "tx": "-"})
+            pins = platform.lookup(*self.uart)
+            uart = platform.request(*self.uart, dir={pin.name: "-" for pin in pins.ios})
             m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)
             m.submodules.uart_tx = tx = io.Buffer("o", uart.tx)
             m.d.comb += [chip.rx.eq(rx.i), tx.o.eq(chip.tx)]

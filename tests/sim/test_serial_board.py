@@ -183,3 +183,24 @@ def test_frames_the_proxy_breaks_are_counted():
     assert direction.counts["frames"] == 40
     assert len(out) == (40 + direction.counts["duplicated"]) * len(frames[0])
     assert 0 < direction.counts["duplicated"] < 40
+
+
+def test_digits_mlp_through_faults_equals_the_framework(board):
+    """The digits example's MLP over the serial backend, through 1 % of broken bytes each
+    way: every output byte of the images run equals PyTorch's and onnxruntime's (and so
+    the golden model's, which equals both on all 1797: tests/driver/test_cli.py)."""
+    pytest.importorskip("sklearn")
+    pytest.importorskip("torch")
+    from examples.digits.run import main as digits
+    target = ("127.0.0.1", board.port)
+    with FaultProxy(target=target, flip_rate=0.005, drop_rate=0.005, duplicate_rate=0.01,
+                    seed=7) as proxy:
+        result = digits("serial", config=CONFIG, echo=lambda line: None, images=8,
+                        options={"port": proxy.url, "timeout": 10})
+        counts = proxy.counts
+    assert result["images"] == 8
+    assert result["torch_equal"] == result["onnx_equal"] == 8
+    link = result["link"]
+    assert counts["to_chip"]["dropped"] + counts["to_chip"]["flipped"] > 0
+    assert link.get("frames_resent", 0) + link.get("results_asked_again", 0) > 0
+    assert result["torch_stats"].cycles_measured and result["torch_stats"].cycles > 0
