@@ -118,9 +118,6 @@ def _print_table(console, title, rows):
 
 def _cmd_run(args, console):
     import driver
-    _check_output(args.output)
-    network = driver.load_onnx(args.model)
-    x_q = model_input(network, load_input(args.input))
     options = {"trace": args.trace} if args.trace is not None else {}
     if args.backend == "serial":
         if args.port is None:
@@ -131,6 +128,9 @@ def _cmd_run(args, console):
             options["baudrate"] = args.baudrate
     elif args.port is not None or args.baudrate is not None:
         raise ValueError(f"--port and --baudrate are for --backend serial, not {args.backend}")
+    _check_output(args.output)
+    network = driver.load_onnx(args.model)
+    x_q = model_input(network, load_input(args.input))
     rows = args.rows_per_call or max(1, min(len(x_q), 256))
     started = time.perf_counter()
     with driver.open(args.backend, config=args.config, **options) as npu:

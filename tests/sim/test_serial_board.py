@@ -204,3 +204,13 @@ def test_digits_mlp_through_faults_equals_the_framework(board):
     assert counts["to_chip"]["dropped"] + counts["to_chip"]["flipped"] > 0
     assert link.get("frames_resent", 0) + link.get("results_asked_again", 0) > 0
     assert result["torch_stats"].cycles_measured and result["torch_stats"].cycles > 0
+
+
+def test_cli_serial_wrong(tmp_path, capsys):
+    from driver.cli import main
+    args = ["run", "model.onnx", "--input", "x.npy", "--output", str(tmp_path / "y.npy")]
+    assert main(args + ["--backend", "serial"]) == 1
+    assert "--backend serial needs --port" in capsys.readouterr().err
+    assert main(args + ["--backend", "golden", "--port", "/dev/ttyUSB0"]) == 1
+    assert "--port and --baudrate are for --backend serial, not golden" \
+        in capsys.readouterr().err
