@@ -143,7 +143,8 @@ def _backend_class(name):
 
 
 def open_backend(name, *, config=None, **options):
-    """Open the backend called ``name`` ("golden", "verilator", "icarus", "amaranth").
+    """Open the backend called ``name`` ("golden", "verilator", "icarus", "amaranth",
+    "serial").
 
     Raises
     ------
