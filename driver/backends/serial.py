@@ -46,6 +46,8 @@ MIN_PAYLOAD = 32
 #: after it (the chip takes frames in order only), so the window halves at each
 #: retransmission and grows by one frame per window of frames acknowledged in a row.
 WINDOW = 16
+#: Seconds a read waits for a first byte when the host has nothing else to do.
+READ_WAIT = 0.002
 _COMMAND_BYTES = COMMAND_WIDTH // 8
 _GROW_AFTER = 32
 #: The chip's counters of the status record (:data:`hw.link_protocol.LINK_STATUS_FIELDS`).
@@ -127,7 +129,7 @@ class SerialBackend(Backend):
         self._window_acks = 0
         serial = _serial_module()
         try:
-            self._serial = serial.serial_for_url(port, baudrate=baudrate, timeout=0,
+            self._serial = serial.serial_for_url(port, baudrate=baudrate, timeout=READ_WAIT,
                                                  write_timeout=self.timeout)
         except (serial.SerialException, ValueError, OSError) as exc:
             raise LinkError(f"cannot open serial port {port!r}: {exc}") from exc
@@ -167,14 +169,14 @@ class SerialBackend(Backend):
             self.link_stats[f"{type.name.lower()}_bytes"] += len(payload)
 
     def _read(self, wait):
-        """Take what the line has (waiting up to ``wait`` seconds for a first byte) and
-        act on every frame in it."""
+        """Take what the line has (waiting up to ``wait`` seconds, at most
+        :data:`READ_WAIT`, for a first byte) and act on every frame in it."""
         try:
             waiting = self._serial.in_waiting
             if not waiting and wait > 0:
-                self._serial.timeout = wait
+                # The port's read timeout stays READ_WAIT: setting it reconfigures a
+                # real port (a tcsetattr) every time.
                 raw = self._serial.read(1)
-                self._serial.timeout = 0
                 waiting = self._serial.in_waiting
                 raw += self._serial.read(waiting) if waiting else b""
             else:
