@@ -11,7 +11,7 @@ JOBS     ?= auto
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all demo demo-gemm test fuzz verilog synth bitstream lint bench bench-fpga clean distclean
+.PHONY: all demo demo-serial-sim demo-gemm test fuzz verilog synth bitstream lint bench bench-fpga clean distclean
 
 all: test
 
@@ -34,9 +34,23 @@ cxx-installed:
 
 .PHONY: iverilog-installed cxx-installed
 
+# make demo: both examples on the Verilator-simulated chip.  make demo BACKEND=serial
+# PORT=/dev/ttyUSB0: the digits MLP on a board loaded with `make bitstream LINK=serial`.
+# make demo-serial-sim: the digits MLP over the serial backend on the simulated board.
+BACKEND  ?= verilator
+PORT     ?=
 demo: $(STAMP) cxx-installed
-	$(PY) -m examples.digits.run --backend verilator --config "$(CONFIG)"
-	$(PY) -m examples.digits_cnn.run --backend verilator --config "$(CONFIG)"
+ifeq ($(BACKEND),serial)
+	$(PY) -m examples.digits.run --backend serial --port "$(PORT)" --config "$(CONFIG)"
+else
+	$(PY) -m examples.digits.run --backend $(BACKEND) --config "$(CONFIG)"
+	$(PY) -m examples.digits_cnn.run --backend $(BACKEND) --config "$(CONFIG)"
+endif
+
+# FAULTS=0.01: that share of the bytes each way flipped or dropped (half each).
+FAULTS   ?= 0
+demo-serial-sim: $(STAMP) cxx-installed
+	$(PY) -m examples.digits.serial_sim --config "$(CONFIG)" --faults $(FAULTS)
 
 demo-gemm: $(STAMP)
 	$(PY) -m examples.gemm.run --config "$(CONFIG)"
@@ -65,12 +79,13 @@ $(FPGA_STAMP): $(STAMP) pyproject.toml
 synth: $(FPGA_STAMP)
 	$(PY) -m hw.fpga $(COMPONENT) --config "$(CONFIG)" $(if $(PNR),--pnr)
 
-# A board's self-test bitstream and build/<board>/report.md:
-# make bitstream BOARD=ulx3s|icebreaker [CONFIG=rows=4,cols=4] [FREQ=40]
+# A board's bitstream and build/<board>/report.md:
+# make bitstream BOARD=ulx3s|icebreaker [CONFIG=rows=4,cols=4] [FREQ=40] [LINK=serial]
 BOARD    ?= ulx3s
 FREQ     ?=
+LINK     ?= self-test
 bitstream: $(FPGA_STAMP)
-	$(PY) -m boards $(BOARD) $(if $(CONFIG),--config "$(CONFIG)") $(if $(FREQ),--freq $(FREQ))
+	$(PY) -m boards $(BOARD) $(if $(CONFIG),--config "$(CONFIG)") $(if $(FREQ),--freq $(FREQ)) --link $(LINK)
 
 lint: $(STAMP)
 	$(PY) -m ruff check hw sim driver boards tests examples bench

@@ -1,8 +1,10 @@
-"""``python -m boards BOARD`` — build a board's self-test bitstream and its report.
+"""``python -m boards BOARD`` — build a board's bitstream (the self-test, or the serial
+link for the serial backend) and its report.
 
 Example::
 
     python -m boards ulx3s --config rows=4,cols=4 --freq 40 --output build/ulx3s
+    python -m boards icebreaker --link serial
 """
 
 import argparse
@@ -12,7 +14,7 @@ from pathlib import Path
 from hw.generate import config_argument
 
 from . import BOARDS
-from .build import build_bitstream
+from .build import LINKS, build_bitstream
 
 
 def main(argv=None):
@@ -24,12 +26,14 @@ def main(argv=None):
     parser.add_argument("--output", type=Path, default=None,
                         help="build folder (default build/<board>)")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr's placement seed")
+    parser.add_argument("--link", choices=LINKS, default="self-test",
+                        help="the host link: the self-test (default) or the serial link")
     args = parser.parse_args(argv)
     board = BOARDS[args.board]
     config = args.config or None
     try:
         report = build_bitstream(board, config=config, frequency_mhz=args.freq,
-                                 output=args.output, seed=args.seed,
+                                 output=args.output, seed=args.seed, link=args.link,
                                  log=lambda line: print(line, file=sys.stderr))
     except ValueError as exc:
         parser.error(str(exc))

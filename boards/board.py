@@ -8,7 +8,10 @@ from hw.config import NpuConfig
 from hw.fpga import Device
 from hw.pll import PllLimits
 
-__all__ = ["Board"]
+__all__ = ["Board", "SERIAL_BAUD"]
+
+#: The serial link's baud rate on every board (FT231X and FT2232H both make 3 Mbaud).
+SERIAL_BAUD = 3_000_000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,6 +53,13 @@ class Board:
     synthesis_bounds : dict of str to (int, int)
         Cells by yosys type that the default configuration's top must stay within (the
         test suite's synthesis check), with headroom for the work in progress.
+    uart : (str, int)
+        The UART resource wired to the board's USB serial converter (the serial link).
+    uart_chip : str
+        That converter, and which of its ports the host opens.
+    serial_mhz : float
+        The clock the serial link's bitstream runs at: a multiple of 3 MHz, so that 3
+        Mbaud divides it exactly (:data:`SERIAL_BAUD`).
     load : tuple of str
         Commands that load the bitstream onto the board (``{bitstream}``: its path).
     bitstream : str
@@ -71,6 +81,9 @@ class Board:
     largest_config: NpuConfig | None
     fits: str
     synthesis_bounds: dict = field(default_factory=dict)
+    uart: tuple = ("uart", 0)
+    uart_chip: str = ""
+    serial_mhz: float = 0.0
     load: tuple = ()
     bitstream: str = "top.bit"
 
@@ -78,6 +91,8 @@ class Board:
         self.pll.check_input(self.clock_mhz)
         if self.default_mhz != self.clock_mhz:
             self.pll.check_output(self.default_mhz)
+        if self.serial_mhz and self.serial_mhz != self.clock_mhz:
+            self.pll.check_output(self.serial_mhz)
         if self.pll.family != self.device.family:
             raise ValueError(f"{self.name}: a {self.pll.family} PLL on a "
                              f"{self.device.family} part")

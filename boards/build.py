@@ -19,12 +19,14 @@ from hw.config import check_config
 from hw.fpga import count_cells, read_nextpnr_report, tool_command
 from hw.pll import pll_settings
 from hw.self_test import SelfTest
+from hw.serial_link import SerialLink
+from hw.uart import uart_divisor
 
-from .board import Board
+from .board import SERIAL_BAUD, Board
 from .report import write_report
 from .self_test_program import self_test_program
 
-__all__ = ["TOOL_PACKAGES", "STEPS", "BuildFailed", "build_bitstream", "tool_versions",
+__all__ = ["TOOL_PACKAGES", "STEPS", "LINKS", "BuildFailed", "build_bitstream", "tool_versions",
            "device_utilisation", "peak_gops"]
 
 #: The Python packages whose versions a report lists.
@@ -87,9 +89,18 @@ def _run_step(argv, *, cwd, log):
     return result.returncode, time.monotonic() - start
 
 
+#: The host links a bitstream can carry (``link=`` of :func:`build_bitstream`).
+LINKS = ("self-test", "serial")
+
+
 def build_bitstream(board, *, config=None, frequency_mhz=None, output=None, seed=1,
-                    place=True, pack=True, log=print):
-    """Build ``board``'s self-test bitstream for ``config``; write and return its report.
+                    place=True, pack=True, log=print, link="self-test"):
+    """Build ``board``'s bitstream for ``config``; write and return its report.
+
+    ``link`` is ``"self-test"`` (:class:`hw.self_test.SelfTest`: the chip checks itself)
+    or ``"serial"`` (:class:`hw.serial_link.SerialLink` on the board's UART at
+    :data:`~boards.board.SERIAL_BAUD`, clocked at the board's ``serial_mhz`` unless
+    ``frequency_mhz`` says otherwise: the serial backend's bitstream).
 
     Parameters
     ----------
@@ -124,8 +135,11 @@ def build_bitstream(board, *, config=None, frequency_mhz=None, output=None, seed
     """
     if not isinstance(board, Board):
         raise TypeError(f"board must be a Board, not {board!r}")
+    if link not in LINKS:
+        raise ValueError(f"link must be one of {', '.join(LINKS)}, not {link!r}")
     config = board.default_config if config is None else check_config(config)
-    frequency_mhz = board.default_mhz if frequency_mhz is None else frequency_mhz
+    if frequency_mhz is None:
+        frequency_mhz = board.serial_mhz if link == "serial" else board.default_mhz
     pll = pll_settings(board.device.family, input_mhz=board.clock_mhz,
                        output_mhz=frequency_mhz)
     output = Path("build") / board.name if output is None else Path(output)
@@ -144,16 +158,26 @@ def build_bitstream(board, *, config=None, frequency_mhz=None, output=None, seed
               "load": [command.format(bitstream=output / board.bitstream)
                        for command in board.load]}
 
-    start = time.monotonic()
-    program = self_test_program(config)
-    seconds["self-test program"] = round(time.monotonic() - start, 1)
-    report["self_test"] = program.describe()
-    log(f"{board.name}: {config}, {pll.output_mhz:g} MHz; self-test: {program.describe()}")
-
-    start = time.monotonic()
-    link = SelfTest(config=config, commands=program.commands, data_in=program.data_in,
-                    expected=program.expected, stall_every=SELF_TEST_STALL_EVERY)
-    top = BoardTop(link=link, pll=pll, clock=board.clock, reset=board.reset, leds=board.leds)
+    report["link"] = link
+    if link == "serial":
+        divisor = uart_divisor(clk_frequency=pll.output_mhz * 1e6, baud_rate=SERIAL_BAUD)
+        report["serial"] = {"baud": SERIAL_BAUD, "divisor": divisor, "uart": board.uart_chip}
+        log(f"{board.name}: {config}, {pll.output_mhz:g} MHz; serial link at {SERIAL_BAUD} "
+            f"baud (divisor {divisor}) on the {board.uart_chip}")
+        start = time.monotonic()
+        host_link = SerialLink(config=config, divisor=divisor)
+    else:
+        start = time.monotonic()
+        program = self_test_program(config)
+        seconds["self-test program"] = round(time.monotonic() - start, 1)
+        report["self_test"] = program.describe()
+        log(f"{board.name}: {config}, {pll.output_mhz:g} MHz; self-test: {program.describe()}")
+        start = time.monotonic()
+        host_link = SelfTest(config=config, commands=program.commands,
+                             data_in=program.data_in, expected=program.expected,
+                             stall_every=SELF_TEST_STALL_EVERY)
+    top = BoardTop(link=host_link, pll=pll, clock=board.clock, reset=board.reset,
+                   leds=board.leds, uart=board.uart)
     plan = board.make_platform().prepare(
         top, name="top",
         synth_opts=" ".join(board.device.synth_options),

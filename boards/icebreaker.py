@@ -33,6 +33,9 @@ BOARD = Board(
                              data_bytes=1),
     fits="3x1 with 1-byte streams fits (8 of 8 SB_MAC16, about 71 % of the logic cells); "
          "4x1 needs 9 SB_MAC16 and a second column four more (its requantizer lane)",
+    uart=("uart", 0),         # FT2232H channel B: FPGA rx pin 6, tx pin 9
+    uart_chip="FT2232H channel B, the second of its two ports (/dev/ttyUSB1 on Linux)",
+    serial_mhz=12.0,          # the oscillator: 3 Mbaud at divisor 4
     load=("openFPGALoader -b ice40_generic {bitstream}", "iceprog {bitstream}"),
     bitstream="top.bin",
 )

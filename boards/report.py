@@ -57,7 +57,10 @@ def summary_markdown(report):
     """``report.md``: what was built, what it used, how fast it runs, how long it took."""
     lines = [f"# {report['title']}: {report['config_text']}", "",
              f"{report['date']}, commit {report['commit'] or 'unknown'}. "
-             f"Self-test: {report.get('self_test', '')}.", "",
+             + (f"Serial link: {report['serial']['baud']:,} baud, divisor "
+                f"{report['serial']['divisor']}, on the {report['serial']['uart']}."
+                if report.get("link") == "serial"
+                else f"Self-test: {report.get('self_test', '')}."), "",
              f"Outcome: {_outcome(report)}."]
     if report.get("fits") is False:
         lines += ["", f"The design needs more than the part has. On this board: "

@@ -39,6 +39,12 @@ BOARD = Board(
         "DP16KD": (4, 208),
         "EHXPLLL": (1, 1),
     },
+    uart=("uart", 0),         # FT231X: FPGA rx M1, tx L4; the host opens /dev/ttyUSB0
+    uart_chip="FT231X (the US1 USB port), /dev/ttyUSB0 on Linux",
+    # 25 MHz is 4.2 % off any whole divisor of 3 Mbaud.  The EHXPLLL cannot make 48 MHz
+    # from 25 within 1 % (46.88 or 50); it makes 30 MHz exactly: divisor 10 (45 MHz and
+    # divisor 15 too, with less timing margin for the 8x8 array).
+    serial_mhz=30.0,
     load=("openFPGALoader -b ulx3s {bitstream}",),
     bitstream="top.bit",
 )

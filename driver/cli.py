@@ -7,6 +7,7 @@ input or output is uint8/int8/int32.
 ::
 
     npu run MODEL.onnx --input X.npy --output Y.npy [--backend golden|verilator|icarus|amaranth]
+    npu run MODEL.onnx --input X.npy --output Y.npy --backend serial --port /dev/ttyUSB0
     npu disasm MODEL.onnx [--batch N]
     npu info
 """
@@ -54,7 +55,11 @@ def _parser():
     run.add_argument("--output", required=True,
                      help=".npy output to write, of the model's output type")
     run.add_argument("--backend", default="golden",
-                     help="golden, verilator, icarus or amaranth (default: golden)")
+                     help="golden, verilator, icarus, amaranth or serial (default: golden)")
+    run.add_argument("--port", help="serial backend: the board's serial device "
+                                    "(/dev/ttyUSB0) or a pyserial URL (socket://host:port)")
+    run.add_argument("--baudrate", type=_positive, default=None,
+                     help="serial backend: the line's baud rate (default 3000000)")
     config_argument(run)
     run.add_argument("--trace", metavar="FILE",
                      help="write a waveform (.fst or .vcd) from an RTL backend")
@@ -113,10 +118,19 @@ def _print_table(console, title, rows):
 
 def _cmd_run(args, console):
     import driver
+    options = {"trace": args.trace} if args.trace is not None else {}
+    if args.backend == "serial":
+        if args.port is None:
+            raise ValueError("--backend serial needs --port (the board's serial device, "
+                             "e.g. /dev/ttyUSB0, or a pyserial URL)")
+        options["port"] = args.port
+        if args.baudrate is not None:
+            options["baudrate"] = args.baudrate
+    elif args.port is not None or args.baudrate is not None:
+        raise ValueError(f"--port and --baudrate are for --backend serial, not {args.backend}")
     _check_output(args.output)
     network = driver.load_onnx(args.model)
     x_q = model_input(network, load_input(args.input))
-    options = {"trace": args.trace} if args.trace is not None else {}
     rows = args.rows_per_call or max(1, min(len(x_q), 256))
     started = time.perf_counter()
     with driver.open(args.backend, config=args.config, **options) as npu:

@@ -226,7 +226,8 @@ class Device:
 
 
 def open(name="golden", config=None, **options):
-    """Open a chip on the backend ``name`` ("golden", "verilator", "icarus", "amaranth").
+    """Open a chip on the backend ``name`` ("golden", "verilator", "icarus", "amaranth",
+    "serial": a board over its serial link, ``port=`` its device or a pyserial URL).
 
     Parameters
     ----------

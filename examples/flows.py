@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["load_digits", "train", "quantize_eager", "export_onnx", "onnxruntime_run",
-           "run_on_chip", "compare", "report", "cli"]
+           "run_on_chip", "compare", "report", "report_link", "cli"]
 
 
 def load_digits():
@@ -163,6 +163,21 @@ def report(result, echo):
          f"to onnxruntime on {result['onnx_equal']}/{images} images")
 
 
+def report_link(link, echo):
+    """Echo the serial link's figures (:meth:`driver.backends.serial.SerialBackend.summary`)."""
+    chip = ", ".join(f"{name[5:]} {value}" for name, value in link.items()
+                     if name.startswith("chip_") and value)
+    efficiency = link.get("efficiency")
+    echo(f"  link: {link.get('frames_sent', 0)} frames sent ({link.get('frames_resent', 0)} "
+         f"sent again), {link.get('frames_received', 0)} received, "
+         f"{link.get('bytes_sent', 0):,} bytes sent, {link.get('bytes_received', 0):,} "
+         f"received, payload "
+         + ("n/a" if efficiency is None else f"{100 * efficiency:.1f} %")
+         + f" of the line's bytes; results asked again {link.get('results_asked_again', 0)}, "
+         f"duplicates dropped {link.get('duplicate_results', 0)}; chip counters: "
+         + (chip or "all zero"))
+
+
 def cli(main, description, *, passed):
     """The command line of an example: ``--backend`` and ``--config``; runs ``main`` and
     exits 0 when ``passed(result)`` (the chip equal to the frameworks), 1 otherwise."""
@@ -174,5 +189,16 @@ def cli(main, description, *, passed):
     parser.add_argument("--backend", default="verilator", choices=list(BACKENDS),
                         help="the backend that runs the chip (default: verilator)")
     config_argument(parser)
+    parser.add_argument("--port", help="serial backend: the board's serial device or a "
+                                       "pyserial URL (e.g. /dev/ttyUSB0)")
+    parser.add_argument("--baudrate", type=int, default=3_000_000,
+                        help="serial backend: the line's baud rate (default 3000000)")
     args = parser.parse_args()
-    raise SystemExit(0 if passed(main(args.backend, config=args.config)) else 1)
+    extra = {}
+    if args.backend == "serial":
+        if not args.port:
+            parser.error("--backend serial needs --port (e.g. --port /dev/ttyUSB0)")
+        extra["options"] = {"port": args.port, "baudrate": args.baudrate}
+    elif args.port:
+        parser.error(f"--port is for --backend serial, not {args.backend}")
+    raise SystemExit(0 if passed(main(args.backend, config=args.config, **extra)) else 1)

@@ -42,9 +42,18 @@ class BoardTop(Elaboratable):
         The reset button's platform resource (high while pressed).
     leds : sequence of (str, int)
         The LEDs' platform resources, in the order of the link's ``leds`` bits.
+    uart : (str, int), optional
+        The UART's platform resource (subsignals ``rx`` and ``tx``), for a link with
+        ``rx`` and ``tx`` members (:class:`hw.serial_link.SerialLink`); required by one.
+
+    Raises
+    ------
+    TypeError
+        If a resource is not a (name, number) pair, the PLL settings are of no known
+        kind, or a link with ``rx`` and ``tx`` gets no ``uart``.
     """
 
-    def __init__(self, *, link, pll, clock, reset, leds):
+    def __init__(self, *, link, pll, clock, reset, leds, uart=None):
         if not isinstance(pll, (Ecp5PllSettings, Ice40PllSettings, DirectClock)):
             raise TypeError(f"pll must be Ecp5PllSettings, Ice40PllSettings or DirectClock, "
                             f"not {pll!r}")
@@ -53,6 +62,12 @@ class BoardTop(Elaboratable):
         self.reset = _check_resource("reset", reset)
         self.leds = tuple(_check_resource("leds", led) for led in leds)
         self.chip = LinkedChip(link=link)
+        members = self.chip.signature.members
+        self.serial = "rx" in members and "tx" in members
+        if self.serial and uart is None:
+            raise TypeError(f"uart must be the board's UART resource for a link with rx and "
+                            f"tx pins ({type(link).__name__}), not None")
+        self.uart = None if uart is None else _check_resource("uart", uart)
 
     @property
     def frequency_mhz(self):
@@ -76,6 +91,12 @@ class BoardTop(Elaboratable):
         m.submodules.reset_sync = ResetSynchronizer(arst=button.i | ~pll.locked, domain="sync")
 
         m.submodules.chip = chip = self.chip
+        if self.serial:
+            pins = platform.lookup(*self.uart)
+            uart = platform.request(*self.uart, dir={pin.name: "-" for pin in pins.ios})
+            m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)
+            m.submodules.uart_tx = tx = io.Buffer("o", uart.tx)
+            m.d.comb += [chip.rx.eq(rx.i), tx.o.eq(chip.tx)]
         lights = Value.cast(chip.leds)
         for bit, led in enumerate(self.leds[:len(lights)]):
             m.submodules[f"led_{bit}"] = light = io.Buffer("o", platform.request(*led, dir="-"))

@@ -72,6 +72,7 @@ def components():
     from .npu import Npu
     from .pe import ProcessingElement
     from .requantizer import Requantizer
+    from .serial_link import SerialLink
     from .serializer import VectorSerializer
     from .systolic_array import SystolicArray
     return {
@@ -82,6 +83,8 @@ def components():
         "controller": lambda config: Controller(config=config),
         "accumulator": lambda config: AccumulatorBuffer(config=config),
         "pe": lambda config: ProcessingElement(),
+        # The serial host link at the iCEBreaker's divisor (the divisor only sizes timers).
+        "serial_link": lambda config: SerialLink(config=config, divisor=4),
     }
 
 

@@ -50,6 +50,8 @@ class FrameParser(wiring.Component):
     header_errors, crc_errors, truncated : Out(COUNTER_WIDTH)
         Frames dropped, each counter stopping at its largest value (the link status
         record's counters, :mod:`hw.link_protocol`).
+    idle : Out(1)
+        Hunting for a sync byte: no frame begun or waiting to leave.
     """
 
     def __init__(self, *, timeout_cycles):
@@ -64,6 +66,7 @@ class FrameParser(wiring.Component):
             "header_errors": Out(COUNTER_WIDTH),
             "crc_errors": Out(COUNTER_WIDTH),
             "truncated": Out(COUNTER_WIDTH),
+            "idle": Out(1),
         })
 
     def elaborate(self, platform):
@@ -113,7 +116,7 @@ class FrameParser(wiring.Component):
 
         with m.FSM():
             with m.State("HUNT"):
-                m.d.comb += self.bytes.ready.eq(1)
+                m.d.comb += [self.bytes.ready.eq(1), self.idle.eq(1)]
                 with m.If(taken & (byte == SYNC)):
                     m.d.comb += crc.clear.eq(1)
                     m.next = "TYPE"

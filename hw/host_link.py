@@ -10,12 +10,13 @@ host computer.  Every link is a component with two members:
     Lights for the board, bit 0 first; the board top drives one LED per bit, as many as
     the board has (:class:`hw.board_top.BoardTop`).
 
-A link that needs pins of its own (a UART's ``rx`` and ``tx``) requests them from the
-platform in its ``elaborate``.  :class:`LinkedChip` is the chip with a link in its slot,
-in the ``sync`` domain of whoever instantiates it (the board top, or a simulator).
+Any other member of a link (a UART's ``rx`` and ``tx``, for example) becomes a member of
+:class:`LinkedChip`, the chip with a link in its slot, in the ``sync`` domain of whoever
+instantiates it: the board top wires ``rx`` and ``tx`` to the board's UART pins, a
+simulator drives them itself (:mod:`sim.serial_harness`).
 """
 
-from amaranth import Module
+from amaranth import Module, ResetInserter
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -41,7 +42,10 @@ class HostLinkSignature(wiring.Signature):
         Data-in beats to the chip.
     data_out : In(stream.Signature(8 * data_bytes))
         Data-out beats from the chip.
-    busy, error, error_opcode, executed : In(...)
+    reset : Out(1)
+        High for a cycle or more: resets the chip as its ``rst`` does (``RESET_STATE`` in
+        :mod:`hw.isa`); a link that never resets the chip leaves it low.
+    busy, error, error_opcode, executed, cycles, array_cycles : In(...)
         The chip's status outputs (:class:`hw.npu.Npu`).
     """
 
@@ -52,10 +56,13 @@ class HostLinkSignature(wiring.Signature):
             "commands": Out(stream.Signature(COMMAND_WIDTH)),
             "data_in": Out(stream.Signature(config.data_width)),
             "data_out": In(stream.Signature(config.data_width)),
+            "reset": Out(1),
             "busy": In(1),
             "error": In(isa.status_shape("error")),
             "error_opcode": In(isa.status_shape("error_opcode")),
             "executed": In(isa.status_shape("commands")),
+            "cycles": In(isa.status_shape("commands")),
+            "array_cycles": In(isa.status_shape("commands")),
         })
 
     def __eq__(self, other):
@@ -78,6 +85,8 @@ class LinkedChip(wiring.Component):
     -------
     leds : Out(shape of the link's leds)
         The link's lights.
+    (others) :
+        Every member of the link other than ``chip``, as the link has it.
     """
 
     def __init__(self, *, link):
@@ -88,12 +97,15 @@ class LinkedChip(wiring.Component):
                             f"Out(HostLinkSignature(config)) and a leds member, not {link!r}")
         self.link = link
         self.config = chip.signature.config
-        super().__init__({"leds": Out(link.signature.members["leds"].shape)})
+        super().__init__({name: member for name, member in link.signature.members.items()
+                          if name != "chip"})
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.npu = npu = Npu(config=self.config)
-        m.submodules.link = link = self.link
+        npu = Npu(config=self.config)
+        link = self.link
+        m.submodules.npu = ResetInserter(link.chip.reset)(npu)
+        m.submodules.link = link
         wiring.connect(m, link.chip.commands, npu.commands)
         wiring.connect(m, link.chip.data_in, npu.data_in)
         wiring.connect(m, npu.data_out, link.chip.data_out)
@@ -102,6 +114,12 @@ class LinkedChip(wiring.Component):
             link.chip.error.eq(npu.error),
             link.chip.error_opcode.eq(npu.error_opcode),
             link.chip.executed.eq(npu.executed),
-            self.leds.eq(link.leds),
+            link.chip.cycles.eq(npu.cycles),
+            link.chip.array_cycles.eq(npu.array_cycles),
         ]
+        for name, member in self.signature.members.items():
+            if member.flow == Out:
+                m.d.comb += getattr(self, name).eq(getattr(link, name))
+            else:
+                m.d.comb += getattr(link, name).eq(getattr(self, name))
         return m

@@ -667,7 +667,8 @@ beyond the flip-flops' own reset: every register returns to its initial value an
 memories keep what they hold.  A host recovers a chip with it whatever state the chip is
 in: waiting for data that will not come (a data-in stream that ended in the middle of a
 command), stuck behind a host that stopped, or with an error latched.  (The simulator
-sessions and the driver's `Device.reset()` drive it; a serial link will request it.)
+sessions and the driver's `Device.reset()` drive it; on a board the serial link's
+`RESET` frame does.)
 At power-on the chip is in the same state with every buffer zero (the memories'
 initial contents).
 

@@ -26,24 +26,65 @@ flip-flops and wider XORs in each direction, and 2 more bytes per frame.
 
 Exchange
 --------
-The host sends ``COMMANDS`` (whole 8-byte command words, least significant byte first),
-``DATA`` (data-in bytes) and ``STATUS`` (empty: a request) frames with sequence numbers
-0, 1, 2, ... (after reset, or after a ``RESET`` frame, which is sequence number 0 of a
-new exchange).  The chip answers each frame that arrives intact:
+The host sends ``COMMANDS`` (whole 8-byte command words, least significant byte first)
+and ``DATA`` (whole data-in beats) frames with sequence numbers 1, 2, 3, ... after a
+``RESET`` frame, which is sequence number 0 of a new exchange.  The chip acts on each frame
+that arrives intact, in the order they arrive:
 
-* the expected sequence number: it acknowledges it (``ACK`` with that ``seq``) once the
-  payload is in its buffers, then executes it; the next is expected;
-* the one before (a duplicate: the acknowledgement was lost): it acknowledges it again
-  and does not execute it twice;
-* any other: it drops it without answer (out of sequence), as it drops a frame that
-  fails its CRC or is cut short.
+* ``RESET`` (any ``seq``, empty): resets the chip as its ``rst`` does (``RESET_STATE``
+  of :mod:`hw.isa`), drops whatever the link holds for it (command words, data-in beats,
+  results not yet acknowledged), numbers its own frames from 0 again, expects host frame
+  1 next and acknowledges ``seq`` 0.  Sent again (its acknowledgement lost) it resets
+  again, which changes nothing.
+* ``COMMANDS``/``DATA`` with the expected sequence number: if the payload is whole words
+  (beats) and fits the room the chip has for that stream, it is copied there and
+  acknowledged, and the next number is expected; otherwise it is *rejected* (counted,
+  not acknowledged: a host that keeps to the credit never sees this).
+* ``FLUSH`` (empty) with the expected sequence number: the data-in bytes the link
+  holds for the chip are dropped, and it is acknowledged.  A host sends it at the end
+  of a run whose commands left data-in unused (the chip is idle, every command
+  executed), so that nothing of one run is taken by the next, as the simulators' host
+  loop drops such bytes.
+* ``COMMANDS``/``DATA``/``FLUSH`` numbered up to 128 before the expected one: a *duplicate* (its
+  acknowledgement was lost): acknowledged again, never executed twice.
+* ``COMMANDS``/``DATA``/``FLUSH`` numbered up to 127 beyond the expected one: *out of sequence*
+  (a frame before it was lost): dropped, and answered by an acknowledgement of the last
+  frame taken with ``nak`` set, so that the host sends again from the one after it at
+  once rather than after its timeout.
+* ``STATUS`` (empty, any ``seq``): answered by a ``STATUS`` frame with the same ``seq``
+  holding :data:`STATUS_FIELDS`, the chip's status and the link's state and counters
+  then.  The request and its answer are outside the sequence (their ``seq`` only tells
+  answers apart): a host whose answer is lost asks again.
+* ``ACK`` from the host (payload :data:`HOST_ACK_FIELDS`): acknowledges the chip's
+  ``RESULTS`` frame ``seq`` (see below).
 
-The host sends at most the frames the last acknowledgement's ``credit`` allows beyond
-it (flow control: the chip's frame buffers never overrun) and sends again, from the
-first unacknowledged frame, when no acknowledgement came in time.  The chip sends its
-data-out bytes in ``RESULTS`` frames and its answer to a ``STATUS`` request in a
-``STATUS`` frame (the :data:`LINK_STATUS_FIELDS` record), numbered by its own sequence,
-and the host acknowledges them the same way.
+Acknowledgements are cumulative: an ``ACK`` (payload :data:`ACK_FIELDS`) names the last
+frame taken, so every frame before it was taken too, and the chip sends one for the
+latest only, however many arrived while its line was busy.  It carries the *credit*, the
+bytes of command words and of data-in the chip has room for beyond that frame; the host
+sends no more than that beyond it (flow control: the link's buffers never overrun, and
+never block, so command words never wait behind data nor data behind command words).
+The chip also sends an acknowledgement of its own accord when a credit has grown by
+:data:`MAX_PAYLOAD` bytes since the last one it sent.  The ``STATUS`` record carries the
+credits and the expected sequence number too.
+
+The chip sends its data-out bytes in ``RESULTS`` frames numbered 0, 1, 2, ... (modulo
+256) after a reset, one frame at a time: a frame waits for its acknowledgement (the
+host's ``ACK`` with that ``seq``) before the next is sent, and a host ``ACK`` of the frame
+before it (the host lacks it) sends it again (a *retransmission*, counted).  A frame
+holds at most ``results_limit`` bytes (the host's last ``ACK``; :data:`MAX_PAYLOAD`
+after a reset): a host on a noisy line asks for short frames, and a frame sent again is
+cut to the limit then.  Every copy of a frame starts at the same byte, so the host's
+``ACK`` says how many bytes its copy held (``length``) and the chip drops that many.  A
+frame leaves once ``results_limit`` bytes wait or the chip has sent none for a while
+(:data:`RESULTS_FLUSH_CYCLES`).
+
+The chip keeps no timer: every timeout is the host's.  A host that hears nothing sends
+again what it has not seen acknowledged (its own frames from the first unacknowledged
+one, an ``ACK`` of the last ``RESULTS`` frame it has, a ``STATUS`` request).  A run is
+complete when the ``STATUS`` record says every command was executed, the chip is idle
+and no result byte waits in the chip (``results_pending`` zero, ``results_waiting``
+clear): every result has then been acknowledged, so the host holds it.
 """
 
 import enum
@@ -56,9 +97,11 @@ from .crc import CRC_32
 from .isa import Field
 
 __all__ = ["FrameType", "SYNC", "MAX_PAYLOAD", "CRC", "HEADER_FIELDS", "HEADER_BYTES",
-           "CRC_BYTES", "SEQUENCE_MODULUS", "ACK_FIELDS", "LINK_STATUS_FIELDS",
+           "CRC_BYTES", "SEQUENCE_MODULUS", "ACK_FIELDS", "HOST_ACK_FIELDS",
+           "RESULTS_FLUSH_CYCLES", "LINK_STATUS_FIELDS", "STATUS_FIELDS", "STATUS_BYTES",
            "COUNTER_WIDTH", "header_layout", "frame_header_layout", "link_status_layout",
-           "Frame", "encode_frame", "FrameDecoder"]
+           "status_record_layout", "ack_layout", "pack_fields", "unpack_fields", "Frame",
+           "encode_frame", "FrameDecoder"]
 
 
 class FrameType(enum.IntEnum):
@@ -67,6 +110,7 @@ class FrameType(enum.IntEnum):
     COMMANDS = 0x01     #: command words, 8 bytes each
     DATA = 0x02         #: data-in bytes
     RESET = 0x03        #: empty; starts a new exchange: sequence numbers from 0 again
+    FLUSH = 0x04        #: empty; drops the data-in bytes the link holds (a run's end)
     # Chip to host.
     RESULTS = 0x11      #: data-out bytes
     # Both ways.
@@ -97,26 +141,63 @@ HEADER_BYTES = sum(f.width for f in HEADER_FIELDS) // 8
 assert 1 << HEADER_FIELDS[2].width == SEQUENCE_MODULUS
 assert MAX_PAYLOAD < 1 << HEADER_FIELDS[3].width
 
-#: The payload of an ``ACK``.
+#: The payload of the chip's ``ACK``.
 ACK_FIELDS = (
-    Field("credit", 8, doc="frames the sender may send beyond the acknowledged one"),
+    Field("commands_credit", 16, doc="bytes of command words the chip has room for beyond "
+                                     "the acknowledged frame"),
+    Field("data_credit", 16, doc="bytes of data-in it has room for beyond it"),
+    Field("nak", 8, doc="1: a frame after the acknowledged one arrived out of sequence; "
+                        "send again from the one after it"),
 )
+#: The payload of the host's ``ACK`` (of a ``RESULTS`` frame).
+HOST_ACK_FIELDS = (
+    Field("results_limit", 16, doc="the longest RESULTS payload the host wants, "
+                                   "1..MAX_PAYLOAD"),
+    Field("length", 16, doc="the payload bytes of the acknowledged frame as the host "
+                            "received it"),
+)
+#: A ``RESULTS`` frame leaves with fewer than ``results_limit`` bytes once no data-out
+#: byte has come for this many cycles.
+RESULTS_FLUSH_CYCLES = 64
 
 #: Width of every counter of the link's status record; a counter stops at its largest
-#: value rather than wrap, so a reading never hides errors.
+#: value rather than wrap, so a reading never hides errors.  The counters count from the
+#: board's reset (a ``RESET`` frame keeps them): a host takes differences.
 COUNTER_WIDTH = 16
-#: The payload of a chip's ``STATUS`` frame, little endian, least significant field first.
+#: The link's counters, in the ``STATUS`` record.
 LINK_STATUS_FIELDS = (
-    Field("frames", COUNTER_WIDTH, doc="frames received intact and executed"),
+    Field("frames", COUNTER_WIDTH, doc="host frames taken and executed (RESET included)"),
     Field("duplicates", COUNTER_WIDTH, doc="duplicate frames acknowledged again, not executed"),
-    Field("out_of_sequence", COUNTER_WIDTH, doc="intact frames with another sequence number"),
+    Field("out_of_sequence", COUNTER_WIDTH, doc="intact frames beyond the expected one"),
+    Field("rejected", COUNTER_WIDTH, doc="expected frames refused: not whole words or beats, "
+                                         "beyond the credit, or a malformed request"),
     Field("crc_errors", COUNTER_WIDTH, doc="frames that failed their CRC"),
     Field("header_errors", COUNTER_WIDTH, doc="sync bytes followed by an impossible header"),
     Field("truncated", COUNTER_WIDTH, doc="frames cut short by a silent line"),
     Field("framing_errors", COUNTER_WIDTH, doc="UART bytes with a low stop bit"),
     Field("overruns", COUNTER_WIDTH, doc="UART bytes lost because the previous one waited"),
-    Field("retransmissions", COUNTER_WIDTH, doc="chip frames the host asked for again"),
+    Field("retransmissions", COUNTER_WIDTH, doc="RESULTS frames the host asked for again"),
 )
+#: The payload of the chip's ``STATUS`` frame, little endian, least significant field
+#: first: the chip's status outputs, the link's state, then its counters.
+STATUS_FIELDS = (
+    Field("error", 8, doc="the chip's sticky ErrorCode"),
+    Field("error_opcode", 8, doc="the opcode that raised it"),
+    Field("busy", 1, doc="the chip is executing a command or has data in flight"),
+    Field("results_waiting", 1, doc="the chip offers a data-out beat the link has not taken"),
+    Field("reserved", 6),
+    Field("expected", 8, doc="the sequence number of the host frame the chip expects next"),
+    Field("executed", 32, doc="commands the chip consumed since reset, modulo 2**32"),
+    Field("cycles", 32, doc="the chip's cycles counter (busy or a command waiting)"),
+    Field("array_cycles", 32, doc="cycles an activation vector entered the array"),
+    Field("results_pending", 16, doc="data-out bytes in the link not yet acknowledged"),
+    Field("results_seq", 8, doc="the sequence number of the chip's next or unacknowledged "
+                                "RESULTS frame"),
+    *ACK_FIELDS[:2],
+    *LINK_STATUS_FIELDS,
+)
+STATUS_BYTES = sum(f.width for f in STATUS_FIELDS) // 8
+assert sum(f.width for f in STATUS_FIELDS) % 8 == 0 and STATUS_BYTES <= MAX_PAYLOAD
 
 
 def _layout(fields):
@@ -135,8 +216,47 @@ def frame_header_layout():
 
 
 def link_status_layout():
-    """The link's status record as an Amaranth layout."""
+    """The link's counters as an Amaranth layout."""
     return _layout(LINK_STATUS_FIELDS)
+
+
+def status_record_layout():
+    """The chip's ``STATUS`` payload as an Amaranth layout."""
+    return _layout(STATUS_FIELDS)
+
+
+def ack_layout():
+    """The chip's ``ACK`` payload as an Amaranth layout."""
+    return _layout(ACK_FIELDS)
+
+
+def pack_fields(fields, values):
+    """``values`` (a dict by field name; absent fields 0) as the bytes of ``fields``."""
+    number = 0
+    offset = 0
+    for f in fields:
+        number |= f.check(values.get(f.name, 0), "frame") << offset
+        offset += f.width
+    return number.to_bytes(offset // 8, "little")
+
+
+def unpack_fields(fields, raw):
+    """The dict of ``fields`` held in ``raw`` (bytes, at least as long as the fields).
+
+    Raises
+    ------
+    ValueError
+        If ``raw`` is shorter than the fields.
+    """
+    width = sum(f.width for f in fields)
+    if len(raw) * 8 < width:
+        raise ValueError(f"raw must hold {width // 8} bytes, not {len(raw)}")
+    number = int.from_bytes(bytes(raw), "little")
+    values = {}
+    for f in fields:
+        values[f.name] = number & ((1 << f.width) - 1)
+        number >>= f.width
+    return values
 
 
 def _pack(fields, values):

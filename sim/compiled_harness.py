@@ -162,9 +162,10 @@ _PORT = re.compile(r"^\s*(input|output)\s+(?:wire\s+|reg\s+)?(\[\d+:0\]\s*)?(\w+
 HARNESS_TOP = "npu_harness"
 
 
-def _wrapper(verilog):
-    """A top module around the Npu whose ``rst`` input reaches the chip one edge later,
-    with an extra input :data:`INPUTS_CHANGED` (see :func:`_skip_unchanged_input_logic`).
+def _wrapper(verilog, *, toplevel=TOPLEVEL, harness_top=HARNESS_TOP, inputs_changed=True):
+    """A top module ``harness_top`` around ``toplevel`` whose ``rst`` input reaches the
+    chip one edge later, with an extra input :data:`INPUTS_CHANGED` (see
+    :func:`_skip_unchanged_input_logic`) unless ``inputs_changed`` is false.
 
     The chip's next-state logic reads its reset, so with ``rst`` a top-level input Verilator
     puts nearly the whole design into its input-combinational region, evaluated at every
@@ -172,17 +173,20 @@ def _wrapper(verilog):
     raises ``rst`` one edge early, so the chip sees the reset sequence of
     :meth:`sim.cocotb_harness.NpuHarness.reset`.
     """
-    start = verilog.index(f"module {TOPLEVEL}(")
+    start = verilog.index(f"module {toplevel}(")
     header = verilog[start:verilog.index("endmodule", start)]
     ports = [(direction, width or "", name) for direction, width, name in _PORT.findall(header)]
     names = [name for _, _, name in ports]
     declarations = "\n".join(f"  {direction} {width}{name};" for direction, width, name in ports)
     connections = ",\n".join(f"    .{name}({'rst_q' if name == 'rst' else name})"
                               for name in names)
-    return (f"module {HARNESS_TOP}({', '.join(names + [INPUTS_CHANGED])});\n{declarations}\n"
-            f"  input {INPUTS_CHANGED};  // read by the patched trigger only\n"
+    extra = [INPUTS_CHANGED] if inputs_changed else []
+    extra_declaration = (f"  input {INPUTS_CHANGED};  // read by the patched trigger only\n"
+                         if inputs_changed else "")
+    return (f"module {harness_top}({', '.join(names + extra)});\n{declarations}\n"
+            f"{extra_declaration}"
             f"  reg rst_q = 1'h1;\n  always @(posedge clk) rst_q <= rst;\n"
-            f"  {TOPLEVEL} chip (\n{connections}\n  );\nendmodule\n")
+            f"  {toplevel} chip (\n{connections}\n  );\nendmodule\n")
 
 
 #: Verilator's trigger of the input-combinational region: set on every ``eval()``.

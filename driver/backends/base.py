@@ -128,6 +128,7 @@ BACKENDS = {
     "verilator": "driver.backends.rtl:VerilatorBackend",
     "icarus": "driver.backends.rtl:IcarusBackend",
     "amaranth": "driver.backends.amaranth:AmaranthBackend",
+    "serial": "driver.backends.serial:SerialBackend",
 }
 
 
@@ -142,7 +143,8 @@ def _backend_class(name):
 
 
 def open_backend(name, *, config=None, **options):
-    """Open the backend called ``name`` ("golden", "verilator", "icarus", "amaranth").
+    """Open the backend called ``name`` ("golden", "verilator", "icarus", "amaranth",
+    "serial").
 
     Raises
     ------

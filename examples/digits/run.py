@@ -41,8 +41,12 @@ def mlp(*, seed=0):
     return MLP()
 
 
-def main(backend="verilator", *, config=None, echo=print, folder=None):
+def main(backend="verilator", *, config=None, echo=print, folder=None, options=None,
+         images=None):
     """Train, quantize and run the digits MLP on ``backend``; return the figures.
+
+    ``options`` go to :func:`driver.open` (``port=`` for the serial backend); ``images``
+    runs only the first that many images on the chip (all 1797 by default).
 
     Returns
     -------
@@ -70,17 +74,25 @@ def main(backend="verilator", *, config=None, echo=print, folder=None):
     onnx_network = driver.load_onnx(onnx_model, name="digits (ONNX)")
     ort_out = flows.onnxruntime_run(onnx_model, x)
 
+    if images is not None:
+        x, y, float_out, torch_q, ort_out = (a[:images] for a in (x, y, float_out, torch_q,
+                                                                   ort_out))
     echo(f"digits: {len(x)} images, MLP 64-{HIDDEN}-10, chip {config or driver.NpuConfig()}")
-    with driver.open(backend, config=config) as npu:
+    with driver.open(backend, config=config, **(options or {})) as npu:
         chip_torch, torch_stats = flows.run_on_chip(npu, network, network.quantize(x),
                                                     "PyTorch model", echo)
         chip_onnx, onnx_stats = flows.run_on_chip(npu, onnx_network, onnx_network.quantize(x),
                                                   "ONNX model", echo)
+        link = getattr(npu.backend, "summary", None)
+        link = link() if link is not None else None
+        if link is not None:
+            flows.report_link(link, echo)
     result = flows.compare(y, float_out=float_out, torch_q=torch_q, chip_torch=chip_torch,
                            torch_stats=torch_stats, ort_out=ort_out,
                            ort_q=onnx_network.output.quantize(ort_out), chip_onnx=chip_onnx,
                            onnx_stats=onnx_stats)
     flows.report(result, echo)
+    result["link"] = link
     return result
 
 

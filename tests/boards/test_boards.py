@@ -10,6 +10,7 @@ import pytest
 
 from boards import BOARDS, board
 from boards.__main__ import main
+from boards.board import SERIAL_BAUD
 from boards.build import build_bitstream, device_utilisation, peak_gops
 from boards.report import TABLE_HEADERS, summary_markdown, table_row, write_report
 from boards.self_test_program import self_test_program
@@ -170,3 +171,37 @@ def test_cli_wrong(capsys):
     assert "cannot make 48 MHz" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["icebreaker", "--config", "rows=0"])
+
+
+@pytest.mark.parametrize("name", sorted(BOARDS))
+def test_board_top_wires_a_serial_link_to_the_uart(name):
+    from hw.serial_link import SerialLink
+    from hw.uart import uart_divisor
+    b = board(name)
+    pll = pll_settings(b.device.family, input_mhz=b.clock_mhz, output_mhz=b.serial_mhz)
+    divisor = uart_divisor(clk_frequency=pll.output_mhz * 1e6, baud_rate=SERIAL_BAUD)
+    # 3 Mbaud exactly from the serial clock.
+    assert pll.output_mhz * 1e6 == divisor * SERIAL_BAUD
+    top = BoardTop(link=SerialLink(config=SMALL, divisor=divisor), pll=pll, clock=b.clock,
+                   reset=b.reset, leds=b.leds, uart=b.uart)
+    files = b.make_platform().prepare(top, name="top").files
+    constraints = files["top.lpf"] if b.device.family == "ecp5" else files["top.pcf"]
+    platform = b.make_platform()
+    uart = platform.lookup(*b.uart)
+    for pin in ("rx", "tx"):
+        site = next(s for s in uart.ios if s.name == pin).ios[0].names[0]
+        expected = (f'LOCATE COMP "uart_0__{pin}__io" SITE "{site}"' if b.device.family == "ecp5"
+                    else f"set_io uart_0__{pin}__io {site}")
+        assert expected in constraints
+
+
+def test_board_top_serial_link_wrong():
+    from hw.serial_link import SerialLink
+    b = board("icebreaker")
+    pll = pll_settings("ice40", input_mhz=12, output_mhz=12)
+    with pytest.raises(TypeError, match="uart must be the board's UART resource for a link "
+                                        "with rx and tx pins"):
+        BoardTop(link=SerialLink(config=SMALL, divisor=4), pll=pll, clock=b.clock,
+                 reset=b.reset, leds=b.leds)
+    with pytest.raises(ValueError, match="link must be one of self-test, serial, not 'usb'"):
+        build_bitstream(b, link="usb")

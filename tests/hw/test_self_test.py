@@ -110,6 +110,7 @@ def test_host_link_signature_is_the_slot():
     signature = HostLinkSignature(CONFIG)
     assert signature == HostLinkSignature(CONFIG)
     assert signature != HostLinkSignature(NpuConfig())
-    assert set(signature.members) == {"commands", "data_in", "data_out", "busy", "error",
-                                      "error_opcode", "executed"}
+    assert set(signature.members) == {"commands", "data_in", "data_out", "reset", "busy",
+                                      "error", "error_opcode", "executed", "cycles",
+                                      "array_cycles"}
     assert signature.members["data_in"].signature.members["payload"].shape == 16

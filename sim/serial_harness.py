@@ -1,0 +1,230 @@
+"""The simulated board: the chip and its serial link (UART pins included) in Verilator,
+bridged to a TCP socket.
+
+:class:`SimulatedBoard` verilates :class:`hw.host_link.LinkedChip` with a
+:class:`hw.serial_link.SerialLink` in its slot, together with ``sim/serial_harness.cpp``,
+and serves the chip's UART on ``127.0.0.1:<port>``: every byte a host sends is driven onto
+the chip's ``rx`` pin as 8N1, ``divisor`` clock cycles per bit, and every byte the chip
+sends on ``tx`` comes back, so pyserial's ``socket://127.0.0.1:<port>`` URL lets the
+serial backend (:mod:`driver.backends.serial`) talk to it as to a board on a USB UART.
+
+Time
+----
+A byte is ``10 * divisor`` clock cycles on the line.  The simulated clock is
+``baud_rate * divisor``: with the default divisor 4 and 3 Mbaud that is 12 MHz, the
+iCEBreaker's clock (the ULX3S runs 48 MHz with divisor 16; the same line, four times as
+many chip cycles per byte).  The clock runs only while something happens: when the link
+is idle (nothing to send, nothing arriving, the chip idle) the harness waits for the
+host without running it, so :attr:`SimulatedBoard.stats` counts the cycles of a host
+that answers at once, and ``cycles / clock`` is the run's time on such a host.
+
+Builds
+------
+One build per (configuration, divisor, link sizes) in ``build/rtl/serial-<key>``, reused
+while the digest of the sources, the flags and the tool versions holds, as
+:mod:`sim.compiled_harness` does.
+"""
+
+import ctypes
+import hashlib
+import json
+import os
+import subprocess
+import threading
+from pathlib import Path
+
+from hw.config import NpuConfig, check_config
+from hw.uart import check_divisor
+from sim.compiled_harness import (
+    BUILD_JOBS,
+    COMPILER_OPTIONS,
+    CXXFLAGS,
+    VERILATOR_FLAGS,
+    _verilator_executable,
+    _verilator_version,
+    _wrapper,
+    compiled_problem,
+)
+from sim.rtl import DEFAULT_BUILD_ROOT, REPO_ROOT, build_lock, config_key, verilator_bin_dir
+
+__all__ = ["SimulatedBoard", "DEFAULT_DIVISOR", "serial_problem"]
+
+HARNESS_SOURCE = Path(__file__).resolve().with_name("serial_harness.cpp")
+#: Clock cycles per bit of the simulated UART (3 Mbaud from 12 MHz).
+DEFAULT_DIVISOR = 4
+_TOP, _HARNESS_TOP = "linked", "linked_harness"
+_STATS = ("cycles", "bytes_in", "bytes_out", "waits", "tx_framing_errors")
+
+
+def serial_problem():
+    """None when the simulated board can be built here, else what is missing."""
+    problem = compiled_problem()
+    if problem is None and os.name != "posix":
+        return "the simulated board's socket bridge needs a POSIX system"
+    return problem
+
+
+def _digest(config, divisor):
+    import amaranth
+    digest = hashlib.sha1()
+    digest.update(json.dumps({"config": config.as_dict(), "divisor": divisor,
+                              "verilator": [_verilator_version(), *VERILATOR_FLAGS],
+                              "cxx": [COMPILER_OPTIONS, *CXXFLAGS],
+                              "amaranth": amaranth.__version__}, sort_keys=True).encode())
+    for path in sorted((REPO_ROOT / "hw").rglob("*.py")) + [HARNESS_SOURCE, Path(__file__)]:
+        digest.update(path.relative_to(REPO_ROOT).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def linked_chip_verilog(config, divisor):
+    """The Verilog of the chip with a :class:`hw.serial_link.SerialLink` in its slot."""
+    from amaranth.back import verilog
+
+    from hw.host_link import LinkedChip
+    from hw.serial_link import SerialLink
+    return verilog.convert(LinkedChip(link=SerialLink(config=config, divisor=divisor)),
+                           name=_TOP, emit_src=False)
+
+
+def _load(path):
+    library = ctypes.CDLL(str(path))
+    handle = ctypes.c_void_p
+    signatures = {
+        "serial_open": ([ctypes.c_int, ctypes.c_int], handle),
+        "serial_port": ([handle], ctypes.c_int),
+        "serial_serve": ([handle], ctypes.c_int),
+        "serial_stop": ([handle], None),
+        "serial_stats": ([handle, ctypes.POINTER(ctypes.c_uint64)], None),
+        "serial_close": ([handle], None),
+    }
+    for name, (arguments, result) in signatures.items():
+        function = getattr(library, name)
+        function.argtypes, function.restype = arguments, result
+    return library
+
+
+def build_board(*, config, divisor, build_root=None):
+    """Verilate and compile the simulated board unless a build of the same sources
+    exists; the path of its library.
+
+    Raises
+    ------
+    RuntimeError
+        If a tool is missing or the build fails (with the build log's tail).
+    """
+    problem = serial_problem()
+    if problem:
+        raise RuntimeError(problem)
+    root = Path(build_root) if build_root is not None else DEFAULT_BUILD_ROOT
+    build_dir = root / f"serial-{config_key(config)}-d{divisor}"
+    digest = _digest(config, divisor)
+    marker = build_dir / "built.json"
+    with build_lock(build_dir):
+        built = json.loads(marker.read_text()) if marker.exists() else {}
+        library = build_dir / built.get("library", "-")
+        if built.get("digest") == digest and library.exists():
+            return library
+        for old in build_dir.glob("libboard-*.so"):
+            old.unlink()
+        text = linked_chip_verilog(config, divisor)
+        source = build_dir / f"{_TOP}.v"
+        source.write_text(text + "\n" + _wrapper(text, toplevel=_TOP, harness_top=_HARNESS_TOP,
+                                                 inputs_changed=False))
+        objects = build_dir / "obj"
+        name = f"libboard-{digest[:12]}.so"
+        verilate = [_verilator_executable(), "--cc", str(source), "--top-module", _HARNESS_TOP,
+                    "--prefix", "Vlinked", "-Mdir", str(objects), *VERILATOR_FLAGS,
+                    "--exe", str(HARNESS_SOURCE), "-o", name,
+                    "-CFLAGS", " ".join(CXXFLAGS), "-LDFLAGS", "-shared -Wl,-Bsymbolic"]
+        make = ["make", "-C", str(objects), "-f", "Vlinked.mk", f"-j{BUILD_JOBS}",
+                "CFG_CXXFLAGS_PCH_I=-include",
+                *(f"{key}={value}" for key, value in COMPILER_OPTIONS.items())]
+        env = dict(os.environ)
+        env.pop("MAKEFLAGS", None)
+        folder = verilator_bin_dir()
+        if folder is not None:
+            env["PATH"] = os.pathsep.join([str(folder), env.get("PATH", "")])
+        log = build_dir / "build.log"
+        with open(log, "w") as output:
+            for command in (verilate, make):
+                output.write("$ " + " ".join(command) + "\n")
+                output.flush()
+                done = subprocess.run(command, stdout=output, stderr=subprocess.STDOUT,
+                                      env=env, check=False)
+                if done.returncode:
+                    raise RuntimeError(f"building the simulated board failed:\n"
+                                       f"{log.read_text(errors='replace')[-4000:]}")
+        os.replace(objects / name, build_dir / name)
+        marker.write_text(json.dumps({"digest": digest, "library": name}))
+        return build_dir / name
+
+
+class SimulatedBoard:
+    """The chip and its serial link in Verilator, served on a local TCP port.
+
+    The board runs in a thread of its own from construction until :meth:`close`, and
+    serves one host connection after the other; the chip keeps its state between them,
+    as a board that stays powered does.
+
+    Parameters
+    ----------
+    config : NpuConfig
+    divisor : int
+        Clock cycles per bit (:data:`DEFAULT_DIVISOR`).
+    port : int
+        The TCP port (0: any free one; :attr:`port` says which).
+    build_root : path-like, optional
+
+    Attributes
+    ----------
+    url : str
+        ``socket://127.0.0.1:<port>``, for pyserial's ``serial_for_url`` (and
+        ``driver.open("serial", port=url)``).
+    """
+
+    def __init__(self, *, config=None, divisor=DEFAULT_DIVISOR, port=0, build_root=None):
+        if config is None:
+            config = NpuConfig()
+        check_config(config)
+        self.config = config
+        self.divisor = check_divisor(divisor)
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port < 65536:
+            raise TypeError(f"port must be a TCP port number (0 for any), not {port!r}")
+        self.library_path = build_board(config=config, divisor=self.divisor,
+                                        build_root=build_root)
+        self._lib = _load(self.library_path)
+        self._handle = self._lib.serial_open(self.divisor, port)
+        if not self._handle:
+            raise OSError(f"the simulated board cannot listen on 127.0.0.1:{port}")
+        self.port = self._lib.serial_port(self._handle)
+        self.url = f"socket://127.0.0.1:{self.port}"
+        self.outcome = None
+        self._thread = threading.Thread(target=self._serve, name="simulated-board", daemon=True)
+        self._thread.start()
+
+    def _serve(self):
+        self.outcome = self._lib.serial_serve(self._handle)
+
+    @property
+    def stats(self):
+        """``cycles`` run, ``bytes_in`` from the host, ``bytes_out`` to it, ``waits`` for
+        the host, ``tx_framing_errors`` of the harness's decoder (0 unless the chip's
+        UART is broken)."""
+        values = (ctypes.c_uint64 * len(_STATS))()
+        self._lib.serial_stats(self._handle, values)
+        return dict(zip(_STATS, (int(v) for v in values), strict=True))
+
+    def close(self):
+        """Stop the board and release it."""
+        if self._handle:
+            self._lib.serial_stop(self._handle)
+            self._thread.join()
+            self._lib.serial_close(self._handle)
+            self._handle = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
