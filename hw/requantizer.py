@@ -326,12 +326,12 @@ class Requantizer(wiring.Component):
         up = ~too_long & half & (sticky | tie_up)
         load(11, offset.eq(floor + up + Value.cast(params_at(10).output_zero)))
 
-        # 12. the clamp
+        # 12. the clamp, min(max(offset, low), high), its comparisons side by side
         clamped = stage(signed(9), "clamped")
         p12 = params_at(11)
         low, high = Value.cast(p12.low), Value.cast(p12.high)
-        at_least_low = Mux(offset < low, low, offset)
-        load(12, clamped.eq(Mux(at_least_low > high, high, at_least_low)))
+        load(12, clamped.eq(Mux(offset < low, Mux(low > high, high, low),
+                                Mux(offset > high, high, offset))))
         assert stages == list(range(1, STAGES + 1))
         return clamped[:8]
 
