@@ -251,9 +251,8 @@ class Requantizer(wiring.Component):
 
         # 3. t rounded to 24 significant bits in FLOAT32 mode (|t| <= 2**31: at most 8 bits drop)
         t_operand = stage(signed(ACC_WIDTH + 1), "t_operand")
-        drop = Mux(as_float32(3) & (t_length > FLOAT32_SIGNIFICANT_BITS),
-                   t_length - FLOAT32_SIGNIFICANT_BITS, 0)
-        load(3, t_operand.eq(_round_to_float32(t_2, drop[:4])))
+        t_mask = _float32_mask(t_length, as_float32(3), ACC_WIDTH + 1)
+        load(3, t_operand.eq(_round_to_float32(t_2, t_mask, _lowest_kept(t_2, t_mask))))
 
         # 4. the four partial products of t * multiplier, one DSP each
         multiplier = Value.cast(params_at(3).multiplier)
@@ -282,18 +281,21 @@ class Requantizer(wiring.Component):
         product_7 = stage(signed(PRODUCT_WIDTH), "product_7")
         load(7, length.eq(_significant_length(product)), product_7.eq(product))
 
-        # 8. the bits its rounding to 24 significant bits drops in FLOAT32 mode (else none)
-        product_drop = stage(range(PRODUCT_WIDTH - FLOAT32_SIGNIFICANT_BITS + 1), "drop")
+        # 8. the bits its rounding to 24 significant bits drops in FLOAT32 mode (else
+        #    none), as a mask, and the lowest bit it keeps
+        product_mask = stage(PRODUCT_WIDTH + 1, "mask")
+        product_odd = stage(1, "odd")
         product_8 = stage(signed(PRODUCT_WIDTH), "product_8")
         length_8 = stage(range(PRODUCT_WIDTH + 1), "length_8")
-        load(8, product_drop.eq(Mux(as_float32(8) & (length > FLOAT32_SIGNIFICANT_BITS),
-                                    length - FLOAT32_SIGNIFICANT_BITS, 0)),
+        mask = _float32_mask(length, as_float32(8), PRODUCT_WIDTH + 1)
+        load(8, product_mask.eq(mask), product_odd.eq(_lowest_kept(product_7, mask)),
              product_8.eq(product_7), length_8.eq(length))
 
         # 9. the product rounded
         value = stage(signed(PRODUCT_WIDTH + 1), "value")
         length_9 = stage(range(PRODUCT_WIDTH + 1), "length_9")
-        load(9, value.eq(_round_to_float32(product_8, product_drop)), length_9.eq(length_8))
+        load(9, value.eq(_round_to_float32(product_8, product_mask, product_odd)),
+             length_9.eq(length_8))
 
         # 10. floor(value / 2**shift) to FLOOR_WIDTH bits, its half and sticky bits, and
         #     whether it lies beyond them
@@ -362,19 +364,31 @@ def _significant_length(value):
     return Mux(found, Cat(*index) + 1, 0)
 
 
-def _round_to_float32(value, drop):
-    """``value`` with its ``drop`` low bits rounded away, ties to even: what a float32
-    holds when ``drop`` is its significant length beyond 24 bits (0: ``value`` itself).
+def _float32_mask(length, enable, width):
+    """The ``width``-bit mask of the low bits a rounding to 24 significant bits drops
+    from a value of significant length ``length`` (none unless ``enable``): bit ``i`` is
+    set when ``length > 24 + i``, one comparison with a constant per bit."""
+    return Cat(*(enable & _greater_than(length, FLOAT32_SIGNIFICANT_BITS + i)
+                 for i in range(width)))
 
-    Adding ``2**(drop - 1) - 1`` and the lowest kept bit carries into the kept bits exactly
-    when the dropped bits are above half a step, or half with the kept part odd; the
-    dropped bits are then cleared (as :func:`sim.golden.round_significant` rounds).
-    Returns a value one bit wider than ``value``.
+
+def _lowest_kept(value, mask):
+    """The lowest bit of ``value`` that ``mask`` keeps, when the mask drops any (else 0)."""
+    return Cat(*(value[i] & mask[i - 1] & ~mask[i] for i in range(1, len(value)))).any()
+
+
+def _round_to_float32(value, mask, odd):
+    """``value`` with the low bits ``mask`` covers rounded away, ties to even: what a
+    float32 holds when ``mask`` is :func:`_float32_mask` of its length (an empty mask:
+    ``value`` itself).  ``odd`` is :func:`_lowest_kept`.
+
+    Adding ``2**(drop - 1) - 1`` (``mask`` shifted down by one) and the lowest kept bit
+    carries into the kept bits exactly when the dropped bits are above half a step, or
+    half with the kept part odd; the dropped bits are then cleared (as
+    :func:`sim.golden.round_significant` rounds).  Returns a value one bit wider than
+    ``value``.
     """
-    width = len(value)
-    below = _below(drop, width + 1)
-    odd = value.bit_select(drop, 1) & (drop != 0)
-    return (value.as_signed() + below[1:] + odd) & ~below
+    return (value.as_signed() + mask[1:] + odd) & ~mask
 
 
 def _greater_than(value, constant):
