@@ -252,7 +252,7 @@ class Requantizer(wiring.Component):
         # 3. t rounded to 24 significant bits in FLOAT32 mode (|t| <= 2**31: at most 8 bits drop)
         t_operand = stage(signed(ACC_WIDTH + 1), "t_operand")
         t_mask = _float32_mask(t_length, as_float32(3), ACC_WIDTH + 1)
-        load(3, t_operand.eq(_round_to_float32(t_2, t_mask, _lowest_kept(t_2, t_mask))))
+        load(3, t_operand.eq(_round_to_float32(t_2, Cat(*t_mask), _lowest_kept(t_2, t_mask))))
 
         # 4. the four partial products of t * multiplier, one DSP each
         multiplier = Value.cast(params_at(3).multiplier)
@@ -288,7 +288,7 @@ class Requantizer(wiring.Component):
         product_8 = stage(signed(PRODUCT_WIDTH), "product_8")
         length_8 = stage(range(PRODUCT_WIDTH + 1), "length_8")
         mask = _float32_mask(length, as_float32(8), PRODUCT_WIDTH + 1)
-        load(8, product_mask.eq(mask), product_odd.eq(_lowest_kept(product_7, mask)),
+        load(8, product_mask.eq(Cat(*mask)), product_odd.eq(_lowest_kept(product_7, mask)),
              product_8.eq(product_7), length_8.eq(length))
 
         # 9. the product rounded
@@ -365,15 +365,17 @@ def _significant_length(value):
 
 
 def _float32_mask(length, enable, width):
-    """The ``width``-bit mask of the low bits a rounding to 24 significant bits drops
-    from a value of significant length ``length`` (none unless ``enable``): bit ``i`` is
-    set when ``length > 24 + i``, one comparison with a constant per bit."""
-    return Cat(*(enable & _greater_than(length, FLOAT32_SIGNIFICANT_BITS + i)
-                 for i in range(width)))
+    """The ``width`` bits (a list, LSB first) of the mask of the low bits a rounding to
+    24 significant bits drops from a value of significant length ``length`` (none unless
+    ``enable``): bit ``i`` is set when ``length > 24 + i``, one comparison with a constant
+    per bit.  A list, so that each use of a bit is that bit's expression alone."""
+    return [enable & _greater_than(length, FLOAT32_SIGNIFICANT_BITS + i)
+            for i in range(width)]
 
 
 def _lowest_kept(value, mask):
-    """The lowest bit of ``value`` that ``mask`` keeps, when the mask drops any (else 0)."""
+    """The lowest bit of ``value`` that ``mask`` (a list of bits) keeps, when the mask
+    drops any (else 0)."""
     return Cat(*(value[i] & mask[i - 1] & ~mask[i] for i in range(1, len(value)))).any()
 
 
