@@ -22,11 +22,12 @@ BOARD = Board(
     resources={"LUT": "TRELLIS_COMB", "FF": "TRELLIS_FF", "DSP": "MULT18X18D",
                "BRAM": "DP16KD"},
     default_config=NpuConfig(),
-    # Each PE takes one MULT18X18D and each requantizer lane four: 10x10 needs 142 of 156,
-    # 11x11 would need 165 and 12x12 194.
-    largest_config=NpuConfig(rows=10, cols=10),
-    fits="8x8 (default) and 10x10 fit; 11x11 and larger need more than the 156 "
-         "MULT18X18D (one per PE, four per requantizer lane)",
+    # Each PE takes one MULT18X18D and each requantizer lane four: 12x12 with three lanes
+    # (a row in four cycles) needs 144 + 12 = 156 of 156; with its default eight lanes it
+    # would need 176, and 13x13 with one lane 173.
+    largest_config=NpuConfig(rows=12, cols=12, requant_lanes=3),
+    fits="8x8 (default) and 12x12 with 3 requantizer lanes fit the 156 MULT18X18D "
+         "(one per PE, four per requantizer lane); 13x13 and larger do not",
     synthesis_bounds={
         # yosys cells of the 8x8 board top, measured 2026-12-01 (README, FPGA): LUT4 12,145,
         # CCU2C 2,377, TRELLIS_FF 12,558, MULT18X18D 96, DP16KD 20. Headroom for the

@@ -69,13 +69,20 @@ class NpuConfig:
         Accumulator depth, in rows of ``cols`` int32 values.
     data_bytes : int
         Width of the data-in and data-out streams, in bytes per beat.
+    requant_lanes : int, optional
+        Columns the requantizer computes side by side (four multiplier DSPs each); a row
+        of ``n`` columns occupies them :meth:`requant_cycles` cycles.  At most ``cols``;
+        by default ``min(cols, data_bytes)``, as many as a data-out beat of requantized
+        bytes carries, so the requantizer keeps up with the port.  Resolved when the
+        configuration is made: :func:`dataclasses.replace` keeps it as it is.
 
     Raises
     ------
     TypeError
         If a field is not a positive integer.
     ValueError
-        If a field exceeds what the instruction set can address.
+        If a field exceeds what the instruction set can address, or ``requant_lanes``
+        exceeds ``cols``.
     """
 
     rows: int = 8
@@ -84,14 +91,25 @@ class NpuConfig:
     weight_tiles: int = 4
     acc_depth: int = 512
     data_bytes: int = 8
+    requant_lanes: int = None
 
     def __post_init__(self):
         limits = {**_addressable(), "rows": _MAX_SIDE, "cols": _MAX_SIDE,
                   "data_bytes": _MAX_SIDE}
         for f in fields(self):
+            if f.name == "requant_lanes":
+                continue
             # Stored as a plain int, so equal configurations hash and print alike.
             object.__setattr__(self, f.name,
                                _check_positive(f.name, getattr(self, f.name), limits[f.name]))
+        lanes = self.requant_lanes
+        if lanes is None:
+            lanes = self.default_requant_lanes
+        elif not isinstance(lanes, Integral) or isinstance(lanes, bool) or lanes <= 0:
+            raise TypeError(f"requant_lanes must be a positive integer, not {lanes!r}")
+        elif lanes > self.cols:
+            raise ValueError(f"requant_lanes must be at most cols ({self.cols}), not {lanes!r}")
+        object.__setattr__(self, "requant_lanes", int(lanes))
 
     # -- derived constants ---------------------------------------------------------------
 
@@ -125,6 +143,15 @@ class NpuConfig:
         """
         return self.rows + self.cols - 1
 
+    @property
+    def default_requant_lanes(self):
+        """``requant_lanes`` when it is not given: ``min(cols, data_bytes)``."""
+        return min(self.cols, self.data_bytes)
+
+    def requant_cycles(self, n):
+        """Cycles a requantized row of ``n`` columns occupies the requantizer's lanes."""
+        return ceil(n / self.requant_lanes)
+
     def beats(self, nbytes):
         """Data-stream beats that carry a vector of ``nbytes`` bytes (padded to a beat)."""
         return ceil(nbytes / self.data_bytes)
@@ -136,14 +163,14 @@ class NpuConfig:
     def spec(self):
         """The fields that differ from the default, as :func:`parse_config` reads them
         (``"rows=4,cols=4"``; empty for the default configuration)."""
-        default = NpuConfig()
+        default = {**NpuConfig().as_dict(), "requant_lanes": self.default_requant_lanes}
         return ",".join(f"{f.name}={getattr(self, f.name)}" for f in fields(self)
-                        if getattr(self, f.name) != getattr(default, f.name))
+                        if getattr(self, f.name) != default[f.name])
 
     def __str__(self):
         return (f"{self.rows}x{self.cols} array, act {self.act_depth}, "
                 f"weights {self.weight_tiles} tiles, acc {self.acc_depth}, "
-                f"{self.data_bytes}-byte streams")
+                f"{self.data_bytes}-byte streams, {self.requant_lanes} requantizer lanes")
 
 
 def check_config(config):

@@ -15,6 +15,7 @@ from .matmul_unit import MatmulUnit, act_request_tag_layout
 from .memory_reader import MemoryReader
 from .requantizer import Requantizer
 from .serializer import VectorSerializer
+from .skid_buffer import SkidBuffer
 from .store_unit import StoreUnit, store_tag_layout
 from .systolic_array import SystolicArray
 
@@ -90,6 +91,7 @@ class Npu(wiring.Component):
             config=c, read_tag_shape=store_tag_layout(c))
         m.submodules.requantizer = requantizer = Requantizer(config=c)
         m.submodules.serializer = serializer = VectorSerializer(config=c)
+        m.submodules.data_out_buffer = data_out_buffer = SkidBuffer(shape=c.data_width)
 
         act_shape = data.ArrayLayout(operand, c.rows)
         weight_shape = data.ArrayLayout(operand, c.cols)
@@ -158,14 +160,16 @@ class Npu(wiring.Component):
             wiring.connect(m, requantizer.vectors, serializer.vectors)
         with m.Else():
             wiring.connect(m, controller.status_record, serializer.vectors)
-        wiring.connect(m, serializer.beats, wiring.flipped(self.data_out))
+        # The skid buffer registers data-out's ready before it reaches the serializer.
+        wiring.connect(m, serializer.beats, data_out_buffer.input)
+        wiring.connect(m, data_out_buffer.output, wiring.flipped(self.data_out))
 
         datapath_busy = Signal()
         m.d.comb += [
             datapath_busy.eq(load_unit.busy | deserializer.busy | matmul_unit.busy
                              | store_unit.busy | array.busy | accumulator.busy
                              | weight_reader.busy | act_reader.busy | requantizer.busy
-                             | serializer.busy),
+                             | serializer.busy | data_out_buffer.busy),
             controller.load_idle.eq(~(load_unit.busy | deserializer.busy)),
             controller.queued_rows.eq(matmul_unit.queued_rows),
             controller.streaming_rows.eq(matmul_unit.streaming_rows),

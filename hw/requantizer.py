@@ -1,21 +1,30 @@
 """Per-column requantization of accumulator rows to bytes (or raw int32 bytes)."""
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
+from math import ceil
+
+from amaranth import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import isa
 from .config import ACC_WIDTH, check_config
 from .serializer import out_vector_layout
 
-__all__ = ["Requantizer", "requant_input_layout"]
+__all__ = ["Requantizer", "requant_input_layout", "STAGES", "QUEUE_DEPTH"]
 
 _INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
-#: Pipeline depth: saturating bias add; float32 rounding of the sum; the four partial
-#: products of the multiply (one MULT18X18D each, registered on both sides); their
-#: middle sum; the 64-bit product; its length; its float32 rounding; the integer
-#: rounding's floor and round-up bit; offset and clamp.
-STAGES = 9
+#: Pipeline registers of a lane: saturating bias add; the significant length of the sum;
+#: its float32 rounding; the four partial products of the multiply (one MULT18X18D each,
+#: registered on both sides); their middle sum; the 64-bit product; its significant
+#: length; the bits its float32 rounding drops; that rounding; the shift (floor, half and
+#: sticky bits); the rounded floor plus the zero point; the clamp.
+STAGES = 12
+#: Requantized rows the output queue holds.  A row takes a credit (a queue place) when it
+#: enters and returns it when it leaves the queue; ``STAGES + 3`` places cover the rows in
+#: flight between the two, so the queue never throttles a requantizer that the data-out
+#: port keeps up with.
+QUEUE_DEPTH = 1 << (STAGES + 2).bit_length()
+assert QUEUE_DEPTH >= STAGES + 3
 #: Significant bits of a float32 (23 stored mantissa bits and the implicit one).
 FLOAT32_SIGNIFICANT_BITS = 24
 #: Width of the product ``t * multiplier`` (``|t| <= 2**31`` after float32 rounding).
@@ -37,8 +46,28 @@ def requant_input_layout(config):
     })
 
 
+def _queue_layout(config):
+    """A requantized row in the output queue: a byte per column (zero from ``n`` on)."""
+    return data.StructLayout({"bytes": data.ArrayLayout(8, config.cols),
+                              "n": range(config.cols + 1)})
+
+
+def _tag_layout(config):
+    """What travels down the lanes beside the arithmetic: which part of which row."""
+    chunks = ceil(config.cols / config.requant_lanes)
+    return data.StructLayout({"valid": 1, "chunk": range(chunks), "last": 1,
+                              "n": range(config.cols + 1)})
+
+
+def _pick(index, options):
+    """``options[index]`` (Values of one width); the only one if there is one."""
+    if len(options) == 1:
+        return options[0]
+    return Cat(*options).word_select(index, len(options[0]))
+
+
 class Requantizer(wiring.Component):
-    """Requantizes ``cols`` columns in parallel, one accumulator row per cycle.
+    """Requantizes accumulator rows, ``requant_lanes`` columns at a time.
 
     Per column ``j`` (``docs/arithmetic.md``, parameters from :data:`hw.isa.PARAM_FIELDS`):
 
@@ -50,8 +79,22 @@ class Requantizer(wiring.Component):
     4. ``y = min(max(r + output_zero_j, low_j), high_j)``, sent as its low byte.
 
     In ``FLOAT32`` rounding ``t`` and ``p`` are first rounded to 24 significant bits.
-    With ``raw`` the row leaves as ``4 * n`` little-endian int32 bytes instead.  The
-    pipeline has :data:`STAGES` registers and stalls as one.
+    With ``raw`` the row leaves as ``4 * n`` little-endian int32 bytes instead.
+
+    A requantized row waits in a holding register while its columns go through the
+    ``requant_lanes`` lanes, ``requant_lanes`` a cycle (``config.requant_cycles(n)``
+    cycles); the lanes are a pipeline of :data:`STAGES` registers that always advances
+    (a stage's registers load only when it holds a row, which is all its enable does),
+    and the row's bytes, assembled, enter a queue of :data:`QUEUE_DEPTH` rows.  A row
+    enters only while it has a credit, a place in that queue kept for it: a data-out
+    stall stops the rows one cycle later, through the credit count, and never reaches
+    the pipeline.  A raw row skips the arithmetic: it leaves from the holding register
+    itself, once every requantized row before it has left.
+
+    Timing, without stalls: a requantized row of ``n`` columns taken in cycle ``a`` is
+    offered from cycle ``a + STAGES + requant_cycles(n) + 1``, a raw row from ``a + 1``;
+    the next row is taken in cycle ``a + requant_cycles(n)`` (requantized) or in the
+    cycle the raw row leaves.
 
     The arithmetic is exact, in short stages sized for the ECP5: the multiply is four
     DSP-sized partial products with registers on both sides; a rounding to 24
@@ -66,7 +109,7 @@ class Requantizer(wiring.Component):
         The column parameter registers; stable while a store runs.
     vectors : Out(stream.Signature(out_vector_layout(config)))
     busy : Out(1)
-        A row is in the pipeline.
+        A row is held, in the lanes or in the queue.
     """
 
     def __init__(self, *, config):
@@ -81,140 +124,221 @@ class Requantizer(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        cols = self.config.cols
-        advance = Signal()
-        valid = Signal(STAGES)
-        m.d.comb += [
-            advance.eq(~self.vectors.valid | self.vectors.ready),
-            self.rows.ready.eq(advance),
-            self.vectors.valid.eq(valid[-1]),
-            self.busy.eq(valid.any()),
-        ]
+        c = self.config
+        cols, lanes = c.cols, c.requant_lanes
+        chunks = ceil(cols / lanes)
+        queue_layout = _queue_layout(c)
+        m.submodules.queue = queue = fifo.SyncFIFO(width=queue_layout.as_shape().width,
+                                                   depth=QUEUE_DEPTH)
+        queued = data.View(queue_layout, queue.r_data)
 
-        # Side-band (raw mode, column count, raw values) travels with the row.
-        sides = [Signal(requant_input_layout(self.config), name=f"side_{i}")
-                 for i in range(STAGES)]
-        with m.If(advance):
-            m.d.sync += valid.eq((valid << 1) | self.rows.valid)
-            m.d.sync += sides[0].eq(self.rows.payload)
-            for i in range(1, STAGES):
-                m.d.sync += sides[i].eq(sides[i - 1])
+        # The holding register and the chunk of it the lanes take this cycle.
+        held = Signal(requant_input_layout(c))
+        held_valid = Signal()
+        chunk = Signal(range(chunks))
+        last_chunk = Signal(init=1)
+        credits = Signal(range(QUEUE_DEPTH + 1), init=QUEUE_DEPTH)
+        tags = [Signal(_tag_layout(c), name=f"tag_{s + 1}") for s in range(STAGES)]
+        issue = Signal()
+        raw_out = Signal()
+        free = Signal()
+        accept = Signal()
+        lanes_busy = Cat(*(t.valid for t in tags)).any()
 
         out = self.vectors.payload
-        final = sides[-1]
-        for j in range(cols):
-            byte = self._lane(m, advance, j, self.rows.payload.values[j], self.params[j])
-            raw_word = final.values[j].as_unsigned()
-            in_row = j < final.n
-            with m.If(final.raw):
+        with m.If(queue.r_rdy):
+            m.d.comb += [self.vectors.valid.eq(1), queue.r_en.eq(self.vectors.ready),
+                         out.length.eq(queued.n)]
+            for j in range(cols):
+                m.d.comb += out.bytes[j].eq(queued.bytes[j])
+        with m.Elif(raw_out):
+            m.d.comb += [self.vectors.valid.eq(1), out.length.eq(held.n * 4)]
+            for j in range(cols):
+                word = held.values[j].as_unsigned() & (j < held.n).replicate(ACC_WIDTH)
                 for b in range(4):
-                    m.d.comb += out.bytes[4 * j + b].eq(Mux(in_row, raw_word.word_select(b, 8), 0))
-            with m.Else():
-                m.d.comb += out.bytes[j].eq(Mux(in_row, byte, 0))
-        m.d.comb += out.length.eq(Mux(final.raw, final.n * 4, final.n))
+                    m.d.comb += out.bytes[4 * j + b].eq(word.word_select(b, 8))
+
+        m.d.comb += [
+            issue.eq(held_valid & ~held.raw),
+            # A raw row leaves once every requantized row before it has.
+            raw_out.eq(held_valid & held.raw & ~lanes_busy & ~queue.r_rdy),
+            free.eq(~held_valid | (issue & last_chunk) | (raw_out & self.vectors.ready)),
+            self.rows.ready.eq(free & (credits != 0)),
+            accept.eq(self.rows.valid & self.rows.ready),
+            self.busy.eq(held_valid | lanes_busy | queue.r_rdy),
+        ]
+        m.d.sync += credits.eq(credits - (accept & ~self.rows.payload.raw)
+                               + (queue.r_en & queue.r_rdy))
+        with m.If(accept):
+            m.d.sync += [held.eq(self.rows.payload), held_valid.eq(1)]
+            if chunks > 1:
+                m.d.sync += [chunk.eq(0), last_chunk.eq(self.rows.payload.n <= lanes)]
+        with m.Elif(free):
+            m.d.sync += held_valid.eq(0)
+        if chunks > 1:
+            with m.If(issue & ~last_chunk):
+                m.d.sync += [chunk.eq(chunk + 1), last_chunk.eq((chunk + 2) * lanes >= held.n)]
+
+        # The tags follow the lanes' stages.
+        m.d.sync += [tags[0].valid.eq(issue), tags[0].chunk.eq(chunk),
+                     tags[0].last.eq(last_chunk), tags[0].n.eq(held.n)]
+        for s in range(1, STAGES):
+            m.d.sync += tags[s].eq(tags[s - 1])
+
+        def params_at(stage, lane):
+            """The parameter record of ``lane``'s column at the input of register ``stage``
+            (0: the holding register)."""
+            index = chunk if stage == 0 else tags[stage - 1].chunk
+            width = isa.param_layout().as_shape().width
+            options = [Value.cast(self.params[k * lanes + lane]) if k * lanes + lane < cols
+                       else Const(0, width) for k in range(chunks)]
+            return data.View(isa.param_layout(), _pick(index, options))
+
+        valids = [issue] + [t.valid for t in tags]
+        lane_bytes = []
+        for i in range(lanes):
+            acc = _pick(chunk, [Value.cast(held.values[k * lanes + i]) if k * lanes + i < cols
+                                else Const(0, ACC_WIDTH) for k in range(chunks)]).as_signed()
+            lane_bytes.append(self._lane(m, i, acc, lambda s, i=i: params_at(s, i), valids))
+
+        # Assemble the row's chunks and queue it with its last one.
+        final = tags[-1]
+        assembled = [Signal(8, name=f"assembled_{j}") for j in range((chunks - 1) * lanes)]
+        for j, byte in enumerate(assembled):
+            with m.If(final.valid & (final.chunk == j // lanes)):
+                m.d.sync += byte.eq(lane_bytes[j % lanes])
+        entry = data.View(queue_layout, queue.w_data)
+        m.d.comb += [queue.w_en.eq(final.valid & final.last), entry.n.eq(final.n)]
+        for j in range(cols):
+            byte = lane_bytes[j % lanes]
+            if j < len(assembled):
+                byte = Mux(final.chunk == j // lanes, byte, assembled[j])
+            m.d.comb += entry.bytes[j].eq(byte & (j < final.n).replicate(8))
         return m
 
-    def _lane(self, m, advance, j, acc, params):
-        """The :data:`STAGES` pipeline registers of column ``j``; returns the output byte.
+    def _lane(self, m, i, acc, params_at, valids):
+        """The :data:`STAGES` pipeline registers of lane ``i``; returns its output byte.
 
-        Each stage is one register (or a few side by side); the comments number them.
+        ``params_at(s)`` is the parameter record at the input of register ``s`` (the
+        chunk there selects the column), ``valids[s]`` whether that input holds a row.
+        Register ``s`` loads only then: the arithmetic sits inside its enable, so a
+        simulator computes it only for rows (no comb signal in between).  The comments
+        number the registers.
         """
-        as_float32 = params.rounding == isa.Rounding.FLOAT32
+        stages = []
 
         def stage(shape, name):
-            return Signal(shape, name=f"{name}_{j}")
+            return Signal(shape, name=f"{name}_{i}")
+
+        def load(number, *assignments):
+            stages.append(number)
+            with m.If(valids[number - 1]):
+                m.d.sync += assignments
+
+        def as_float32(number):
+            return params_at(number - 1).rounding == isa.Rounding.FLOAT32
 
         # 1. t = saturate_int32(acc + bias)
-        total = stage(signed(ACC_WIDTH + 1), "total")
         t = stage(signed(ACC_WIDTH), "sat")
-        m.d.comb += total.eq(acc + params.bias)
+        total = (acc + Value.cast(params_at(0).bias))
         overflow = total[-1] != total[-2]
-        saturated = Mux(overflow, Mux(total[-1], _INT32_MIN, _INT32_MAX), total[:ACC_WIDTH])
+        load(1, t.eq(Mux(overflow, Mux(total[-1], _INT32_MIN, _INT32_MAX), total[:ACC_WIDTH])))
 
-        # 2. t rounded to 24 significant bits in FLOAT32 mode (|t| <= 2**31: at most 8 bits drop)
+        # 2. its significant length
+        t_length = stage(range(ACC_WIDTH + 1), "t_length")
+        t_2 = stage(signed(ACC_WIDTH), "t_2")
+        load(2, t_length.eq(_significant_length(t)), t_2.eq(t))
+
+        # 3. t rounded to 24 significant bits in FLOAT32 mode (|t| <= 2**31: at most 8 bits drop)
         t_operand = stage(signed(ACC_WIDTH + 1), "t_operand")
-        t_float32 = _round_to_float32(m, t, _significant_length(m, t, f"t_{j}"), f"t_{j}")
+        t_mask = _float32_mask(t_length, as_float32(3), ACC_WIDTH + 1)
+        load(3, t_operand.eq(_round_to_float32(t_2, Cat(*t_mask), _lowest_kept(t_2, t_mask))))
 
-        # 3. the four partial products of t * multiplier, one DSP each
+        # 4. the four partial products of t * multiplier, one DSP each
+        multiplier = Value.cast(params_at(3).multiplier)
         t_low, t_high = t_operand[:_SPLIT], t_operand[_SPLIT:].as_signed()
-        m_low, m_high = params.multiplier[:_SPLIT], params.multiplier[_SPLIT:]
+        m_low, m_high = multiplier[:_SPLIT], multiplier[_SPLIT:]
         low_low = stage(unsigned(2 * _SPLIT), "low_low")
         low_high = stage(unsigned(_SPLIT + len(m_high)), "low_high")
         high_low = stage(signed(len(t_high) + _SPLIT + 1), "high_low")
         high_high = stage(signed(len(t_high) + len(m_high) + 1), "high_high")
+        load(4, low_low.eq(t_low * m_low), low_high.eq(t_low * m_high),
+             high_low.eq(t_high * m_low), high_high.eq(t_high * m_high))
 
-        # 4. the middle sum (the others wait a stage)
+        # 5. the middle sum (the others wait a stage)
         middle = stage(signed(max(len(low_high), len(high_low)) + 1), "middle")
-        low_low_4 = stage(unsigned(2 * _SPLIT), "low_low_4")
-        high_high_4 = stage(signed(len(high_high)), "high_high_4")
+        low_low_5 = stage(unsigned(2 * _SPLIT), "low_low_5")
+        high_high_5 = stage(signed(len(high_high)), "high_high_5")
+        load(5, middle.eq(low_high + high_low), low_low_5.eq(low_low),
+             high_high_5.eq(high_high))
 
-        # 5. the 64-bit product
+        # 6. the 64-bit product
         product = stage(signed(PRODUCT_WIDTH), "product")
+        load(6, product.eq(low_low_5 + (middle << _SPLIT) + (high_high_5 << (2 * _SPLIT))))
 
-        # 6. its significant length
+        # 7. its significant length
         length = stage(range(PRODUCT_WIDTH + 1), "length")
-        product_6 = stage(signed(PRODUCT_WIDTH), "product_6")
+        product_7 = stage(signed(PRODUCT_WIDTH), "product_7")
+        load(7, length.eq(_significant_length(product)), product_7.eq(product))
 
-        # 7. the product rounded to 24 significant bits in FLOAT32 mode
+        # 8. the bits its rounding to 24 significant bits drops in FLOAT32 mode (else
+        #    none), as a mask, and the lowest bit it keeps
+        product_mask = stage(PRODUCT_WIDTH + 1, "mask")
+        product_odd = stage(1, "odd")
+        product_8 = stage(signed(PRODUCT_WIDTH), "product_8")
+        length_8 = stage(range(PRODUCT_WIDTH + 1), "length_8")
+        mask = _float32_mask(length, as_float32(8), PRODUCT_WIDTH + 1)
+        load(8, product_mask.eq(Cat(*mask)), product_odd.eq(_lowest_kept(product_7, mask)),
+             product_8.eq(product_7), length_8.eq(length))
+
+        # 9. the product rounded
         value = stage(signed(PRODUCT_WIDTH + 1), "value")
-        length_7 = stage(range(PRODUCT_WIDTH + 1), "length_7")
+        length_9 = stage(range(PRODUCT_WIDTH + 1), "length_9")
+        load(9, value.eq(_round_to_float32(product_8, product_mask, product_odd)),
+             length_9.eq(length_8))
 
-        # 8. floor(value / 2**shift), saturated, and whether to round it up
-        floor = stage(signed(FLOOR_WIDTH), "floor")
-        up = stage(1, "up")
-        shift = params.shift
+        # 10. floor(value / 2**shift) to FLOOR_WIDTH bits, its half and sticky bits, and
+        #     whether it lies beyond them
+        floor_bits = stage(FLOOR_WIDTH, "floor_bits")
+        half = stage(1, "half")
+        sticky = stage(1, "sticky")
+        tie_up = stage(1, "tie_up")
+        too_long = stage(1, "too_long")
+        negative = stage(1, "negative")
+        p10 = params_at(9)
+        shift = Value.cast(p10.shift)
         floor_value = value >> shift
-        half = value.bit_select((shift - 1).as_unsigned()[:len(shift)], 1)
-        sticky = (value & _below(shift, len(value) + 1)[1:]).any()
-        tie_up = Signal(name=f"tie_up_{j}")
-        with m.Switch(params.rounding):
-            with m.Case(isa.Rounding.HALF_EVEN, isa.Rounding.FLOAT32):
-                m.d.comb += tie_up.eq(floor_value[0])
-            with m.Case(isa.Rounding.HALF_AWAY):
-                m.d.comb += tie_up.eq(~value[-1])
-            with m.Default():
-                m.d.comb += tie_up.eq(1)
+        rounding = p10.rounding
         # Beyond FLOOR_WIDTH - 2 bits the floor lies outside every clamp range, so a
         # saturated floor gives the same result; the float32 rounding above adds at most
         # one bit to the product's length.
-        too_long = length_7 > shift + (FLOOR_WIDTH - 2)
-        floor_limit = Mux(value[-1], -(1 << (FLOOR_WIDTH - 1)), (1 << (FLOOR_WIDTH - 1)) - 1)
+        load(10, floor_bits.eq(floor_value[:FLOOR_WIDTH]),
+             half.eq(value.bit_select((shift - 1).as_unsigned()[:len(shift)], 1)),
+             sticky.eq((value & _below(shift, len(value) + 1)[1:]).any()),
+             tie_up.eq(Mux((rounding == isa.Rounding.HALF_EVEN)
+                           | (rounding == isa.Rounding.FLOAT32), floor_value[0],
+                           Mux(rounding == isa.Rounding.HALF_AWAY, ~value[-1], 1))),
+             too_long.eq(length_9 > shift + (FLOOR_WIDTH - 2)),
+             negative.eq(value[-1]))
 
-        # 9. offset and clamp
-        clamped = stage(signed(9), "clamped")
+        # 11. the rounded floor, saturated, plus the output zero point
         offset = stage(signed(FLOOR_WIDTH + 2), "offset")
-        at_least_low = stage(signed(FLOOR_WIDTH + 2), "at_least_low")
-        m.d.comb += [
-            offset.eq(floor + up + params.output_zero),
-            at_least_low.eq(Mux(offset < params.low, params.low, offset)),
-        ]
+        floor_limit = Mux(negative, -(1 << (FLOOR_WIDTH - 1)), (1 << (FLOOR_WIDTH - 1)) - 1)
+        floor = Mux(too_long, floor_limit, floor_bits.as_signed())
+        up = ~too_long & half & (sticky | tie_up)
+        load(11, offset.eq(floor + up + Value.cast(params_at(10).output_zero)))
 
-        with m.If(advance):
-            m.d.sync += [
-                t.eq(saturated),
-                t_operand.eq(Mux(as_float32, t_float32, t)),
-                low_low.eq(t_low * m_low),
-                low_high.eq(t_low * m_high),
-                high_low.eq(t_high * m_low),
-                high_high.eq(t_high * m_high),
-                middle.eq(low_high + high_low),
-                low_low_4.eq(low_low),
-                high_high_4.eq(high_high),
-                product.eq(low_low_4 + (middle << _SPLIT) + (high_high_4 << (2 * _SPLIT))),
-                length.eq(_significant_length(m, product, f"product_{j}")),
-                product_6.eq(product),
-                value.eq(Mux(as_float32,
-                             _round_to_float32(m, product_6, length, f"product_{j}"),
-                             product_6)),
-                length_7.eq(length),
-                floor.eq(Mux(too_long, floor_limit, floor_value[:FLOOR_WIDTH])),
-                up.eq(~too_long & half & (sticky | tie_up)),
-                clamped.eq(Mux(at_least_low > params.high, params.high, at_least_low)),
-            ]
+        # 12. the clamp, min(max(offset, low), high), its comparisons side by side
+        clamped = stage(signed(9), "clamped")
+        p12 = params_at(11)
+        low, high = Value.cast(p12.low), Value.cast(p12.high)
+        load(12, clamped.eq(Mux(offset < low, Mux(low > high, high, low),
+                                Mux(offset > high, high, offset))))
+        assert stages == list(range(1, STAGES + 1))
         return clamped[:8]
 
 
-def _significant_length(m, value, name):
+def _significant_length(value):
     """Bits of ``value`` besides its sign: the bit length of ``value``, or of ``~value``
     below zero.
 
@@ -237,33 +361,36 @@ def _significant_length(m, value, name):
                                     for h, lo_bit in zip(at_high, at_low, strict=True)] + [any_high]
 
     found, index = highest(0, size)
-    length = Signal(range(len(value) + 1), name=f"{name}_length")
-    m.d.comb += length.eq(Mux(found, Cat(*index) + 1, 0))
-    return length
+    return Mux(found, Cat(*index) + 1, 0)
 
 
-def _round_to_float32(m, value, length, name):
-    """``value`` rounded to 24 significant bits, ties to even: what a float32 holds.
+def _float32_mask(length, enable, width):
+    """The ``width`` bits (a list, LSB first) of the mask of the low bits a rounding to
+    24 significant bits drops from a value of significant length ``length`` (none unless
+    ``enable``): bit ``i`` is set when ``length > 24 + i``, one comparison with a constant
+    per bit.  A list, so that each use of a bit is that bit's expression alone."""
+    return [enable & _greater_than(length, FLOAT32_SIGNIFICANT_BITS + i)
+            for i in range(width)]
 
-    ``length`` is :func:`_significant_length` of ``value``; ``drop`` bits go.  Adding
-    ``2**(drop - 1) - 1`` and the lowest kept bit carries into the kept bits exactly
-    when the dropped bits are above half a step, or half with the kept part odd; the
-    dropped bits are then cleared (as :func:`sim.golden.round_significant` rounds).
+
+def _lowest_kept(value, mask):
+    """The lowest bit of ``value`` that ``mask`` (a list of bits) keeps, when the mask
+    drops any (else 0)."""
+    return Cat(*(value[i] & mask[i - 1] & ~mask[i] for i in range(1, len(value)))).any()
+
+
+def _round_to_float32(value, mask, odd):
+    """``value`` with the low bits ``mask`` covers rounded away, ties to even: what a
+    float32 holds when ``mask`` is :func:`_float32_mask` of its length (an empty mask:
+    ``value`` itself).  ``odd`` is :func:`_lowest_kept`.
+
+    Adding ``2**(drop - 1) - 1`` (``mask`` shifted down by one) and the lowest kept bit
+    carries into the kept bits exactly when the dropped bits are above half a step, or
+    half with the kept part odd; the dropped bits are then cleared (as
+    :func:`sim.golden.round_significant` rounds).  Returns a value one bit wider than
+    ``value``.
     """
-    width = len(value)
-    drop = Signal(range(width - FLOAT32_SIGNIFICANT_BITS + 1), name=f"{name}_drop")
-    odd = Signal(name=f"{name}_odd")
-    total = Signal(signed(width + 1), name=f"{name}_total")
-    result = Signal(signed(width + 1), name=f"{name}_float32")
-    m.d.comb += drop.eq(Mux(length > FLOAT32_SIGNIFICANT_BITS,
-                            length - FLOAT32_SIGNIFICANT_BITS, 0))
-    below = _below(drop, width + 1)
-    m.d.comb += [
-        odd.eq(value.bit_select(drop, 1) & (drop != 0)),
-        total.eq(value + below[1:] + odd),
-        result.eq(total & ~below),
-    ]
-    return result
+    return (value.as_signed() + mask[1:] + odd) & ~mask
 
 
 def _greater_than(value, constant):

@@ -5,7 +5,6 @@ from math import ceil
 from amaranth import Module, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
-from amaranth.utils import bits_for
 
 from .config import check_config
 
@@ -54,12 +53,10 @@ class VectorSerializer(wiring.Component):
         buffer = Signal(data.ArrayLayout(8, max_beats * beat_bytes))
         length = Signal(range(nbytes + 1))
         beat_index = Signal(range(max_beats + 1))
-        offset_after = Signal(bits_for(max_beats * beat_bytes))
+        # Whether the beat at the output is the vector's last, registered.
         last = Signal()
 
         m.d.comb += [
-            offset_after.eq((beat_index + 1) * beat_bytes),
-            last.eq(offset_after >= length),
             self.busy.eq(self.beats.valid),
             # A new vector may enter while the last beat of the current one leaves.
             self.vectors.ready.eq(~self.beats.valid | (self.beats.ready & last)),
@@ -74,10 +71,12 @@ class VectorSerializer(wiring.Component):
             with m.If(last):
                 m.d.sync += [self.beats.valid.eq(0), beat_index.eq(0)]
             with m.Else():
-                m.d.sync += beat_index.eq(beat_index + 1)
+                m.d.sync += [beat_index.eq(beat_index + 1),
+                             last.eq((beat_index + 2) * beat_bytes >= length)]
         with m.If(self.vectors.valid & self.vectors.ready):
             m.d.sync += [self.beats.valid.eq(1), beat_index.eq(0),
-                         length.eq(self.vectors.payload.length)]
+                         length.eq(self.vectors.payload.length),
+                         last.eq(self.vectors.payload.length <= beat_bytes)]
             for i in range(max_beats * beat_bytes):
                 # Pad bytes past the length with zeros.
                 value = (self.vectors.payload.bytes[i]

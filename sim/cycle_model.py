@@ -18,7 +18,9 @@ from dataclasses import asdict, dataclass, fields
 
 from hw.config import PARAM_RECORD_BYTES, STATUS_RECORD_BYTES, NpuConfig
 from hw.isa import Opcode
+from hw.requantizer import QUEUE_DEPTH as REQUANTIZER_QUEUE
 from hw.requantizer import STAGES as REQUANTIZER_STAGES
+from hw.skid_buffer import LATENCY as DATA_OUT_LATENCY
 
 __all__ = ["Outcome", "CycleModel", "Breakdown"]
 
@@ -27,10 +29,11 @@ _NEVER = -(1 << 40)
 #: (every event of a run is at cycle 0 or later).
 _CLOCKS = ("last_dispatch", "load_through", "preload_through", "preloader_free",
            "stream_last", "matmul_through", "compute_through", "store_through",
-           "output_through", "bank_last_accept", "error_visible", "act_read_last")
-#: From a STORE's dispatch to its first row at the serializer: store unit request,
-#: accumulator read, the requantizer's stages.
-_STORE_TO_SERIALIZER = 2 + REQUANTIZER_STAGES
+           "serializer_through", "output_through", "bank_last_accept", "error_visible",
+           "act_read_last")
+#: From a STORE's dispatch to the requantizer taking its first row: store unit request,
+#: accumulator read.
+_STORE_TO_REQUANTIZER = 2
 
 
 class Outcome(enum.Enum):
@@ -80,7 +83,8 @@ class CycleModel:
         self.matmul_through = _NEVER    # preloader or streamer busy
         self.compute_through = _NEVER   # anything of a matmul still in flight
         self.store_through = _NEVER     # store unit, accumulator reads, requantizer
-        self.output_through = _NEVER    # serializer sending beats
+        self.serializer_through = _NEVER  # serializer sending beats
+        self.output_through = _NEVER    # the last beat through the data-out skid buffer
         self.bank_last_accept = [_NEVER, _NEVER]
         # Activation rows of the two latest MATMULs and the cycle of their last read.
         self.act_read_rows = []
@@ -193,8 +197,8 @@ class CycleModel:
         elif op == Opcode.READ_STATUS:
             # The serializer takes the record in the cycle its last beat leaves.
             d = self._dispatched(max(earliest, load_idle, self.store_through + 1,
-                                     self.output_through))
-            self.output_through = d + c.beats(STATUS_RECORD_BYTES)
+                                     self.serializer_through))
+            self._serialized(d + c.beats(STATUS_RECORD_BYTES))
         elif op == Opcode.FENCE:
             d = self._dispatched(max(earliest, self.end + 1))
         elif op == Opcode.CLEAR_ERROR:
@@ -248,10 +252,49 @@ class CycleModel:
         self.compute_through = last_accept + latency + 1
         self.breakdown.streaming += ins.count
 
+    def _serialized(self, through):
+        """The serializer sends beats through cycle ``through`` (and takes the next
+        vector in that cycle); the skid buffer holds the last one a cycle longer."""
+        self.serializer_through = through
+        self.output_through = through + DATA_OUT_LATENCY
+
     def _store(self, d, ins):
+        """The rows of a STORE through the requantizer (``hw/requantizer.py``'s timing)
+        into the serializer, which takes a row when it has sent the last one's beats."""
+        c = self.config
         self.store = ins
-        beats = self.config.beats(ins.n * (4 if ins.raw else 1))
-        first = max(d + _STORE_TO_SERIALIZER, self.output_through)
-        last = first + (ins.count - 1) * beats
+        beats = c.beats(ins.n * (4 if ins.raw else 1))
+        taken = d + _STORE_TO_REQUANTIZER
+        free = self.serializer_through
+        if ins.raw:
+            # A raw row leaves from the holding register; the next follows it there.
+            last = max(taken + 1, free) + (ins.count - 1) * beats
+        else:
+            cycles = c.requant_cycles(ins.n)
+            offered = taken + REQUANTIZER_STAGES + cycles + 1
+            if cycles <= beats:
+                # The requantizer keeps up: the serializer sets the pace (the queue holds
+                # enough rows that it never waits for one).
+                last = max(offered, free) + (ins.count - 1) * beats
+            elif free <= offered:
+                # The lanes set the pace and the serializer takes each row as it comes.
+                last = offered + (ins.count - 1) * cycles
+            else:
+                last = self._late_requantized_rows(taken, ins.count, cycles, beats, free)
         self.store_through = last
-        self.output_through = last + beats
+        self._serialized(last + beats)
+
+    @staticmethod
+    def _late_requantized_rows(taken, count, cycles, beats, free):
+        """The cycle the serializer takes the last row of a requantized STORE whose lanes
+        are slower than its beats but whose first row waits for the serializer: row by
+        row, each taking a credit (a queue place) freed the cycle after a row leaves."""
+        accepted, left = [], []
+        for k in range(count):
+            a = taken if k == 0 else accepted[-1] + cycles
+            if k >= REQUANTIZER_QUEUE:
+                a = max(a, left[k - REQUANTIZER_QUEUE] + 1)
+            ready = free if k == 0 else left[-1] + beats
+            accepted.append(a)
+            left.append(max(a + REQUANTIZER_STAGES + cycles + 1, ready))
+        return left[-1]

@@ -9,18 +9,45 @@ from hw import isa
 from hw.config import ACC_WIDTH, COMMAND_WIDTH, PARAM_RECORD_BYTES, STATUS_RECORD_BYTES, NpuConfig
 
 FIELDS = [f.name for f in dataclasses.fields(NpuConfig)]
+#: The fields whose limit is fixed (``requant_lanes``'s is ``cols``).
+SIZES = [name for name in FIELDS if name != "requant_lanes"]
 #: Largest value of each field, as the field widths of the instruction set dictate.
 LIMITS = {"rows": 256, "cols": 256, "act_depth": 1 << 16, "weight_tiles": 256,
           "acc_depth": 1 << 16, "data_bytes": 256}
 
 
 def test_fields_are_the_documented_ones():
-    assert FIELDS == ["rows", "cols", "act_depth", "weight_tiles", "acc_depth", "data_bytes"]
+    assert FIELDS == ["rows", "cols", "act_depth", "weight_tiles", "acc_depth", "data_bytes",
+                      "requant_lanes"]
 
 
 def test_defaults():
     assert NpuConfig().as_dict() == {"rows": 8, "cols": 8, "act_depth": 512,
-                                     "weight_tiles": 4, "acc_depth": 512, "data_bytes": 8}
+                                     "weight_tiles": 4, "acc_depth": 512, "data_bytes": 8,
+                                     "requant_lanes": 8}
+
+
+@pytest.mark.parametrize("cols, data_bytes", [(8, 8), (12, 8), (3, 16), (5, 1)])
+def test_requant_lanes_default_keeps_up_with_the_port(cols, data_bytes):
+    config = NpuConfig(cols=cols, data_bytes=data_bytes)
+    assert config.requant_lanes == config.default_requant_lanes == min(cols, data_bytes)
+    # A requantized row (one byte a column) never occupies the lanes longer than its beats.
+    for n in range(1, cols + 1):
+        assert config.requant_cycles(n) <= config.beats(n)
+
+
+@pytest.mark.parametrize("lanes", [1, 3, 12])
+def test_requant_cycles_cover_the_row(lanes):
+    config = NpuConfig(cols=12, requant_lanes=lanes)
+    for n in range(1, 13):
+        cycles = config.requant_cycles(n)
+        assert cycles * lanes >= n > (cycles - 1) * lanes
+
+
+def test_requant_lanes_above_cols_wrong():
+    with pytest.raises(ValueError, match=r"^requant_lanes must be at most cols \(4\), not 5$"):
+        NpuConfig(cols=4, requant_lanes=5)
+    assert NpuConfig(cols=4, requant_lanes=4).requant_lanes == 4
 
 
 # -- validation -----------------------------------------------------------------------------
@@ -32,8 +59,10 @@ def test_not_positive_wrong(name, value):
         NpuConfig(**{name: value})
 
 
-@pytest.mark.parametrize("name", FIELDS)
-@pytest.mark.parametrize("value", [2.0, "8", None, True])
+@pytest.mark.parametrize("name, value", [
+    (name, value) for name in FIELDS for value in [2.0, "8", None, True]
+    # None is requant_lanes' default: min(cols, data_bytes)
+    if not (name == "requant_lanes" and value is None)])
 def test_not_an_integer_wrong(name, value):
     # True is an int to Python but never a size; floats are refused even when whole.
     with pytest.raises(TypeError, match=f"^{name} must be a positive integer, not "
@@ -41,14 +70,14 @@ def test_not_an_integer_wrong(name, value):
         NpuConfig(**{name: value})
 
 
-@pytest.mark.parametrize("name", FIELDS)
+@pytest.mark.parametrize("name", SIZES)
 def test_above_limit_wrong(name):
     limit = LIMITS[name]
     with pytest.raises(ValueError, match=f"^{name} must be at most {limit}, not {limit + 1}$"):
         NpuConfig(**{name: limit + 1})
 
 
-@pytest.mark.parametrize("name", FIELDS)
+@pytest.mark.parametrize("name", SIZES)
 def test_limits_are_accepted(name):
     assert getattr(NpuConfig(**{name: LIMITS[name]}), name) == LIMITS[name]
     assert getattr(NpuConfig(**{name: 1}), name) == 1
@@ -125,12 +154,15 @@ def test_module_constants_match_the_isa():
 def test_str_names_every_size():
     text = str(NpuConfig(rows=2, cols=3, act_depth=17, weight_tiles=5, acc_depth=19,
                          data_bytes=7))
-    assert text == "2x3 array, act 17, weights 5 tiles, acc 19, 7-byte streams"
+    assert text == ("2x3 array, act 17, weights 5 tiles, acc 19, 7-byte streams, "
+                    "3 requantizer lanes")
 
 
 def test_as_dict_round_trips():
     config = NpuConfig(rows=3, cols=5, act_depth=9, weight_tiles=2, acc_depth=11, data_bytes=4)
     assert NpuConfig(**config.as_dict()) == config
+    narrow = NpuConfig(cols=5, requant_lanes=2)
+    assert NpuConfig(**narrow.as_dict()) == narrow
 
 
 # -- immutability ---------------------------------------------------------------------------
@@ -162,6 +194,11 @@ def test_parse_config_round_trips_spec():
     assert parse_config(config.spec) == config
     assert parse_config("") == parse_config(None) == NpuConfig()
     assert parse_config(" rows = 2 , cols=2") == NpuConfig(rows=2, cols=2)
+    # requant_lanes is in the spec only when it differs from min(cols, data_bytes).
+    assert NpuConfig(cols=12, data_bytes=4, requant_lanes=4).spec == "cols=12,data_bytes=4"
+    lanes = NpuConfig(rows=12, cols=12, requant_lanes=3)
+    assert lanes.spec == "rows=12,cols=12,requant_lanes=3"
+    assert parse_config(lanes.spec) == lanes
 
 
 @pytest.mark.parametrize("text, message", [
@@ -171,6 +208,8 @@ def test_parse_config_round_trips_spec():
     ("rows=2,rows=3", "configuration item 'rows' is given twice"),
     ("cols=0", "cols must be a positive integer, not 0"),
     ("act_depth=70000", "act_depth must be at most 65536, not 70000"),
+    ("requant_lanes=0", "requant_lanes must be a positive integer, not 0"),
+    ("cols=4,requant_lanes=5", r"requant_lanes must be at most cols \(4\), not 5"),
 ])
 def test_parse_config_wrong(text, message):
     from hw.config import parse_config

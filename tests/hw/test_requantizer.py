@@ -7,10 +7,12 @@ hardware or the golden model): an edge sweep (int32 saturation of ``acc + bias``
 both ways, shifts 1 and 63, exact ties and near-ties under each rounding mode on
 both signs, clamps with ``low > high``, ReLU and ReLU6 bounds, results outside a
 byte's range truncated to their low byte), then random parameters per column over
-their whole ranges.  Rows go in with random ``n`` (the bytes from ``n`` up to the
-row's end are zero) and random ``raw`` (``4 * n`` little-endian int32 bytes).  The
-parameters change only between batches, once the pipeline has drained, as during
-a store; ``rows`` sees random idle cycles and ``vectors`` random backpressure.
+their whole ranges, with lanes for every column and with fewer lanes than columns
+(a row in chunks).  Rows go in with random ``n`` (the bytes from ``n`` up to the
+row's end are zero) and random ``raw`` (``4 * n`` little-endian int32 bytes, mixed
+with requantized rows: they keep their order).  The parameters change only between
+batches, once the pipeline has drained, as during a store; ``rows`` sees random idle
+cycles and ``vectors`` random backpressure.
 """
 
 import random
@@ -28,7 +30,10 @@ from hw.isa import ParamRecord, Rounding
 from hw.requantizer import Requantizer
 
 PARAM_NAMES = [f.name for f in isa.PARAM_FIELDS if not f.name.startswith("reserved")]
-CONFIGS = [NpuConfig(rows=2, cols=5), NpuConfig(rows=1, cols=1)]
+#: Five lanes for five columns; two lanes taking a row in up to three chunks (the last
+#: one part empty); one column.
+CONFIGS = [NpuConfig(rows=2, cols=5), NpuConfig(rows=1, cols=5, requant_lanes=2),
+           NpuConfig(rows=1, cols=1)]
 
 
 def _reference(acc, record):
@@ -174,7 +179,7 @@ def _batches(config, rng):
     return batches
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"cols{c.cols}")
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"cols{c.cols}-lanes{c.requant_lanes}")
 def test_requantizer_matches_big_int_reference(config):
     rng = random.Random(config.cols)
     dut = Requantizer(config=config)

@@ -93,3 +93,35 @@ def test_skipped_commands_cost_one_dispatch_cycle():
     first = model.step(store, Outcome.SKIPPED)
     assert model.step(store, Outcome.SKIPPED) == first + 1
     assert model.cycles == first + 2
+
+
+def test_cycle_model_matches_rtl_with_lanes_slower_than_the_port():
+    # One requantizer lane behind a 2-byte port: a requantized row occupies the lane
+    # longer than its beats take, and after long raw rows its first rows wait in the
+    # queue for the serializer; more rows than the queue holds, so credits run out.
+    from sim.programs import CommandStream, _records
+    config = NpuConfig(rows=2, cols=12, act_depth=32, weight_tiles=1, acc_depth=32,
+                       data_bytes=2, requant_lanes=1)
+    assert config.requant_cycles(5) > config.beats(5)
+    rng = np.random.default_rng(5)
+    program = CommandStream(config)
+
+    def rows_of(shape):
+        from hw.beats import pack_rows
+        return pack_rows(config, rng.integers(0, 256, shape))
+
+    program.add(isa.LoadAct(addr=0, count=32, length=2), rows_of((32, 2)))
+    program.add(isa.LoadWeight(slot=0, k=2, n=12), rows_of((2, 12)))
+    program.add(isa.LoadParams(count=12), _records(config, random_params(rng, 12)))
+    program.add(isa.Matmul(act_addr=0, count=32, slot=0, acc_addr=0))
+    for n, count, raw in [(12, 3, 1), (5, 30, 0), (12, 2, 1), (3, 20, 0), (12, 20, 0),
+                          (1, 4, 1), (7, 18, 0)]:
+        program.add(isa.Store(acc_addr=0, count=count, n=n, raw=raw))
+        if n == 3:
+            program.add(isa.ReadStatus())
+    expected = GoldenNpu(config).run(program.commands, program.data_in)
+    with AmaranthSession(config=config) as chip:
+        got = chip.run(program.commands, program.data_in)
+    assert got.data_out == expected.data_out
+    assert got.status == expected.status
+    assert got.cycles == expected.cycles, program.disassemble()
