@@ -137,11 +137,14 @@ class NpuConfig:
     def array_latency(self):
         """Enabled cycles from an activation vector entering the array to its result row.
 
-        Row ``r`` waits ``r`` cycles of input skew, the partial sum of column ``c`` leaves
-        the bottom row ``rows + c`` cycles after entry, and the deskew delays column ``c``
-        by ``cols - 1 - c`` more: ``rows + cols - 1`` for every column.
+        Row ``r`` waits ``r`` cycles of input skew and the activation moves one cell
+        right per cycle, so it reaches cell ``(r, c)`` after ``r + c``; the bottom cell
+        of column ``c`` puts out its partial sum ``PE_LATENCY`` (``hw/pe.py``) cycles
+        after that, and the deskew delays column ``c`` by ``cols - 1 - c`` more:
+        ``rows + cols - 2 + PE_LATENCY`` for every column.
         """
-        return self.rows + self.cols - 1
+        from .pe import PE_LATENCY  # hw/pe.py imports this module for its widths
+        return self.rows + self.cols - 2 + PE_LATENCY
 
     @property
     def default_requant_lanes(self):

@@ -10,7 +10,7 @@ from .isa import ErrorCode, Opcode
 from .load_unit import LoadKind, load_command_layout
 from .matmul_unit import act_rows_layout, matmul_command_layout
 from .serializer import out_vector_layout
-from .store_unit import store_command_layout
+from .store_unit import store_command_layout, store_end_shape
 
 __all__ = ["Controller"]
 
@@ -18,7 +18,10 @@ __all__ = ["Controller"]
 class Controller(wiring.Component):
     """Fetches, checks and dispatches commands in order, one per cycle at best.
 
-    Each command is checked against the configuration in the order of
+    Each command is checked as it is fetched, and its error code is registered with
+    it (as are the ends ``addr + count`` of the rows it writes or reads), so that the
+    dispatch logic compares registers only; the units register the ends of what they
+    hold too.  Each command is checked against the configuration in the order of
     :class:`~hw.isa.ErrorCode`: its opcode, its reserved bits, then the rules of its
     instruction (``RULES`` in :mod:`hw.isa`: the decoder is built from them).  A
     malformed command latches its error code (the first error wins) and is consumed
@@ -64,6 +67,8 @@ class Controller(wiring.Component):
         Activation rows the matmul unit's commands will still read.
     store_current : In(store_command_layout())
         The store in the store path (its rows and parameter set).
+    store_end : In(store_end_shape())
+        ``acc_addr + count`` of ``store_current``.
     param_error : In(1)
         The load unit met an invalid requantization record.
     busy : Out(1)
@@ -92,6 +97,7 @@ class Controller(wiring.Component):
             "store_idle": In(1),
             "all_idle": In(1),
             "store_current": In(store_command_layout()),
+            "store_end": In(store_end_shape()),
             "param_error": In(1),
             "busy": Out(1),
             "error": Out(isa.status_shape("error")),
@@ -99,12 +105,17 @@ class Controller(wiring.Component):
             "executed": Out(isa.status_shape("commands")),
         })
 
+    @staticmethod
+    def _views(word):
+        """``word`` as each instruction's fields, by opcode."""
+        return {op: data.View(isa.command_layout(cls), word)
+                for op, cls in isa.INSTRUCTIONS.items()}
+
     def _check(self, m, word):
         """The ErrorCode of ``word`` (combinational), in ErrorCode priority order."""
-        code = Signal(ErrorCode)
+        code = Signal(ErrorCode, name="fetched_code")
         opcode = word[:isa.OPCODE_WIDTH]
-        views = {op: data.View(isa.command_layout(cls), word)
-                 for op, cls in isa.INSTRUCTIONS.items()}
+        views = self._views(word)
         with m.Switch(opcode):
             for op, cls in isa.INSTRUCTIONS.items():
                 with m.Case(op):
@@ -117,13 +128,27 @@ class Controller(wiring.Component):
                             m.d.comb += code.eq(error)
             with m.Default():
                 m.d.comb += code.eq(ErrorCode.BAD_OPCODE)
-        return code, views
+        return code
 
     def elaborate(self, platform):
         m = Module()
         word = Signal(COMMAND_WIDTH)
         opcode = word[:isa.OPCODE_WIDTH]
-        code, views = self._check(m, word)
+        views = self._views(word)
+        # Registered with the word as it is fetched: its error code, the end of the
+        # activation rows a LOAD_ACT writes and of the accumulator rows a MATMUL writes.
+        incoming = self.commands.payload
+        fetched = self._views(incoming)
+        code = Signal(ErrorCode)
+        act_end = Signal(range(2 ** isa.LoadAct.field("addr").width
+                               + 2 ** isa.LoadAct.field("count").width))
+        acc_end = Signal(range(2 ** isa.Matmul.field("acc_addr").width
+                               + 2 ** isa.Matmul.field("count").width))
+        fetch_updates = [
+            code.eq(self._check(m, incoming)),
+            act_end.eq(fetched[Opcode.LOAD_ACT].addr + fetched[Opcode.LOAD_ACT].count),
+            acc_end.eq(fetched[Opcode.MATMUL].acc_addr + fetched[Opcode.MATMUL].count),
+        ]
 
         # Pass decoded fields to the units; only `valid` depends on the state.
         load_act, load_weight = views[Opcode.LOAD_ACT], views[Opcode.LOAD_WEIGHT]
@@ -178,7 +203,7 @@ class Controller(wiring.Component):
             self.commands.ready.eq(~pending | done),
         ]
         with m.If(self.commands.valid & self.commands.ready):
-            m.d.sync += [word.eq(self.commands.payload), pending.eq(1)]
+            m.d.sync += [word.eq(incoming), pending.eq(1), *fetch_updates]
         with m.Elif(done):
             m.d.sync += pending.eq(0)
         with m.If(done):
@@ -200,7 +225,7 @@ class Controller(wiring.Component):
                     with m.Case(Opcode.LOAD_ACT):
                         la = views[Opcode.LOAD_ACT]
                         rows_read = _any(
-                            r.valid & (la.addr < r.addr + r.count) & (r.addr < la.addr + la.count)
+                            r.valid & (la.addr < r.end) & (r.addr < act_end)
                             for r in (self.queued_rows, self.streaming_rows))
                         self._dispatch(m, self.load, done, self.load_idle & ~rows_read)
                     with m.Case(Opcode.LOAD_WEIGHT):
@@ -210,8 +235,8 @@ class Controller(wiring.Component):
                         self._dispatch(m, self.load, done,
                                        self.load_idle & (self.store_idle | ~same_set))
                     with m.Case(Opcode.MATMUL):
-                        overlap = ((mm.acc_addr < stored.acc_addr + stored.count)
-                                   & (stored.acc_addr < mm.acc_addr + mm.count))
+                        overlap = ((mm.acc_addr < self.store_end)
+                                   & (stored.acc_addr < acc_end))
                         self._dispatch(m, self.matmul, done,
                                        self.load_idle & (self.store_idle | ~overlap))
                     with m.Case(Opcode.STORE):

@@ -17,9 +17,12 @@ def matmul_command_layout():
 
 
 def act_rows_layout():
-    """Activation rows a command will still read: ``addr .. addr + count - 1`` if valid."""
+    """Activation rows a command will still read: ``addr .. end - 1`` if valid (``end`` is
+    ``addr + count``, one bit wider, registered with the command so that a hazard
+    check only compares)."""
+    width = max(isa.Matmul.field("act_addr").width, isa.Matmul.field("count").width) + 1
     return data.StructLayout({"valid": 1, "addr": isa.Matmul.field("act_addr").width,
-                              "count": isa.Matmul.field("count").width})
+                              "end": width})
 
 
 def act_request_tag_layout(config):
@@ -81,6 +84,7 @@ class MatmulUnit(wiring.Component):
         m = Module()
         rows = self.config.rows
         command = Signal(matmul_command_layout())
+        command_end = Signal(act_rows_layout().members["end"])   # its act_addr + count
         bank = Signal()      # the bank of the latest command (the next miss loads the other)
         row = Signal(range(rows + 1))
 
@@ -95,6 +99,7 @@ class MatmulUnit(wiring.Component):
 
         # The command handed from the preloader to the streamer.
         stream_command = Signal(matmul_command_layout())
+        stream_end = Signal.like(command_end)
         stream_bank = Signal()
         streaming = Signal()
         index = Signal(stream_command.count.shape())
@@ -115,7 +120,8 @@ class MatmulUnit(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += self.cmd.ready.eq(1)
                 with m.If(self.cmd.valid):
-                    m.d.sync += [command.eq(incoming), row.eq(0)]
+                    m.d.sync += [command.eq(incoming), row.eq(0),
+                                 command_end.eq(incoming.act_addr + incoming.count)]
                     # Reuse a bank that holds the slot; else load the bank not in use.
                     with m.If(hit[0] | hit[1]):
                         m.d.sync += bank.eq(Mux(Mux(bank, hit[1], hit[0]), bank, ~bank))
@@ -144,8 +150,8 @@ class MatmulUnit(wiring.Component):
         with m.If(last_request):
             m.d.sync += streaming.eq(0)
         with m.If(handoff):
-            m.d.sync += [stream_command.eq(command), stream_bank.eq(bank), streaming.eq(1),
-                         index.eq(0)]
+            m.d.sync += [stream_command.eq(command), stream_end.eq(command_end),
+                         stream_bank.eq(bank), streaming.eq(1), index.eq(0)]
         m.d.comb += [
             self.act_requests.valid.eq(streaming),
             self.act_requests.payload.addr.eq(stream_command.act_addr + index),
@@ -157,9 +163,9 @@ class MatmulUnit(wiring.Component):
             self.busy.eq(~self.cmd.ready | streaming),
             self.queued_rows.valid.eq(~self.cmd.ready),
             self.queued_rows.addr.eq(command.act_addr),
-            self.queued_rows.count.eq(command.count),
+            self.queued_rows.end.eq(command_end),
             self.streaming_rows.valid.eq(streaming),
             self.streaming_rows.addr.eq(stream_command.act_addr),
-            self.streaming_rows.count.eq(stream_command.count),
+            self.streaming_rows.end.eq(stream_end),
         ]
         return m

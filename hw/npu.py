@@ -181,6 +181,7 @@ class Npu(wiring.Component):
                                        | requantizer.busy)),
             controller.all_idle.eq(~datapath_busy),
             controller.store_current.eq(store_unit.current),
+            controller.store_end.eq(store_unit.current_end),
             self.busy.eq(controller.busy | datapath_busy),
             self.error.eq(controller.error),
             self.error_opcode.eq(controller.error_opcode),

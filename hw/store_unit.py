@@ -8,11 +8,16 @@ from amaranth.utils import ceil_log2
 from . import isa
 from .config import check_config
 
-__all__ = ["StoreUnit", "store_command_layout", "store_tag_layout"]
+__all__ = ["StoreUnit", "store_command_layout", "store_end_shape", "store_tag_layout"]
 
 
 def store_command_layout():
     return isa.fields_layout(isa.Store)
+
+
+def store_end_shape():
+    """Width of ``acc_addr + count`` of a STORE: one bit wider than the wider field."""
+    return max(isa.Store.field("acc_addr").width, isa.Store.field("count").width) + 1
 
 
 def store_tag_layout(config):
@@ -31,6 +36,9 @@ class StoreUnit(wiring.Component):
         The latest command, held until the next: its parameter set selects the
         requantizer's parameters and its rows are what a MATMUL must not overwrite
         while they are read.
+    current_end : Out(store_end_shape())
+        ``acc_addr + count`` of ``current``, registered with it, so that the
+        controller's hazard check only compares.
     busy : Out(1)
         Requests are still being issued.
     """
@@ -43,6 +51,7 @@ class StoreUnit(wiring.Component):
             "read_requests": Out(stream.Signature(data.StructLayout({
                 "addr": ceil_log2(config.acc_depth), "tag": store_tag_layout(config)}))),
             "current": Out(store_command_layout()),
+            "current_end": Out(store_end_shape()),
             "busy": Out(1),
         })
 
@@ -59,7 +68,9 @@ class StoreUnit(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += self.cmd.ready.eq(1)
                 with m.If(self.cmd.valid):
-                    m.d.sync += [command.eq(self.cmd.payload), index.eq(0)]
+                    m.d.sync += [command.eq(self.cmd.payload), index.eq(0),
+                                 self.current_end.eq(self.cmd.payload.acc_addr
+                                                     + self.cmd.payload.count)]
                     m.next = "READ"
             with m.State("READ"):
                 m.d.comb += self.read_requests.valid.eq(1)

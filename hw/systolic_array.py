@@ -17,8 +17,9 @@ class SystolicArray(wiring.Component):
     Activation vector ``a`` enters row ``r`` skewed by ``r`` cycles and moves right;
     partial sums move down; column ``c`` of the result leaves the bottom row ``c`` cycles
     after column 0 and is deskewed, so every output beat is one whole row
-    ``a @ W`` of ``cols`` int32 values, ``rows + cols - 1`` enabled cycles after its
-    input was accepted.  A tag travels with each vector (the accumulator address).
+    ``a @ W`` of ``cols`` int32 values, ``config.array_latency`` enabled cycles
+    (``rows + cols - 2`` of skew and wavefront plus the cells' ``PE_LATENCY``) after
+    its input was accepted.  A tag travels with each vector (the accumulator address).
 
     Every cell holds two weight banks and every vector names the bank it multiplies
     with, so a tile loads into one bank (over ``rows`` beats of ``weight_in``, bottom

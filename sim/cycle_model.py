@@ -16,6 +16,7 @@ longer and these counts are a lower bound.
 import enum
 from dataclasses import asdict, dataclass, fields
 
+from hw.accumulator import WRITE_LATENCY as ACCUMULATOR_WRITE_LATENCY
 from hw.config import PARAM_RECORD_BYTES, STATUS_RECORD_BYTES, NpuConfig
 from hw.isa import Opcode
 from hw.requantizer import QUEUE_DEPTH as REQUANTIZER_QUEUE
@@ -249,7 +250,7 @@ class CycleModel:
         last_accept = handoff + ins.count + 1
         self.bank_last_accept[bank] = last_accept
         # Through the array, then the accumulator's read-modify-write.
-        self.compute_through = last_accept + latency + 1
+        self.compute_through = last_accept + latency + ACCUMULATOR_WRITE_LATENCY
         self.breakdown.streaming += ins.count
 
     def _serialized(self, through):

@@ -3,9 +3,11 @@
 
 Verifies ``hw/accumulator.py``: rounds of random result rows (overwrite or
 accumulate, values over the whole int32 range so that sums wrap) followed by reads
-of every row in random order.  Runs of results to one row are accumulated on
-consecutive cycles, which only the read port's transparency to the write port
-gets right (the test checks that such back-to-back updates really happened).
+of every row in random order.  Runs of results to one row are accumulated 1, 2 and
+3 cycles apart, closer than the read-modify-write pipeline writes a row
+(``WRITE_LATENCY``), which only its forwarding gets right (the test checks that
+updates at each of these distances really happened).  ``busy`` must cover every
+row in the pipeline: the reads start once it is low.
 Reads return each row of the model with its tag, in order.  ``results`` sees
 random idle cycles, ``read_requests`` random idle cycles and ``read_responses``
 random backpressure; responses hold their payload until taken.
@@ -19,7 +21,7 @@ from amaranth import unsigned
 from harness import Monitor, elements, simulate, wait_for, wrap
 from streams import StreamStalls, stream_get, stream_put
 
-from hw.accumulator import AccumulatorBuffer
+from hw.accumulator import WRITE_LATENCY, AccumulatorBuffer
 from hw.config import NpuConfig
 
 CONFIGS = [NpuConfig(rows=2, cols=3, acc_depth=8), NpuConfig(rows=1, cols=1, acc_depth=4)]
@@ -100,10 +102,15 @@ def test_accumulator_overwrites_accumulates_and_reads(config):
     monitor = Monitor({"results": dut.results, "responses": dut.read_responses})
     simulate(dut, writer, requester, reader, background=[monitor.process])
     assert got == expected
-    # Some accumulations of one row happened on consecutive cycles.
+    # Accumulations of one row happened 1, 2 and 3 cycles after a result to that row,
+    # with no result to it in between: each distance the forwarding covers.
     writes = [(edge, payload.tag) for edge, name, payload, _ in monitor.log if name == "results"]
-    assert any(e2 == e1 + 1 and t1.addr == t2.addr and t2.accumulate
-               for (e1, t1), (e2, t2) in zip(writes, writes[1:], strict=False))
+    distances = set()
+    for i, (e2, t2) in enumerate(writes):
+        earlier = [e1 for e1, t1 in writes[:i] if t1.addr == t2.addr]
+        if t2.accumulate and earlier:
+            distances.add(e2 - earlier[-1])
+    assert {1, 2, WRITE_LATENCY} <= distances
 
 
 def test_accumulator_config_wrong():

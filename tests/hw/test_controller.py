@@ -220,7 +220,7 @@ def _store_terms(opcode, word, row):
 def _act_rows_free(word, row):
     """No MATMUL in the matmul unit will still read rows this LOAD_ACT writes."""
     fields = isa.decode(word)
-    return not any(row[f"{unit}.valid"] and fields.addr < row[f"{unit}.addr"] + row[f"{unit}.count"]
+    return not any(row[f"{unit}.valid"] and fields.addr < row[f"{unit}.end"]
                    and row[f"{unit}.addr"] < fields.addr + fields.count
                    for unit in ("queued", "streaming"))
 
@@ -334,15 +334,17 @@ class Environment:
                 depth = dut.config.act_depth
                 for unit in (dut.queued_rows, dut.streaming_rows):
                     addr = rng.randrange(depth)
+                    # What the matmul unit reports: the rows' end, addr + count.
                     ctx.set(unit, {"valid": rng.random() < 0.6, "addr": addr,
-                                   "count": rng.randint(1, depth - addr)})
+                                   "end": addr + rng.randint(1, depth - addr)})
             if not offering and rng.random() < 0.2:
                 # Only a STORE's dispatch changes the store in the path, never during an offer.
                 depth = dut.config.acc_depth
                 addr = rng.randrange(depth)
-                ctx.set(dut.store_current, {"acc_addr": addr,
-                                            "count": rng.randint(1, depth - addr),
+                count = rng.randint(1, depth - addr)
+                ctx.set(dut.store_current, {"acc_addr": addr, "count": count,
                                             "param_set": rng.randrange(2)})
+                ctx.set(dut.store_end, addr + count)   # as the store unit registers it
             quiet = not any(self.busy.values()) and not self.loading
             inputs = {"load_idle": not self.busy["load"] and not self.loading,
                       "preloading": self.busy["preloading"],
@@ -375,7 +377,7 @@ def test_controller_checks_latches_and_dispatches(config):
         "busy", "error", "error_opcode", "executed")}
     for unit in ("queued", "streaming"):
         signals.update({f"{unit}.{field}": getattr(getattr(dut, f"{unit}_rows"), field)
-                        for field in ("valid", "addr", "count")})
+                        for field in ("valid", "addr", "end")})
     signals.update({f"store.{field}": getattr(dut.store_current, field)
                     for field in ("acc_addr", "count", "param_set")})
     for name, sink in [("commands", dut.commands), *zip(counts, sinks, strict=True)]:
@@ -434,7 +436,7 @@ class Decoder(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        code, _ = self.controller._check(m, self.word)
+        code = self.controller._check(m, self.word)
         m.d.comb += self.code.eq(code)
         return m
 

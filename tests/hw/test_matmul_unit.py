@@ -136,9 +136,11 @@ def _check_schedule(trace, plans):
         # The activation rows the command will read: reported while held and streamed.
         rows_read = (rows[burst[0]]["acts.payload"].addr, len(burst))
         for r in range(t + 1, handoff + 1):
-            assert (rows[r]["queued.addr"], rows[r]["queued.count"]) == rows_read, r
+            assert (rows[r]["queued.addr"], rows[r]["queued.end"] - rows[r]["queued.addr"]) \
+                == rows_read, r
         for r in range(handoff + 1, burst[-1] + 1):
-            assert (rows[r]["streaming.addr"], rows[r]["streaming.count"]) == rows_read, r
+            assert (rows[r]["streaming.addr"],
+                    rows[r]["streaming.end"] - rows[r]["streaming.addr"]) == rows_read, r
         for r in range(t + 1, loaded + 1):
             expect["preloading"][r] = 1
         for r in range(handoff + 1, burst[-1] + 1):
@@ -206,7 +208,7 @@ def _run(config, script, *, seed, stall_probability, pending):
                    "weights_pending": dut.weights_pending, "preloading": dut.preloading,
                    "busy": dut.busy,
                    **{f"{unit}.{field}": getattr(getattr(dut, f"{unit}_rows"), field)
-                      for unit in ("queued", "streaming") for field in ("valid", "addr", "count")}})
+                      for unit in ("queued", "streaming") for field in ("valid", "addr", "end")}})
     monitor = Monitor({"weights": dut.weight_requests, "acts": dut.act_requests},
                       on_transfer=check)
     consumers = [random_ready(stream, math.inf, [], seed=seed + 2 + i,

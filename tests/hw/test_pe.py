@@ -1,9 +1,11 @@
 """The processing element and its two weight banks against a register-level Python model.
 
-Verifies ``hw/pe.py``: the multiply-accumulate ``psum_in + act_in * weight[act_bank_in]``
-wraps at int32 and uses the bank its activation names; ``act_bank_in`` is
-registered to ``act_bank_out`` with the activation; ``en`` low holds the
-activation, bank and partial-sum registers (the array's stall); ``weight_shift``
+Verifies ``hw/pe.py``: the multiply-accumulate in ``PE_LATENCY`` stages (operands and
+the weight of the activation's bank registered, then their product, then
+``psum_in + product`` into ``psum_out``) wraps at int32 and uses the bank its
+activation names; ``act_in`` and ``act_bank_in`` are registered to ``act_out`` and
+``act_bank_out``; ``en`` low holds every pipeline register (the array's stall);
+``weight_shift``
 moves bank ``weight_bank`` down a chain of cells, independently of ``en``, and
 leaves the other bank as it was; ``weight_out`` shows the cell's weight in bank
 ``weight_bank``; a multiply uses the weight the cell held before a shift of the
@@ -20,7 +22,7 @@ from amaranth import Elaboratable, Module, Signal, signed
 from harness import simulate, wrap
 
 from hw.config import ACC_WIDTH, OPERAND_WIDTH
-from hw.pe import ProcessingElement
+from hw.pe import PE_LATENCY, ProcessingElement
 
 OPERAND_MIN, OPERAND_MAX = -(1 << (OPERAND_WIDTH - 1)), (1 << (OPERAND_WIDTH - 1)) - 1
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
@@ -85,7 +87,10 @@ def _run_column(n, seed, cycles, stall_probability=0.3):
 
     async def testbench(ctx):
         weight = [[0] * n, [0] * n]   # weight[bank][cell]
-        act_out, bank_out, psum_out = [0] * n, [0] * n, [0] * n
+        # The pipeline registers of every cell: stage 1 (activation, its bank, the weight
+        # of that bank), stage 2 (product) and stage 3 (partial sum).
+        act_out, bank_out, operand_weight = [0] * n, [0] * n, [0] * n
+        product, psum_out = [0] * n, [0] * n
         shift_bank = 0
         for _ in range(cycles):
             en = rng.random() >= stall_probability
@@ -108,10 +113,12 @@ def _run_column(n, seed, cycles, stall_probability=0.3):
             await ctx.tick()
             # The model: every register takes its input from before the edge.
             if en:
-                exact = [psum_in_i + acts[i] * weight[act_banks[i]][i]
+                exact = [psum_in_i + product[i]
                          for i, psum_in_i in enumerate([psum_in] + psum_out[:-1])]
                 counts["wrapped"] += sum(not INT32_MIN <= v <= INT32_MAX for v in exact)
                 psum_out = [wrap(v, ACC_WIDTH) for v in exact]
+                product = [a * w for a, w in zip(act_out, operand_weight, strict=True)]
+                operand_weight = [weight[b][i] for i, b in enumerate(act_banks)]
                 act_out, bank_out = acts, act_banks
                 for b in act_banks:
                     counts["products"][b] += 1
@@ -173,7 +180,10 @@ def test_pe_loads_one_bank_while_the_other_multiplies():
         for i, a in enumerate(acts):
             ctx.set(dut.act_in[i], a)
             ctx.set(dut.act_bank_in[i], 0)
-        for _ in range(3):                   # the wavefront reaches the bottom cell
+        # With the inputs held, the bottom cell's sum is whole once the wavefront has
+        # gone down the column, one cycle per cell after the first cell's stages.
+        settle = len(acts) - 1 + PE_LATENCY
+        for _ in range(settle):
             await ctx.tick()
         assert ctx.get(dut.pes[2].psum_out) == column_sum(acts, tile_a[::-1])
         for w in tile_b:
@@ -186,8 +196,11 @@ def test_pe_loads_one_bank_while_the_other_multiplies():
         assert [ctx.get(pe.act_bank_out) for pe in dut.pes] == [0, 0, 0]
         for i in range(3):
             ctx.set(dut.act_bank_in[i], 1)
-        for _ in range(3):
+        for _ in range(settle - 1):
             await ctx.tick()
+        # One cycle short of the whole wavefront the bottom cell still holds bank 0's sum.
+        assert ctx.get(dut.pes[2].psum_out) != column_sum(acts, tile_b[::-1])
+        await ctx.tick()
         assert ctx.get(dut.pes[2].psum_out) == column_sum(acts, tile_b[::-1])
         assert [ctx.get(pe.act_bank_out) for pe in dut.pes] == [1, 1, 1]
         ctx.set(dut.en, 0)

@@ -6,7 +6,8 @@ accumulator, every column count, raw and requantized), the unit requests rows
 ``acc_addr .. acc_addr + count - 1`` in order, each tagged with the command's
 ``raw`` bit and column count ``n``, and nothing else.  The command stream sees
 random idle cycles and the request stream random backpressure, holding its
-payload until taken; the unit goes idle with no request left over.
+payload until taken; the unit goes idle with no request left over.  In every cycle
+``current_end`` is ``acc_addr + count`` of ``current`` (what the controller compares).
 """
 
 import random
@@ -38,10 +39,19 @@ def test_store_unit_requests_rows_in_order(config):
         assert not ctx.get(dut.read_requests.valid), "a request beyond the last row"
         await ctx.tick().until(~dut.busy)
 
+    ends = set()
+
+    async def check_end(ctx):
+        async for _ in ctx.tick():
+            current = ctx.get(dut.current)
+            assert ctx.get(dut.current_end) == current.acc_addr + current.count
+            ends.add(ctx.get(dut.current_end))
+
     monitor = Monitor({"read_requests": dut.read_requests})
     simulate(dut, producer(dut.cmd, commands, seed=1), receive_then_check_idle,
-             background=[monitor.process])
+             background=[monitor.process, check_end])
     assert [(r.addr, r.tag.raw, r.tag.n) for r in requests] == expected
+    assert {c["acc_addr"] + c["count"] for c in commands} <= ends   # followed every command
 
 
 def test_store_unit_config_wrong():

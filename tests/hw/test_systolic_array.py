@@ -11,7 +11,7 @@ row, bottom row first) and every vector in flight, and checks in every cycle:
   or not a beat is offered), so a tile never changes under a vector that uses it;
 * ``act_in.ready`` is the pipeline enable (``result`` empty or taken), whatever
   ``weight_in`` does, and ``busy`` says whether a vector is in flight;
-* each result leaves ``rows + cols - 1`` enabled cycles after its vector was
+* each result leaves ``rows + cols - 2 + PE_LATENCY`` enabled cycles after its vector was
   taken, in order, with its tag and ``a @ W`` for the bank the vector named, as
   that bank was when the vector entered.
 
@@ -47,6 +47,7 @@ from harness import (
 from streams import StreamStalls
 
 from hw.config import NpuConfig
+from hw.pe import PE_LATENCY
 from hw.systolic_array import SystolicArray
 
 SHAPES = [(1, 1), (2, 3), (3, 2), (4, 4)]
@@ -78,7 +79,8 @@ class ArrayModel:
     """
 
     def __init__(self, rows, cols):
-        self.latency = rows + cols - 1
+        # Skew and wavefront to the bottom-right cell, then that cell's stages.
+        self.latency = rows + cols - 2 + PE_LATENCY
         self.banks = [np.zeros((rows, cols), dtype=np.int64) for _ in range(2)]
         self.in_flight = []
         self.results = []
