@@ -137,6 +137,9 @@ class Requantizer(wiring.Component):
         held_valid = Signal()
         chunk = Signal(range(chunks))
         last_chunk = Signal(init=1)
+        # The columns the held row's next chunk would end at (an add, not a multiply: a
+        # multiply by a constant would take a DSP).
+        next_end = Signal(range((chunks + 1) * lanes + 1))
         credits = Signal(range(QUEUE_DEPTH + 1), init=QUEUE_DEPTH)
         tags = [Signal(_tag_layout(c), name=f"tag_{s + 1}") for s in range(STAGES)]
         issue = Signal()
@@ -172,12 +175,14 @@ class Requantizer(wiring.Component):
         with m.If(accept):
             m.d.sync += [held.eq(self.rows.payload), held_valid.eq(1)]
             if chunks > 1:
-                m.d.sync += [chunk.eq(0), last_chunk.eq(self.rows.payload.n <= lanes)]
+                m.d.sync += [chunk.eq(0), last_chunk.eq(self.rows.payload.n <= lanes),
+                             next_end.eq(2 * lanes)]
         with m.Elif(free):
             m.d.sync += held_valid.eq(0)
         if chunks > 1:
             with m.If(issue & ~last_chunk):
-                m.d.sync += [chunk.eq(chunk + 1), last_chunk.eq((chunk + 2) * lanes >= held.n)]
+                m.d.sync += [chunk.eq(chunk + 1), last_chunk.eq(held.n <= next_end),
+                             next_end.eq(next_end + lanes)]
 
         # The tags follow the lanes' stages.
         m.d.sync += [tags[0].valid.eq(issue), tags[0].chunk.eq(chunk),
