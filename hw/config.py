@@ -128,6 +128,18 @@ class NpuConfig:
         from .pe import PE_LATENCY  # hw/pe.py imports this module for its widths
         return self.rows + self.cols - 2 + PE_LATENCY
 
+    @property
+    def weight_hold(self):
+        """Enabled cycles after an activation vector enters the array in which its weight
+        bank must not change: ``rows + cols - 1``.
+
+        Cell ``(r, c)`` registers the weight it multiplies with ``r + c`` cycles after
+        the vector entered (``hw/pe.py``), the last cell after ``rows + cols - 2``;
+        from then on the bank may take the next tile, while the vector's products and
+        sums are still on their way down (one cycle of margin more).
+        """
+        return self.rows + self.cols - 1
+
     def beats(self, nbytes):
         """Data-stream beats that carry a vector of ``nbytes`` bytes (padded to a beat)."""
         return ceil(nbytes / self.data_bytes)
