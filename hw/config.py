@@ -155,6 +155,18 @@ class NpuConfig:
         """Cycles a requantized row of ``n`` columns occupies the requantizer's lanes."""
         return ceil(n / self.requant_lanes)
 
+    @property
+    def weight_hold(self):
+        """Enabled cycles after an activation vector enters the array in which its weight
+        bank must not change: ``rows + cols - 1``.
+
+        Cell ``(r, c)`` registers the weight it multiplies with ``r + c`` cycles after
+        the vector entered (``hw/pe.py``), the last cell after ``rows + cols - 2``;
+        from then on the bank may take the next tile, while the vector's products and
+        sums are still on their way down (one cycle of margin more).
+        """
+        return self.rows + self.cols - 1
+
     def beats(self, nbytes):
         """Data-stream beats that carry a vector of ``nbytes`` bytes (padded to a beat)."""
         return ceil(nbytes / self.data_bytes)

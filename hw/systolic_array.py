@@ -24,7 +24,8 @@ class SystolicArray(wiring.Component):
     Every cell holds two weight banks and every vector names the bank it multiplies
     with, so a tile loads into one bank (over ``rows`` beats of ``weight_in``, bottom
     row first) while vectors stream through the other.  A bank takes weights only
-    while no vector that uses it is in flight or waiting at ``act_in``.
+    while no vector that uses it waits at ``act_in`` or is fewer than
+    ``config.weight_hold`` cycles in (before every cell has registered its weight).
 
     The activation pipeline stalls as one: it advances whenever its output is
     empty or accepted.
@@ -96,11 +97,13 @@ class SystolicArray(wiring.Component):
             self.result.payload.tag.eq(tags[-1]),
         ]
 
-        # A bank may change only when no vector in flight or waiting uses it.
+        # A bank may change only when no vector waiting or in flight still takes weights
+        # from it: every cell has registered its weight once it is weight_hold cycles in.
         bank = self.weight_in.payload.bank
+        hold = self.config.weight_hold
         uses_bank = Signal()
         m.d.comb += uses_bank.eq(
-            (in_flight & Mux(bank, banks, ~banks)).any()
+            (in_flight[:hold] & Mux(bank, banks[:hold], ~banks[:hold])).any()
             | (self.act_in.valid & (self.act_in.payload.bank == bank)))
         m.d.comb += [
             self.weight_in.ready.eq(~uses_bank),

@@ -100,8 +100,8 @@ class CycleModel:
         here on, shifted in time by the difference of their ``last_dispatch``: the model
         counts time only relative to earlier events.  A clock far enough in the past
         that it can no longer delay a command is "past", however long ago: every clock
-        is compared with a later dispatch cycle, a bank's last accept plus the array's
-        latency with a later preload.
+        is compared with a later dispatch cycle, a bank's last accept plus the weight
+        hold (less than the array's latency) with a later preload.
         """
         origin = self.last_dispatch
         past = origin - self.config.array_latency - 1
@@ -236,8 +236,8 @@ class CycleModel:
             bank = 1 - self.last_bank
             self.resident[bank] = ins.slot
             self.breakdown.preloads += 1
-            # The first row waits until no vector using the bank is in flight.
-            first_accept = max(d + 2, self.bank_last_accept[bank] + latency + 1)
+            # The first row waits until every vector using the bank has its weights.
+            first_accept = max(d + 2, self.bank_last_accept[bank] + c.weight_hold + 1)
             self.preload_through = d + 1 if c.rows == 1 else first_accept + c.rows - 2
             weights_in = first_accept + c.rows  # cycle after the last row entered
         self.last_bank = bank

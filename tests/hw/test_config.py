@@ -133,6 +133,9 @@ def test_array_latency_covers_the_wavefront(config):
     if config.cols < LIMITS["cols"]:
         wider = dataclasses.replace(config, cols=config.cols + 1)
         assert wider.array_latency > config.array_latency
+    # The weights are taken before the result is ready: the bank is free before it leaves,
+    # but not before the wavefront has reached the last cell.
+    assert config.rows + config.cols - 2 <= config.weight_hold < config.array_latency
 
 
 @pytest.mark.parametrize("data_bytes", [1, 3, 8, 256])

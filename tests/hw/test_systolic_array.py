@@ -7,7 +7,8 @@ both weight banks (a ``weight_in`` beat into bank ``b`` shifts bank ``b`` down b
 row, bottom row first) and every vector in flight, and checks in every cycle:
 
 * the bank hazard: ``weight_in.ready`` is low exactly when a vector using the bank
-  named by the ``weight_in`` payload is in flight or waiting at ``act_in`` (whether
+  named by the ``weight_in`` payload is waiting at ``act_in`` or in flight for at most
+  ``rows + cols - 1`` cycles, before every cell has registered its weight (whether
   or not a beat is offered), so a tile never changes under a vector that uses it;
 * ``act_in.ready`` is the pipeline enable (``result`` empty or taken), whatever
   ``weight_in`` does, and ``busy`` says whether a vector is in flight;
@@ -81,6 +82,8 @@ class ArrayModel:
     def __init__(self, rows, cols):
         # Skew and wavefront to the bottom-right cell, then that cell's stages.
         self.latency = rows + cols - 2 + PE_LATENCY
+        # Cell (r, c) registers its weight r + c cycles in; one cycle of margin more.
+        self.hold = rows + cols - 1
         self.banks = [np.zeros((rows, cols), dtype=np.int64) for _ in range(2)]
         self.in_flight = []
         self.results = []
@@ -95,7 +98,7 @@ class ArrayModel:
         assert row["busy"] == bool(self.in_flight), "busy"
 
         act, weight = row["act_in.payload"], row["weight_in.payload"]
-        flying = any(v.bank == weight.bank for v in self.in_flight)
+        flying = any(v.bank == weight.bank and v.age <= self.hold for v in self.in_flight)
         waiting = row["act_in.valid"] and act.bank == weight.bank
         assert row["weight_in.ready"] == (not flying and not waiting), \
             f"weight_in.ready for bank {weight.bank} (in flight: {flying}, waiting: {waiting})"
@@ -105,6 +108,8 @@ class ArrayModel:
         took_weights = offered and row["weight_in.ready"]
         self.stats["overlapped"] += took_weights and any(
             v.bank != weight.bank for v in self.in_flight)
+        self.stats["shifted_under_leaving"] += took_weights and any(
+            v.bank == weight.bank for v in self.in_flight)
 
         if row["result.valid"] and row["result.ready"]:
             got = ([int(v) for v in elements(row["result.payload"].values)],
@@ -192,10 +197,12 @@ def test_systolic_array_bank_hazard_random_streams(shape):
     assert len(model.results) == len(monitor.transfers("result")) == vectors
     s = model.stats
     # Both banks took weights and carried vectors; the hazard refused weights for a
-    # vector in flight and for one waiting, and admitted some beside the other bank's.
+    # vector in flight and for one waiting, and admitted some beside the other bank's
+    # and some while a vector of the same bank, past every cell's weight, was leaving.
     assert min(s["vectors_bank0"], s["vectors_bank1"], s["weights_bank0"],
                s["weights_bank1"]) > 0, s
     assert s["refused_in_flight"] > 0 and s["refused_waiting"] > 0 and s["overlapped"] > 0, s
+    assert s["shifted_under_leaving"] > 0, s
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
