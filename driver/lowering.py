@@ -86,10 +86,11 @@ def _blocked_plan(k_tiles, n_tiles, batch, config, limit):
     while the block's K groups load in turn into two activation regions, the next group
     while this one streams."""
     c = config
-    m_block = min(batch, _BLOCKED_HEIGHTS * c.rows, c.acc_depth // 4, c.act_depth // 2, limit)
+    m_block = min(batch, _BLOCKED_HEIGHTS * c.rows, c.acc_depth // 3, c.act_depth // 2, limit)
     k_group = min(len(k_tiles), c.act_depth // 2 // m_block)
     return TilePlan(k_tiles=k_tiles, n_tiles=n_tiles, m_block=m_block, k_group=k_group,
-                    resident=False, acc_banks=2, act_banks=2, n_group=min(2, len(n_tiles)))
+                    resident=False, acc_banks=c.acc_depth // m_block, act_banks=2,
+                    n_group=min(2, len(n_tiles)))
 
 
 def tile_plan(in_features, out_features, batch, config):
@@ -105,8 +106,8 @@ def tile_plan(in_features, out_features, batch, config):
     limit = min(c.act_depth, c.acc_depth, *(cls.field("count").max
                                             for cls in (LoadAct, Matmul, Store)))
     k_tiles, n_tiles = _tiles(in_features, c.rows), _tiles(out_features, c.cols)
-    if (min(batch, limit, c.acc_depth // 4) >= 4 * c.rows
-            and c.act_depth // len(k_tiles) < min(batch, _BLOCKED_HEIGHTS * c.rows)
+    if (min(batch, limit, c.acc_depth // 3) >= 4 * c.rows
+            and c.act_depth // len(k_tiles) <= min(batch, _BLOCKED_HEIGHTS * c.rows)
             and c.acc_depth >= 4 and c.act_depth >= 2):
         return _blocked_plan(k_tiles, n_tiles, batch, c, limit)
     act_banks = 1
@@ -407,7 +408,7 @@ def _blocked_block(plan, config, *, signs, params, raw, skip, m, next_m, region,
         if g == 0:
             done = [0] * len(units[u])
         for jj, (n0, n) in enumerate(units[u]):
-            acc_addr = (bank * plan.n_group + jj) * plan.m_block
+            acc_addr = (bank + jj) % plan.acc_banks * plan.m_block
             if g == 0 and params:
                 # Weight loading subtracts the zero points of the records loaded before it.
                 emit(LoadParams(count=n, param_set=jj), ("params", n0, n))
@@ -438,7 +439,7 @@ def _blocked_block(plan, config, *, signs, params, raw, skip, m, next_m, region,
         for load in upcoming:
             emit(*load)
         if g == len(k_groups) - 1:
-            bank = 1 - bank
+            bank = (bank + len(units[u])) % plan.acc_banks
         if reload or last_visit:
             region = 1 - region
     return BlockCommands(tuple(ins), tuple(sources)), tuple(pending), region, bank, slot
