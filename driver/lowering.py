@@ -106,10 +106,33 @@ def tile_plan(in_features, out_features, batch, config):
     limit = min(c.act_depth, c.acc_depth, *(cls.field("count").max
                                             for cls in (LoadAct, Matmul, Store)))
     k_tiles, n_tiles = _tiles(in_features, c.rows), _tiles(out_features, c.cols)
-    if (min(batch, limit, c.acc_depth // 3) >= 4 * c.rows
-            and c.act_depth // len(k_tiles) <= min(batch, _BLOCKED_HEIGHTS * c.rows)
-            and c.acc_depth >= 4 and c.act_depth >= 2):
-        return _blocked_plan(k_tiles, n_tiles, batch, c, limit)
+    classic = _classic_plan(k_tiles, n_tiles, batch, c, limit)
+    # Weights that stay in the weight buffer across blocks beat any reloading.
+    if (not classic.resident and min(batch, limit, c.acc_depth // 3, c.act_depth // 2) >= 4 * c.rows
+            and c.act_depth // len(k_tiles) <= min(batch, _BLOCKED_HEIGHTS * c.rows)):
+        blocked = _blocked_plan(k_tiles, n_tiles, batch, c, limit)
+        # Reloading activations must leave the data port room (a 16-byte vector takes
+        # two beats of an 8-byte port per output-tile pair), unless the blocks without
+        # reloading are so short that their weights load the port even more.
+        if (_port_load(blocked, c) < 0.9
+                or _port_load(blocked, c) < _port_load(classic, c)):
+            return blocked
+    return classic
+
+
+def _port_load(plan, config):
+    """Data-in beats per streamed row of a plan: the weight tile of each MATMUL over its
+    rows, plus, in the blocked schedule, the activations reloaded per output-tile pair."""
+    c = config
+    load = (c.rows * c.beats(c.cols) + 3) / plan.m_block
+    if plan.n_group is not None and plan.k_group < len(plan.k_tiles):
+        load += c.beats(c.rows) / plan.n_group
+    return load
+
+
+def _classic_plan(k_tiles, n_tiles, batch, c, limit):
+    """The :class:`TilePlan` that keeps every K tile of a block in the activation buffer
+    (when they fit)."""
     act_banks = 1
     if len(k_tiles) <= c.act_depth:
         # Keep every K tile of a block resident so weights stream past it once per block.
