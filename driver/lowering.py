@@ -433,6 +433,11 @@ def _blocked_block(plan, config, *, signs, params, raw, skip, m, next_m, region,
         for jj, (n0, n) in enumerate(units[u]):
             acc_addr = (bank + jj) % plan.acc_banks * plan.m_block
             if g == 0 and params:
+                if any(store.param_set == jj for store in pending):
+                    # A store still pending uses this parameter set (after a lone tile,
+                    # or a tile whose weights were all skipped so far): it goes first.
+                    while pending:
+                        emit(pending.pop(0))
                 # Weight loading subtracts the zero points of the records loaded before it.
                 emit(LoadParams(count=n, param_set=jj), ("params", n0, n))
             for index, (k0, k) in enumerate(k_groups[g]):

@@ -60,13 +60,13 @@ def test_cycle_model_matches_rtl_on_tiled_gemms(config, m, k, n):
 
 
 #: Small enough for the Amaranth simulator, large enough for the blocked schedule.
-BLOCKED_CONFIG = NpuConfig(rows=2, cols=2, act_depth=32, weight_tiles=2, acc_depth=32,
+BLOCKED_CONFIG = NpuConfig(rows=2, cols=2, act_depth=64, weight_tiles=2, acc_depth=64,
                            data_bytes=2)
 
 
 @pytest.mark.parametrize("m, k, n, prune", [
-    (20, 10, 5, False),   # three K groups through two activation regions, a lone last tile
-    (19, 9, 6, True),     # all-zero weight tiles skipped
+    (45, 10, 5, False),   # three K groups through two activation regions, a lone last tile
+    (44, 9, 6, True),     # all-zero weight tiles skipped
 ], ids=str)
 def test_cycle_model_matches_rtl_on_blocked_gemms(m, k, n, prune):
     config = BLOCKED_CONFIG
