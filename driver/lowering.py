@@ -82,9 +82,10 @@ _BLOCKED_HEIGHTS = 16
 
 def _blocked_plan(k_tiles, n_tiles, batch, config, limit):
     """The blocked :class:`TilePlan`: M blocks of up to ``_BLOCKED_HEIGHTS`` array heights;
-    two output tiles (one per parameter set) accumulate in one of two accumulator banks
-    while the block's K groups load in turn into two activation regions, the next group
-    while this one streams."""
+    two output tiles (one per parameter set) accumulate, each in the next of at least
+    three accumulator regions (a pair's stores drain while the next pair computes), while
+    the block's K groups load in turn into two activation regions, the next group while
+    this one streams."""
     c = config
     m_block = min(batch, _BLOCKED_HEIGHTS * c.rows, c.acc_depth // 3, c.act_depth // 2, limit)
     k_group = min(len(k_tiles), c.act_depth // 2 // m_block)
@@ -384,15 +385,16 @@ def _blocked_block(plan, config, *, signs, params, raw, skip, m, next_m, region,
                    pending, first):
     """The commands of one M block of ``m`` rows in the blocked schedule.
 
-    The block runs its output tiles in pairs (a *unit*, parameter sets 0 and 1, one
-    accumulator bank); each unit walks the block's K groups, each group's activations
-    in one of two activation regions, the next group's loads spread over this group's
-    MATMULs (with one K group, the block's activations load once).  ``region``: the
-    region of the block's first group (already loaded unless ``first``); ``next_m``:
-    rows of the next block (whose first group loads during this block's last), if any;
-    ``bank`` and ``slot``: the accumulator bank and weight slot to use next;
-    ``pending``: STOREs of the previous block still to be issued; ``skip``: the
-    ``(k tile, n tile)`` indices whose weights are all zero (no load, no matmul).
+    The block runs its output tiles in pairs (a *unit*, parameter sets 0 and 1, each
+    tile in the next of ``plan.acc_banks`` accumulator regions); each unit walks the
+    block's K groups, each group's activations in one of two activation regions, the
+    next group's loads spread over this group's MATMULs (with one K group, the block's
+    activations load once). ``region``: the region of the block's first group (already
+    loaded unless ``first``); ``next_m``: rows of the next block (whose first group
+    loads during this block's last), if any; ``bank`` and ``slot``: the accumulator
+    region and weight slot to use next; ``pending``: STOREs of the previous block still
+    to be issued; ``skip``: the ``(k tile, n tile)`` indices whose weights are all zero
+    (no load, no matmul).
 
     Returns the :class:`BlockCommands`, the STOREs left pending, and ``region``,
     ``bank`` and ``slot`` for the next block.
@@ -448,7 +450,7 @@ def _blocked_block(plan, config, *, signs, params, raw, skip, m, next_m, region,
                      ("weight", k0, k, n0, n))
                 if pending:
                     # The previous unit's tile drains through the store path while
-                    # this one computes: the other accumulator bank.
+                    # this one computes: another accumulator region.
                     emit(pending.pop(0))
                 emit(Matmul(act_addr=region * region_rows + index * m, count=m,
                             slot=this_slot, acc_addr=acc_addr,
