@@ -65,19 +65,75 @@ class TilePlan:
                          #: drain while the next tile computes)
     act_banks: int = 1   #: activation regions M blocks use in turn (2 let the next
                          #: block load while this one computes)
+    n_group: int = None  #: with the blocked schedule (large layers): output tiles that
+                         #: accumulate together while K groups of activations stream
+                         #: through two activation regions; None: every K tile of a
+                         #: block stays in the activation buffer
 
 
 def _tiles(total, size):
     return tuple((start, min(size, total - start)) for start in range(0, total, size))
 
 
+#: A MATMUL streams at least this many array heights of rows in the blocked schedule:
+#: long enough that the next tile's load and preload hide behind it.
+_BLOCKED_HEIGHTS = 16
+
+
+def _blocked_plan(k_tiles, n_tiles, batch, config, limit):
+    """The blocked :class:`TilePlan`: M blocks of up to ``_BLOCKED_HEIGHTS`` array heights;
+    two output tiles (one per parameter set) accumulate, each in the next of at least
+    three accumulator regions (a pair's stores drain while the next pair computes), while
+    the block's K groups load in turn into two activation regions, the next group while
+    this one streams."""
+    c = config
+    m_block = min(batch, _BLOCKED_HEIGHTS * c.rows, c.acc_depth // 3, c.act_depth // 2, limit)
+    k_group = min(len(k_tiles), c.act_depth // 2 // m_block)
+    return TilePlan(k_tiles=k_tiles, n_tiles=n_tiles, m_block=m_block, k_group=k_group,
+                    resident=False, acc_banks=c.acc_depth // m_block, act_banks=2,
+                    n_group=min(2, len(n_tiles)))
+
+
 def tile_plan(in_features, out_features, batch, config):
-    """The :class:`TilePlan` of a layer; the batch block is as large as the buffers allow."""
+    """The :class:`TilePlan` of a layer; the batch block is as large as the buffers allow.
+
+    When every K tile of a block fits the activation buffer with blocks long enough to
+    hide the weights' loads, the block's activations load once and every weight tile
+    streams past them; else the blocked schedule (:func:`_blocked_plan`) reloads groups
+    of K tiles per pair of output tiles.
+    """
     c = config
     # A block's rows are the count of its LOAD_ACTs, MATMULs and STOREs.
     limit = min(c.act_depth, c.acc_depth, *(cls.field("count").max
                                             for cls in (LoadAct, Matmul, Store)))
     k_tiles, n_tiles = _tiles(in_features, c.rows), _tiles(out_features, c.cols)
+    classic = _classic_plan(k_tiles, n_tiles, batch, c, limit)
+    # Weights that stay in the weight buffer across blocks beat any reloading.
+    if (not classic.resident and min(batch, limit, c.acc_depth // 3, c.act_depth // 2) >= 4 * c.rows
+            and c.act_depth // len(k_tiles) <= min(batch, _BLOCKED_HEIGHTS * c.rows)):
+        blocked = _blocked_plan(k_tiles, n_tiles, batch, c, limit)
+        # Reloading activations must leave the data port room (a 16-byte vector takes
+        # two beats of an 8-byte port per output-tile pair), unless the blocks without
+        # reloading are so short that their weights load the port even more.
+        if (_port_load(blocked, c) < 0.9
+                or _port_load(blocked, c) < _port_load(classic, c)):
+            return blocked
+    return classic
+
+
+def _port_load(plan, config):
+    """Data-in beats per streamed row of a plan: the weight tile of each MATMUL over its
+    rows, plus, in the blocked schedule, the activations reloaded per output-tile pair."""
+    c = config
+    load = (c.rows * c.beats(c.cols) + 3) / plan.m_block
+    if plan.n_group is not None and plan.k_group < len(plan.k_tiles):
+        load += c.beats(c.rows) / plan.n_group
+    return load
+
+
+def _classic_plan(k_tiles, n_tiles, batch, c, limit):
+    """The :class:`TilePlan` that keeps every K tile of a block in the activation buffer
+    (when they fit)."""
     act_banks = 1
     if len(k_tiles) <= c.act_depth:
         # Keep every K tile of a block resident so weights stream past it once per block.
@@ -325,6 +381,100 @@ def _block_commands(plan, config, *, signs, params, raw, skip, m, base, own_load
     return BlockCommands(tuple(ins), tuple(sources)), pending_store, tile, slot
 
 
+def _blocked_block(plan, config, *, signs, params, raw, skip, m, next_m, region, bank, slot,
+                   pending, first):
+    """The commands of one M block of ``m`` rows in the blocked schedule.
+
+    The block runs its output tiles in pairs (a *unit*, parameter sets 0 and 1, each
+    tile in the next of ``plan.acc_banks`` accumulator regions); each unit walks the
+    block's K groups, each group's activations in one of two activation regions, the
+    next group's loads spread over this group's MATMULs (with one K group, the block's
+    activations load once). ``region``: the region of the block's first group (already
+    loaded unless ``first``); ``next_m``: rows of the next block (whose first group
+    loads during this block's last), if any; ``bank`` and ``slot``: the accumulator
+    region and weight slot to use next; ``pending``: STOREs of the previous block still
+    to be issued; ``skip``: the ``(k tile, n tile)`` indices whose weights are all zero
+    (no load, no matmul).
+
+    Returns the :class:`BlockCommands`, the STOREs left pending, and ``region``,
+    ``bank`` and ``slot`` for the next block.
+    """
+    x_signed, w_signed = signs
+    k_groups = [plan.k_tiles[i:i + plan.k_group]
+                for i in range(0, len(plan.k_tiles), plan.k_group)]
+    units = [plan.n_tiles[j:j + plan.n_group] for j in range(0, len(plan.n_tiles), plan.n_group)]
+    region_rows = plan.k_group * plan.m_block
+    reload = len(k_groups) > 1
+    ins, sources = [], []
+    pending = list(pending)
+
+    def emit(instruction, source=None):
+        ins.append(instruction)
+        sources.append(source)
+
+    def act_loads(rows, at, later, group):
+        return [(LoadAct(addr=at * region_rows + index * rows, count=rows, length=k,
+                         signed=x_signed), ("act", later, k0, k))
+                for index, (k0, k) in enumerate(group)]
+
+    if first:
+        for load in act_loads(m, region, 0, k_groups[0]):
+            emit(*load)
+    visits = [(u, g) for u in range(len(units)) for g in range(len(k_groups))]
+    for number, (u, g) in enumerate(visits):
+        last_visit = number + 1 == len(visits)
+        if not last_visit and reload:
+            upcoming = act_loads(m, 1 - region, 0, k_groups[visits[number + 1][1]])
+        elif last_visit and next_m:
+            upcoming = act_loads(next_m, 1 - region, 1, k_groups[0])
+        else:
+            upcoming = []
+        issued = 0
+        if g == 0:
+            done = [0] * len(units[u])
+        for jj, (n0, n) in enumerate(units[u]):
+            acc_addr = (bank + jj) % plan.acc_banks * plan.m_block
+            if g == 0 and params:
+                if any(store.param_set == jj for store in pending):
+                    # A store still pending uses this parameter set (after a lone tile,
+                    # or a tile whose weights were all skipped so far): it goes first.
+                    while pending:
+                        emit(pending.pop(0))
+                # Weight loading subtracts the zero points of the records loaded before it.
+                emit(LoadParams(count=n, param_set=jj), ("params", n0, n))
+            for index, (k0, k) in enumerate(k_groups[g]):
+                if (g * plan.k_group + index, u * plan.n_group + jj) in skip:
+                    continue
+                this_slot, slot = slot, (slot + 1) % config.weight_tiles
+                emit(LoadWeight(slot=this_slot, k=k, n=n, signed=w_signed, param_set=jj),
+                     ("weight", k0, k, n0, n))
+                if pending:
+                    # The previous unit's tile drains through the store path while
+                    # this one computes: another accumulator region.
+                    emit(pending.pop(0))
+                emit(Matmul(act_addr=region * region_rows + index * m, count=m,
+                            slot=this_slot, acc_addr=acc_addr,
+                            accumulate=int(done[jj] > 0)))
+                done[jj] += 1
+                issued += 1
+                # Not while the last MATMUL of the previous group still reads the region.
+                if upcoming and issued >= 2:
+                    emit(*upcoming.pop(0))
+            if g == len(k_groups) - 1:
+                store = Store(acc_addr=acc_addr, count=m, n=n, raw=int(raw), param_set=jj)
+                if jj + 1 < len(units[u]):
+                    emit(store)   # drains while the unit's other tile computes
+                else:
+                    pending.append(store)
+        for load in upcoming:
+            emit(*load)
+        if g == len(k_groups) - 1:
+            bank = (bank + len(units[u])) % plan.acc_banks
+        if reload or last_visit:
+            region = 1 - region
+    return BlockCommands(tuple(ins), tuple(sources)), tuple(pending), region, bank, slot
+
+
 def _zero_tiles(weight, records, plan):
     """``(k tile, n tile)`` indices whose weights all equal their column's zero point, but
     never every tile of an output tile (its first MATMUL clears the accumulator)."""
@@ -409,6 +559,23 @@ def lower_matmul(weight, *, batch, config=None, act_signed, records=None, raw=No
     signs = (int(act_signed), int(weight.dtype == np.int8))
     skip = _zero_tiles(weight, records, plan) if skip_zero_tiles else frozenset()
     made, pass_blocks = {}, []
+    if plan.n_group is not None:
+        state = dict(region=0, bank=0, slot=0, pending=())
+        for block in range(blocks):
+            m0 = block * plan.m_block
+            m = min(plan.m_block, batch - m0)
+            next_m = min(plan.m_block, batch - m0 - plan.m_block) if block + 1 < blocks else 0
+            key = tuple(dict(m=m, next_m=next_m, first=block == 0, **state).items())
+            if key not in made:
+                made[key] = _blocked_block(plan, config, signs=signs, params=bool(records),
+                                           raw=raw, skip=skip, **dict(key))
+            commands, pending, region, bank, slot = made[key]
+            state = dict(region=region, bank=bank, slot=slot, pending=pending)
+            pass_blocks.append(commands)
+        return ChipPass(name=name, batch=batch, config=config, plan=plan, weight=weight,
+                        records=records, raw=raw, output_signed=bool(output_signed),
+                        blocks=pass_blocks, tail=(*state["pending"], ReadStatus()),
+                        skipped=skip)
     tile, slot, pending_store = 0, 0, None
     for block in range(blocks):
         m0 = block * plan.m_block

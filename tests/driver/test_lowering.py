@@ -217,3 +217,35 @@ def test_lower_matmul_records_wrong():
         lower_matmul(w, batch=1, act_signed=False, records=[isa.ParamRecord(shift=1)] * 2)
     with pytest.raises(ValueError, match="a requantized matmul needs one record per column"):
         lower_matmul(w, batch=1, act_signed=False, raw=False)
+
+
+#: Small buffers that take the blocked schedule (K groups reloaded per pair of N tiles).
+BLOCKED = NpuConfig(rows=2, cols=2, act_depth=64, weight_tiles=2, acc_depth=64, data_bytes=2)
+
+
+@pytest.mark.parametrize("k, n, batch, weight_dtype, prune", [
+    (10, 5, 45, "uint8", False),   # a lone last N tile shares parameter set 0 with the next
+    (9, 6, 44, "int8", True),      # all-zero weight tiles skipped
+    (12, 4, 20, "uint8", False),   # one M block
+], ids=str)
+def test_blocked_schedule_is_exact_on_golden(k, n, batch, weight_dtype, prune):
+    rng = np.random.default_rng(k * n + batch)
+    layer = random_layer(rng, k, n, weight_dtype=weight_dtype)
+    if prune:
+        layer.weight[:2, :4] = 0   # int8 weights: zero point 0
+    plan = tile_plan(k, n, batch, BLOCKED)
+    assert plan.n_group == 2 and plan.k_group < len(plan.k_tiles)
+    (chip_pass,) = driver.lower([layer], batch=batch, config=BLOCKED).passes
+    assert bool(chip_pass.skipped) == prune
+    x = random_input(rng, batch, layer)
+    np.testing.assert_array_equal(run_golden(layer, x, BLOCKED), layer.reference(x))
+
+
+def test_blocked_schedule_for_large_layers():
+    config = NpuConfig()
+    plan = tile_plan(512, 512, 512, config)
+    assert plan.n_group == 2 and plan.m_block == 16 * config.rows
+    # The classic plan keeps a 64-row block's eight K tiles and is kept when weights stay.
+    assert tile_plan(16, 16, 600, NpuConfig(weight_tiles=4)).resident
+    # 16-byte vectors on an 8-byte port: reloading them per N-tile pair would saturate it.
+    assert tile_plan(256, 256, 256, NpuConfig(rows=16, cols=16)).n_group is None

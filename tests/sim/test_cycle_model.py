@@ -59,6 +59,36 @@ def test_cycle_model_matches_rtl_on_tiled_gemms(config, m, k, n):
     assert got.cycles == expected.cycles
 
 
+#: Small enough for the Amaranth simulator, large enough for the blocked schedule.
+BLOCKED_CONFIG = NpuConfig(rows=2, cols=2, act_depth=64, weight_tiles=2, acc_depth=64,
+                           data_bytes=2)
+
+
+@pytest.mark.parametrize("m, k, n, prune", [
+    (45, 10, 5, False),   # three K groups through two activation regions, a lone last tile
+    (44, 9, 6, True),     # all-zero weight tiles skipped
+], ids=str)
+def test_cycle_model_matches_rtl_on_blocked_gemms(m, k, n, prune):
+    config = BLOCKED_CONFIG
+    rng = np.random.default_rng(m + k + n)
+    a = rng.integers(0, 256, (m, k)).astype(np.uint8)
+    w = rng.integers(-128, 128, (k, n)).astype(np.int8)
+    if prune:
+        w[:4, :2] = 0
+    chip_pass = lower_matmul(w, batch=m, config=config, act_signed=False,
+                             records=random_params(rng, n), skip_zero_tiles=prune)
+    plan = chip_pass.plan
+    assert plan.n_group is not None and plan.k_group < len(plan.k_tiles)
+    assert len(chip_pass.blocks) > 1 and bool(chip_pass.skipped) == prune
+    commands, data_in = chip_pass.commands, chip_pass.data_in(a)
+    with AmaranthSession(config=config) as chip:
+        got = chip.run(commands, data_in)
+    expected = GoldenNpu(config).run(commands, data_in)
+    assert got.data_out == expected.data_out
+    assert got.status == expected.status and got.status.error == 0
+    assert got.cycles == expected.cycles
+
+
 def test_overlap_hides_weight_loads_behind_streaming():
     # Two tiles, each streamed for 64 vectors: loading and preloading the second tile
     # happen while the first streams, so the array streams back to back.
