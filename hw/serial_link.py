@@ -34,6 +34,11 @@ __all__ = ["SerialLink", "serial_link_leds_layout", "RX_FIFO_DEPTH"]
 #: and a byte lasts at least ``10 * MIN_DIVISOR`` = 40 cycles.
 RX_FIFO_DEPTH = 16
 
+#: Status record fields :class:`hw.link_transmitter.LinkTransmitter` fills in itself
+#: (``reserved`` stays zero).
+_TRANSMITTER_FIELDS = frozenset({"results_pending", "results_seq", "results_waiting",
+                                 "reserved"})
+
 
 def serial_link_leds_layout():
     """The serial link's lights, bit 0 first."""
@@ -155,17 +160,17 @@ class SerialLink(wiring.Component):
             m.d.comb += getattr(counters, field.name).eq(source)
 
         status = Signal(status_record_layout())
+        # Each field of the record from the first part that has it; the transmitter fills
+        # in its own, and a field nobody has is a mistake of the layout, not a zero.
+        owners = (counters, chip, receiver)
+        for name in status_record_layout().members:
+            if name in _TRANSMITTER_FIELDS:
+                continue
+            owner = next((o for o in owners if hasattr(o, name)), None)
+            if owner is None:
+                raise AssertionError(f"no part of the serial link has the status field {name!r}")
+            m.d.comb += getattr(status, name).eq(getattr(owner, name))
         m.d.comb += [
-            status.error.eq(chip.error),
-            status.error_opcode.eq(chip.error_opcode),
-            status.busy.eq(chip.busy),
-            status.expected.eq(receiver.expected),
-            status.executed.eq(chip.executed),
-            status.cycles.eq(chip.cycles),
-            status.array_cycles.eq(chip.array_cycles),
-            status.commands_credit.eq(receiver.commands_credit),
-            status.data_credit.eq(receiver.data_credit),
-            *(getattr(status, f.name).eq(getattr(counters, f.name)) for f in LINK_STATUS_FIELDS),
             transmitter.status.eq(status),
             transmitter.ack.eq(receiver.ack),
             transmitter.nak.eq(receiver.nak),
