@@ -149,7 +149,9 @@ class Requantizer(wiring.Component):
         raw_out = Signal()
         free = Signal()
         accept = Signal()
-        lanes_busy = Cat(*(t.valid for t in tags)).any()
+        # Whether any stage holds a row, registered (the OR of the stages' valid bits next
+        # cycle): behind the raw row's exit it was the requantizer's longest path.
+        lanes_busy = Signal()
 
         out = self.vectors.payload
         with m.If(queue.r_rdy):
@@ -188,6 +190,7 @@ class Requantizer(wiring.Component):
                              next_end.eq(next_end + lanes)]
 
         # The tags follow the lanes' stages.
+        m.d.sync += lanes_busy.eq(issue | Cat(*(t.valid for t in tags[:-1])).any())
         m.d.sync += [tags[0].valid.eq(issue), tags[0].chunk.eq(chunk),
                      tags[0].last.eq(last_chunk), tags[0].n.eq(held.n)]
         for s in range(1, STAGES):
