@@ -14,11 +14,14 @@ __all__ = ["Requantizer", "requant_input_layout", "STAGES", "QUEUE_DEPTH"]
 
 _INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
 #: Pipeline registers of a lane: saturating bias add; the significant length of the sum;
-#: its float32 rounding; the four partial products of the multiply (one MULT18X18D each,
-#: registered on both sides); their middle sum; the 64-bit product; its significant
-#: length; the bits its float32 rounding drops; that rounding; the shift (floor, half and
-#: sticky bits); the rounded floor plus the zero point; the clamp.
-STAGES = 12
+#: the bits its float32 rounding drops; the lowest bit it keeps; that rounding; the four
+#: partial products of the multiply (one MULT18X18D each, registered on both sides);
+#: their middle sum; the 64-bit product; its significant length; the bits its float32
+#: rounding drops; the lowest bit it keeps; that rounding; the shift (floor, half and
+#: sticky bits); the rounded floor plus the zero point; the clamp.  Each float32
+#: rounding takes three stages (the mask of the bits it drops, the lowest bit it keeps,
+#: the add): on the ECP5 any two of them in one stage set the requantizer's clock.
+STAGES = 15
 #: Requantized rows the output queue holds.  A row takes a credit (a queue place) when it
 #: enters and returns it when it leaves the queue; ``STAGES + 3`` places cover the rows in
 #: flight between the two, so the queue never throttles a requantizer that the data-out
@@ -146,7 +149,9 @@ class Requantizer(wiring.Component):
         raw_out = Signal()
         free = Signal()
         accept = Signal()
-        lanes_busy = Cat(*(t.valid for t in tags)).any()
+        # Whether any stage holds a row, registered (the OR of the stages' valid bits next
+        # cycle): behind the raw row's exit it was the requantizer's longest path.
+        lanes_busy = Signal()
 
         out = self.vectors.payload
         with m.If(queue.r_rdy):
@@ -185,6 +190,7 @@ class Requantizer(wiring.Component):
                              next_end.eq(next_end + lanes)]
 
         # The tags follow the lanes' stages.
+        m.d.sync += lanes_busy.eq(issue | Cat(*(t.valid for t in tags[:-1])).any())
         m.d.sync += [tags[0].valid.eq(issue), tags[0].chunk.eq(chunk),
                      tags[0].last.eq(last_chunk), tags[0].n.eq(held.n)]
         for s in range(1, STAGES):
@@ -254,55 +260,75 @@ class Requantizer(wiring.Component):
         t_2 = stage(signed(ACC_WIDTH), "t_2")
         load(2, t_length.eq(_significant_length(t)), t_2.eq(t))
 
-        # 3. t rounded to 24 significant bits in FLOAT32 mode (|t| <= 2**31: at most 8 bits drop)
-        t_operand = stage(signed(ACC_WIDTH + 1), "t_operand")
-        t_mask = _float32_mask(t_length, as_float32(3), ACC_WIDTH + 1)
-        load(3, t_operand.eq(_round_to_float32(t_2, Cat(*t_mask), _lowest_kept(t_2, t_mask))))
+        # 3. the bits the rounding of t to 24 significant bits drops in FLOAT32 mode (else
+        #    none; |t| <= 2**31: at most 8 bits drop), as a mask
+        t_mask = stage(ACC_WIDTH + 1, "t_mask")
+        t_3 = stage(signed(ACC_WIDTH), "t_3")
+        load(3, t_mask.eq(Cat(*_float32_mask(t_length, as_float32(3), ACC_WIDTH + 1))),
+             t_3.eq(t_2))
 
-        # 4. the four partial products of t * multiplier, one DSP each
-        multiplier = Value.cast(params_at(3).multiplier)
+        # 4. the lowest bit the mask keeps (a stage of its own: behind the mask's logic
+        #    it set the clock)
+        t_odd = stage(1, "t_odd")
+        t_mask_4 = stage(ACC_WIDTH + 1, "t_mask_4")
+        t_4 = stage(signed(ACC_WIDTH), "t_4")
+        load(4, t_odd.eq(_lowest_kept(t_3, t_mask)), t_mask_4.eq(t_mask), t_4.eq(t_3))
+
+        # 5. t rounded
+        t_operand = stage(signed(ACC_WIDTH + 1), "t_operand")
+        load(5, t_operand.eq(_round_to_float32(t_4, t_mask_4, t_odd)))
+
+        # 6. the four partial products of t * multiplier, one DSP each
+        multiplier = Value.cast(params_at(5).multiplier)
         t_low, t_high = t_operand[:_SPLIT], t_operand[_SPLIT:].as_signed()
         m_low, m_high = multiplier[:_SPLIT], multiplier[_SPLIT:]
         low_low = stage(unsigned(2 * _SPLIT), "low_low")
         low_high = stage(unsigned(_SPLIT + len(m_high)), "low_high")
         high_low = stage(signed(len(t_high) + _SPLIT + 1), "high_low")
         high_high = stage(signed(len(t_high) + len(m_high) + 1), "high_high")
-        load(4, low_low.eq(t_low * m_low), low_high.eq(t_low * m_high),
+        load(6, low_low.eq(t_low * m_low), low_high.eq(t_low * m_high),
              high_low.eq(t_high * m_low), high_high.eq(t_high * m_high))
 
-        # 5. the middle sum (the others wait a stage)
+        # 7. the middle sum (the others wait a stage)
         middle = stage(signed(max(len(low_high), len(high_low)) + 1), "middle")
-        low_low_5 = stage(unsigned(2 * _SPLIT), "low_low_5")
-        high_high_5 = stage(signed(len(high_high)), "high_high_5")
-        load(5, middle.eq(low_high + high_low), low_low_5.eq(low_low),
-             high_high_5.eq(high_high))
+        low_low_7 = stage(unsigned(2 * _SPLIT), "low_low_7")
+        high_high_7 = stage(signed(len(high_high)), "high_high_7")
+        load(7, middle.eq(low_high + high_low), low_low_7.eq(low_low),
+             high_high_7.eq(high_high))
 
-        # 6. the 64-bit product
+        # 8. the 64-bit product
         product = stage(signed(PRODUCT_WIDTH), "product")
-        load(6, product.eq(low_low_5 + (middle << _SPLIT) + (high_high_5 << (2 * _SPLIT))))
+        load(8, product.eq(low_low_7 + (middle << _SPLIT) + (high_high_7 << (2 * _SPLIT))))
 
-        # 7. its significant length
+        # 9. its significant length
         length = stage(range(PRODUCT_WIDTH + 1), "length")
-        product_7 = stage(signed(PRODUCT_WIDTH), "product_7")
-        load(7, length.eq(_significant_length(product)), product_7.eq(product))
+        product_9 = stage(signed(PRODUCT_WIDTH), "product_9")
+        load(9, length.eq(_significant_length(product)), product_9.eq(product))
 
-        # 8. the bits its rounding to 24 significant bits drops in FLOAT32 mode (else
-        #    none), as a mask, and the lowest bit it keeps
+        # 10. the bits its rounding to 24 significant bits drops in FLOAT32 mode (else
+        #     none), as a mask
         product_mask = stage(PRODUCT_WIDTH + 1, "mask")
+        product_10 = stage(signed(PRODUCT_WIDTH), "product_10")
+        length_10 = stage(range(PRODUCT_WIDTH + 1), "length_10")
+        load(10, product_mask.eq(Cat(*_float32_mask(length, as_float32(10), PRODUCT_WIDTH + 1))),
+             product_10.eq(product_9), length_10.eq(length))
+
+        # 11. the lowest bit the mask keeps
         product_odd = stage(1, "odd")
-        product_8 = stage(signed(PRODUCT_WIDTH), "product_8")
-        length_8 = stage(range(PRODUCT_WIDTH + 1), "length_8")
-        mask = _float32_mask(length, as_float32(8), PRODUCT_WIDTH + 1)
-        load(8, product_mask.eq(Cat(*mask)), product_odd.eq(_lowest_kept(product_7, mask)),
-             product_8.eq(product_7), length_8.eq(length))
+        product_mask_11 = stage(PRODUCT_WIDTH + 1, "mask_11")
+        product_11 = stage(signed(PRODUCT_WIDTH), "product_11")
+        length_11 = stage(range(PRODUCT_WIDTH + 1), "length_11")
+        load(11, product_odd.eq(_lowest_kept(product_10, product_mask)),
+             product_mask_11.eq(product_mask), product_11.eq(product_10),
+             length_11.eq(length_10))
 
-        # 9. the product rounded
+        # 12. the product rounded
         value = stage(signed(PRODUCT_WIDTH + 1), "value")
-        length_9 = stage(range(PRODUCT_WIDTH + 1), "length_9")
-        load(9, value.eq(_round_to_float32(product_8, product_mask, product_odd)),
-             length_9.eq(length_8))
+        length_12 = stage(range(PRODUCT_WIDTH + 1), "length_12")
+        load(12, value.eq(_round_to_float32(product_11, product_mask_11, product_odd)),
+             length_12.eq(length_11))
 
-        # 10. floor(value / 2**shift) to FLOOR_WIDTH bits, its half and sticky bits, and
+        # 13. floor(value / 2**shift) to FLOOR_WIDTH bits, its half and sticky bits, and
         #     whether it lies beyond them
         floor_bits = stage(FLOOR_WIDTH, "floor_bits")
         half = stage(1, "half")
@@ -310,34 +336,34 @@ class Requantizer(wiring.Component):
         tie_up = stage(1, "tie_up")
         too_long = stage(1, "too_long")
         negative = stage(1, "negative")
-        p10 = params_at(9)
-        shift = Value.cast(p10.shift)
+        p13 = params_at(12)
+        shift = Value.cast(p13.shift)
         floor_value = value >> shift
-        rounding = p10.rounding
+        rounding = p13.rounding
         # Beyond FLOOR_WIDTH - 2 bits the floor lies outside every clamp range, so a
         # saturated floor gives the same result; the float32 rounding above adds at most
         # one bit to the product's length.
-        load(10, floor_bits.eq(floor_value[:FLOOR_WIDTH]),
+        load(13, floor_bits.eq(floor_value[:FLOOR_WIDTH]),
              half.eq(value.bit_select((shift - 1).as_unsigned()[:len(shift)], 1)),
              sticky.eq((value & _below(shift, len(value) + 1)[1:]).any()),
              tie_up.eq(Mux((rounding == isa.Rounding.HALF_EVEN)
                            | (rounding == isa.Rounding.FLOAT32), floor_value[0],
                            Mux(rounding == isa.Rounding.HALF_AWAY, ~value[-1], 1))),
-             too_long.eq(length_9 > shift + (FLOOR_WIDTH - 2)),
+             too_long.eq(length_12 > shift + (FLOOR_WIDTH - 2)),
              negative.eq(value[-1]))
 
-        # 11. the rounded floor, saturated, plus the output zero point
+        # 14. the rounded floor, saturated, plus the output zero point
         offset = stage(signed(FLOOR_WIDTH + 2), "offset")
         floor_limit = Mux(negative, -(1 << (FLOOR_WIDTH - 1)), (1 << (FLOOR_WIDTH - 1)) - 1)
         floor = Mux(too_long, floor_limit, floor_bits.as_signed())
         up = ~too_long & half & (sticky | tie_up)
-        load(11, offset.eq(floor + up + Value.cast(params_at(10).output_zero)))
+        load(14, offset.eq(floor + up + Value.cast(params_at(13).output_zero)))
 
-        # 12. the clamp, min(max(offset, low), high), its comparisons side by side
+        # 15. the clamp, min(max(offset, low), high), its comparisons side by side
         clamped = stage(signed(9), "clamped")
-        p12 = params_at(11)
-        low, high = Value.cast(p12.low), Value.cast(p12.high)
-        load(12, clamped.eq(Mux(offset < low, Mux(low > high, high, low),
+        p15 = params_at(14)
+        low, high = Value.cast(p15.low), Value.cast(p15.high)
+        load(15, clamped.eq(Mux(offset < low, Mux(low > high, high, low),
                                 Mux(offset > high, high, offset))))
         assert stages == list(range(1, STAGES + 1))
         return clamped[:8]
