@@ -96,7 +96,7 @@ def export_onnx(model, calibration, folder, *, name):
     try:
         quantize_static(str(float_path), str(int8_path), Reader(),
                         quant_format=QuantFormat.QOperator, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QUInt8, per_channel=True)
+                        weight_type=QuantType.QUInt8, per_channel=True, reduce_range=True)
     finally:
         root.setLevel(level)
     return int8_path

@@ -20,16 +20,36 @@ CONFIGS = {
 #: (batch, in_features, out_features): the issue's edge shapes and primes no array divides.
 SHAPES = [(1, 1, 1), (3, 1, 1000), (2, 1000, 1), (1, 17, 13), (29, 37, 11), (7, 64, 64)]
 
+#: The int8 weights onnxruntime multiplies exactly on every x86 CPU. Without VNNI (AVX2, and
+#: AVX-512 without VNNI) its uint8 x int8 kernels (int8 activations are shifted to uint8
+#: first) use VPMADDUBSW, which saturates each pair of products at int16: 255 * -128 * 2
+#: overflows, 255 * 64 * 2 does not. onnxruntime's quantization guide gives the remedy,
+#: ``quantize_static(..., reduce_range=True)``, which quantizes weights into this range; the
+#: tests that compare with onnxruntime use it. The chip itself takes the full int8 range.
+ONNXRUNTIME_EXACT_INT8 = (-64, 64)
+
+
+def onnxruntime_weight_range(weight_dtype):
+    """``(low, high)``, inclusive, of the weights of ``weight_dtype`` that onnxruntime
+    multiplies exactly on every x86 CPU (its uint8 x uint8 kernels are exact)."""
+    t = driver.QuantType.of(weight_dtype)
+    return ONNXRUNTIME_EXACT_INT8 if t.signed else (t.min, t.max)
+
 
 def random_layer(rng, in_features, out_features, *, input_dtype="uint8", weight_dtype="int8",
                  output_dtype=None, per_channel=True, activation="none", weight_zero=None,
-                 name="layer"):
-    """A random :class:`driver.QuantLinear` with realistic scales."""
+                 weight_range=None, name="layer"):
+    """A random :class:`driver.QuantLinear` with realistic scales.
+
+    ``weight_range`` is ``(low, high)``, inclusive, of the weights; the whole type by default
+    (:func:`onnxruntime_weight_range` for a layer that onnxruntime runs too).
+    """
     output_dtype = output_dtype or input_dtype
     wt = driver.QuantType.of(weight_dtype)
     it, ot = driver.QuantType.of(input_dtype), driver.QuantType.of(output_dtype)
     n = out_features
-    weight = rng.integers(wt.min, wt.max + 1, size=(n, in_features)).astype(wt.dtype)
+    low, high = weight_range or (wt.min, wt.max)
+    weight = rng.integers(low, high + 1, size=(n, in_features)).astype(wt.dtype)
     if weight_zero is None:
         weight_zero = rng.integers(wt.min, wt.max + 1, size=n) if not wt.signed else 0
     scales = rng.uniform(0.002, 0.02, size=n) if per_channel else rng.uniform(0.002, 0.02)

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from npu_builders import ort_run, qoperator_model, random_layer
+from npu_builders import ONNXRUNTIME_EXACT_INT8, ort_run, qoperator_model, random_layer
 
 from driver.cli import main
 
@@ -14,7 +14,7 @@ pytest.importorskip("onnxruntime")
 def float_model(tmp_path):
     """A QuantizeLinear -> QGemm -> DequantizeLinear model with float input and output."""
     from onnx import TensorProto, helper
-    layer = random_layer(np.random.default_rng(0), 10, 7)
+    layer = random_layer(np.random.default_rng(0), 10, 7, weight_range=ONNXRUNTIME_EXACT_INT8)
     inner = qoperator_model(layer)
     graph = inner.graph
     gemm = graph.node[0]

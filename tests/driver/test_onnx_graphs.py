@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 from npu_builders import (
     CONFIGS,
+    ONNXRUNTIME_EXACT_INT8,
     compare_with_framework,
     onnx_node_cases,
+    onnxruntime_weight_range,
     ort_run,
     qoperator_model,
     random_input,
@@ -113,7 +115,7 @@ PLUMBING = {
 def test_plumbing_is_free(kind, where):
     """Layout-only nodes on the input or output run exactly as the model without them."""
     rng = np.random.default_rng(len(kind))
-    layer = random_layer(rng, 6, 5)
+    layer = random_layer(rng, 6, 5, weight_range=ONNXRUNTIME_EXACT_INT8)
     inits = [ints("shape_a", [0, 1, -1]), ints("shape_b", [-1, 6 if where == "before" else 5]),
              ints("axes", [1])]
     plain = qoperator_model(layer, "QLinearMatMul")
@@ -130,7 +132,7 @@ def test_float_plumbing_after_dequantize(op):
     """The exporter's Identity (or an inference Dropout) after the float output of a QDQ
     model."""
     rng = np.random.default_rng(11)
-    layer = random_layer(rng, 7, 4)
+    layer = random_layer(rng, 7, 4, weight_range=ONNXRUNTIME_EXACT_INT8)
     from test_onnx_import import qdq_model
     model = with_nodes(qdq_model(layer, []), after=[(op, [], {})])
     net = driver.load_onnx(model)
@@ -143,7 +145,7 @@ def test_float_plumbing_after_dequantize(op):
 def test_constant_transpose_folded():
     """Weights stored [out, in] behind a Transpose node are folded at load time."""
     rng = np.random.default_rng(12)
-    layer = random_layer(rng, 6, 5)
+    layer = random_layer(rng, 6, 5, weight_range=ONNXRUNTIME_EXACT_INT8)
     model = qoperator_model(layer, "QLinearMatMul")
     for init in model.graph.initializer:
         if init.name == "w":
@@ -183,6 +185,26 @@ def integer_matmul_model(a_dtype, weight, a_zero, b_zero):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 
 
+@pytest.mark.parametrize("a_dtype", [np.uint8, np.int8])
+def test_onnxruntime_exact_at_the_weight_bound(a_dtype):
+    """The weight range the tests give onnxruntime keeps its kernels exact at the extremes:
+    the largest activations times weights at either end of ``ONNXRUNTIME_EXACT_INT8``, which
+    pair up to 255 * 64 * 2 after onnxruntime's shift of int8 activations to uint8; the
+    chip agrees on those and on the full int8 range."""
+    info = np.iinfo(a_dtype)
+    low, high = ONNXRUNTIME_EXACT_INT8
+    weight = np.array([[low, high, low, high], [low, high, high, low]] * 8, dtype=np.int8)
+    x = np.array([[info.max] * 16, [info.min] * 16, [info.max, info.min] * 8], dtype=a_dtype)
+    model = integer_matmul_model(a_dtype, weight, 0, 0)
+    exact = x.astype(np.int64) @ weight.astype(np.int64)
+    np.testing.assert_array_equal(ort_run(model, x), exact)
+    np.testing.assert_array_equal(run_golden(driver.load_onnx(model), x), exact)
+    full = np.array([[-128, 127]] * 16, dtype=np.int8)
+    np.testing.assert_array_equal(
+        run_golden(driver.load_onnx(integer_matmul_model(a_dtype, full, 0, 0)), x),
+        x.astype(np.int64) @ full.astype(np.int64))
+
+
 @pytest.mark.parametrize("a_dtype, b_dtype", [(np.uint8, np.uint8), (np.uint8, np.int8),
                                               (np.int8, np.int8)])
 @pytest.mark.parametrize("per_column", [False, True])
@@ -190,7 +212,8 @@ def test_matmul_integer_matches_onnxruntime(a_dtype, b_dtype, per_column):
     rng = np.random.default_rng(per_column + 2 * np.dtype(a_dtype).itemsize)
     k, n = 37, 11
     info_a, info_b = np.iinfo(a_dtype), np.iinfo(b_dtype)
-    weight = rng.integers(info_b.min, info_b.max + 1, size=(k, n)).astype(b_dtype)
+    low, high = onnxruntime_weight_range(b_dtype)
+    weight = rng.integers(low, high + 1, size=(k, n)).astype(b_dtype)
     b_zero = rng.integers(info_b.min, info_b.max + 1, size=n if per_column else ())
     a_zero = int(rng.integers(info_a.min, info_a.max + 1))
     model = integer_matmul_model(a_dtype, weight, a_zero, b_zero)
@@ -207,8 +230,8 @@ def qlinear_conv_model(rng, *, in_shape, out_channels, kernel, act, weight, per_
     c = in_shape[0]
     groups = attributes.get("group", 1)
     it, wt = np.iinfo(act), np.iinfo(weight)
-    w = rng.integers(wt.min, wt.max + 1,
-                     size=(out_channels, c // groups, *kernel)).astype(weight)
+    low, high = onnxruntime_weight_range(weight)
+    w = rng.integers(low, high + 1, size=(out_channels, c // groups, *kernel)).astype(weight)
     count = out_channels if per_channel else 1
     w_scale = rng.uniform(0.002, 0.02, size=count).astype(np.float32)
     w_zero = (np.zeros(count) if wt.min < 0 else rng.integers(0, 256, size=count)).astype(weight)
@@ -319,7 +342,8 @@ def float_cnn(tmp_path_factory):
 def test_quantized_cnn(float_cnn, tmp_path, fmt, types, per_channel):
     out = tmp_path / "cnn_q.onnx"
     quantize_static(str(float_cnn), str(out), Images(), quant_format=fmt,
-                    activation_type=types[0], weight_type=types[1], per_channel=per_channel)
+                    activation_type=types[0], weight_type=types[1], per_channel=per_channel,
+                    reduce_range=True)
     net = driver.load_onnx(out)
     kinds = [type(layer).__name__ for layer in net.layers]
     assert kinds == ["QuantConv2d", "MaxPool2d", "QuantConv2d", "QuantLinear"], kinds

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from npu_builders import (
     CONFIGS,
+    ONNXRUNTIME_EXACT_INT8,
     compare_with_framework,
+    onnxruntime_weight_range,
     ort_run,
     qoperator_model,
     random_input,
@@ -38,7 +40,8 @@ def test_qoperator_layer_matches_onnxruntime(op, types, per_channel, shape):
     batch, k, n = shape
     act, weight = types
     rng = np.random.default_rng(k * 31 + n + len(op) + per_channel)
-    layer = random_layer(rng, k, n, input_dtype=act, weight_dtype=weight, per_channel=per_channel)
+    layer = random_layer(rng, k, n, input_dtype=act, weight_dtype=weight, per_channel=per_channel,
+                         weight_range=onnxruntime_weight_range(weight))
     model = qoperator_model(layer, op, trans_b=bool(k % 2))
     net = driver.load_onnx(model)
     x = random_input(rng, batch, layer)
@@ -78,7 +81,7 @@ def float_mlp(tmp_path_factory):
 def quantized(path, tmp_path, fmt, act, weight, per_channel):
     out = tmp_path / f"{fmt.name}_{act.name}_{weight.name}.onnx"
     quantize_static(str(path), str(out), Reader(23), quant_format=fmt, activation_type=act,
-                    weight_type=weight, per_channel=per_channel)
+                    weight_type=weight, per_channel=per_channel, reduce_range=True)
     return out
 
 
@@ -169,7 +172,7 @@ def qdq_model(layer, activation_nodes, *, matmul=False, bias_add=None):
                                                 (["Relu"], True)])
 def test_qdq_fused_activation(activation, matmul):
     rng = np.random.default_rng(len(activation) + 2 * matmul)
-    layer = random_layer(rng, 19, 14)
+    layer = random_layer(rng, 19, 14, weight_range=ONNXRUNTIME_EXACT_INT8)
     model = qdq_model(layer, activation, matmul=matmul)
     net = driver.load_onnx(model)
     (fused,) = net.layers
@@ -206,7 +209,8 @@ def test_matmul_add_becomes_a_host_table(tmp_path):
     for fmt in (QuantFormat.QOperator, QuantFormat.QDQ):
         out = tmp_path / f"mm_{fmt.name}.onnx"
         quantize_static(str(path), str(out), Reader(16), quant_format=fmt,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QUInt8)
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QUInt8,
+                        reduce_range=True)
         net = driver.load_onnx(out)
         assert [type(layer).__name__ for layer in net.layers] == ["QuantLinear", "ColumnTable",
                                                                   "QuantLinear"]
