@@ -336,9 +336,11 @@ def _block_commands(plan, config, *, signs, params, raw, skip, m, base, own_load
 
     upcoming = act_loads(*upcoming, 1, groups[0]) if upcoming is not None else []
     spacing = max(1, len(plan.n_tiles) * len(plan.k_tiles) // max(1, len(upcoming)))
-    if own_loads:
-        for load in act_loads(m, base, 0, groups[0]):
-            emit(*load)
+    # Own loads go a K tile at a time, each while the MATMUL before it streams, so the
+    # array starts after one tile rather than the whole block.
+    own = act_loads(m, base, 0, groups[0]) if own_loads else []
+    if own:
+        emit(*own.pop(0))
     issued = 0
     for j, (n0, n) in enumerate(plan.n_tiles):
         param_set = tile % 2
@@ -356,6 +358,8 @@ def _block_commands(plan, config, *, signs, params, raw, skip, m, base, own_load
                 t += 1
                 if (t - 1, j) in skip:
                     continue
+                while len(own) > len(group) - 1 - index:
+                    emit(*own.pop(0))   # this tile's rows, after skipped tiles
                 if plan.resident:
                     this_slot = j * len(plan.k_tiles) + t - 1
                 else:
@@ -372,6 +376,8 @@ def _block_commands(plan, config, *, signs, params, raw, skip, m, base, own_load
                             acc_addr=acc_addr, accumulate=int(done > 0)))
                 done += 1
                 issued += 1
+                if own:
+                    emit(*own.pop(0))
                 if upcoming and issued % spacing == 0:
                     emit(*upcoming.pop(0))
         pending_store = Store(acc_addr=acc_addr, count=m, n=n, raw=int(raw),
@@ -417,9 +423,11 @@ def _blocked_block(plan, config, *, signs, params, raw, skip, m, next_m, region,
                          signed=x_signed), ("act", later, k0, k))
                 for index, (k0, k) in enumerate(group)]
 
-    if first:
-        for load in act_loads(m, region, 0, k_groups[0]):
-            emit(*load)
+    # The very first group loads a K tile at a time, each while the MATMUL before it
+    # streams, so the array starts after one tile rather than a whole group.
+    first_loads = act_loads(m, region, 0, k_groups[0]) if first else []
+    if first_loads:
+        emit(*first_loads.pop(0))
     visits = [(u, g) for u in range(len(units)) for g in range(len(k_groups))]
     for number, (u, g) in enumerate(visits):
         last_visit = number + 1 == len(visits)
@@ -445,6 +453,8 @@ def _blocked_block(plan, config, *, signs, params, raw, skip, m, next_m, region,
             for index, (k0, k) in enumerate(k_groups[g]):
                 if (g * plan.k_group + index, u * plan.n_group + jj) in skip:
                     continue
+                while len(first_loads) > len(k_groups[g]) - 1 - index:
+                    emit(*first_loads.pop(0))   # this tile's rows, after skipped tiles
                 this_slot, slot = slot, (slot + 1) % config.weight_tiles
                 emit(LoadWeight(slot=this_slot, k=k, n=n, signed=w_signed, param_set=jj),
                      ("weight", k0, k, n0, n))
@@ -457,6 +467,8 @@ def _blocked_block(plan, config, *, signs, params, raw, skip, m, next_m, region,
                             accumulate=int(done[jj] > 0)))
                 done[jj] += 1
                 issued += 1
+                if first_loads:
+                    emit(*first_loads.pop(0))
                 # Not while the last MATMUL of the previous group still reads the region.
                 if upcoming and issued >= 2:
                     emit(*upcoming.pop(0))
