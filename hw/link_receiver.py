@@ -143,8 +143,12 @@ class LinkReceiver(wiring.Component):
             self.data_credit.eq(_saturate(data_free)),
         ]
 
-        header = Signal(frame_header_layout())
+        header = Signal(frame_header_layout())     # its type and seq (length below)
+        # The parser passes no header longer than MAX_PAYLOAD (a header error), so the
+        # length is kept, compared and counted to in 9 bits rather than 16.
+        length = Signal(range(MAX_PAYLOAD + 1))
         count = Signal(range(MAX_PAYLOAD + 1))
+        count_next = Signal(range(MAX_PAYLOAD + 2))
         distance = Signal(8)    # seq - expected, modulo 256
         word = Signal(COMMAND_WIDTH)
         beat = Signal(self.config.data_width)
@@ -152,40 +156,43 @@ class LinkReceiver(wiring.Component):
         byte = self.payload.payload
         taken = Signal()
         m.d.comb += [taken.eq(self.payload.valid & self.payload.ready),
-                     distance.eq(header.seq - self.expected)]
-        last = count == header.length - 1
+                     distance.eq(header.seq - self.expected),
+                     count_next.eq(count + 1)]
+        last = count_next == length     # (one adder for the count and this test)
 
         def count_up(counter):
             with m.If(counter != (1 << len(counter)) - 1):
                 m.d.sync += counter.eq(counter + 1)
 
         def whole(unit):
-            return _remainder(header.length, unit) == 0
+            return _remainder(length, unit) == 0
 
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.header.ready.eq(1)
                 with m.If(self.header.valid):
-                    m.d.sync += [header.eq(self.header.payload), count.eq(0)]
+                    m.d.sync += [header.type.eq(self.header.payload.type),
+                                 header.seq.eq(self.header.payload.seq),
+                                 length.eq(self.header.payload.length), count.eq(0)]
                     m.next = "DECIDE"
             with m.State("DECIDE"):
                 is_data = header.type == FrameType.DATA
                 with m.If(header.type == FrameType.RESET):
-                    with m.If(header.length == 0):
+                    with m.If(length == 0):
                         m.d.sync += reset_count.eq(0)
                         m.next = "RESET"
                     with m.Else():
                         count_up(self.rejected)
                         m.next = "DRAIN"
                 with m.Elif(header.type == FrameType.STATUS):
-                    with m.If(header.length == 0):
+                    with m.If(length == 0):
                         m.d.comb += [self.status_request.eq(1),
                                      self.request_seq.eq(header.seq)]
                     with m.Else():
                         count_up(self.rejected)
                     m.next = "DRAIN"
                 with m.Elif(header.type == FrameType.ACK):
-                    with m.If(header.length == sum(f.width for f in HOST_ACK_FIELDS) // 8):
+                    with m.If(length == sum(f.width for f in HOST_ACK_FIELDS) // 8):
                         m.next = "HOST_ACK"
                     with m.Else():
                         count_up(self.rejected)
@@ -196,10 +203,10 @@ class LinkReceiver(wiring.Component):
                         fits = Signal()
                         m.d.comb += fits.eq(
                             (header.type == FrameType.COMMANDS) & whole(COMMAND_BYTES)
-                            & (header.length <= command_free)
-                            | is_data & whole(beat_bytes) & (header.length <= data_free))
+                            & (length <= command_free)
+                            | is_data & whole(beat_bytes) & (length <= data_free))
                         with m.If(header.type == FrameType.FLUSH):
-                            with m.If(header.length == 0):
+                            with m.If(length == 0):
                                 m.next = "FLUSH"
                             with m.Else():
                                 count_up(self.rejected)
@@ -207,7 +214,7 @@ class LinkReceiver(wiring.Component):
                         with m.Elif(~fits):
                             count_up(self.rejected)
                             m.next = "DRAIN"
-                        with m.Elif(header.length == 0):
+                        with m.Elif(length == 0):
                             m.next = "TAKEN"
                         with m.Elif(is_data):
                             m.next = "COPY_DATA"
@@ -226,12 +233,12 @@ class LinkReceiver(wiring.Component):
                     count_up(self.rejected)     # a chip-to-host type from the host
                     m.next = "DRAIN"
             with m.State("DRAIN"):
-                with m.If(count == header.length):
+                with m.If(count == length):
                     m.next = "IDLE"
                 with m.Else():
                     m.d.comb += self.payload.ready.eq(1)
                     with m.If(taken):
-                        m.d.sync += count.eq(count + 1)
+                        m.d.sync += count.eq(count_next)
             for name, target, unit, shift in (
                     ("COPY_COMMANDS", command_fifo, COMMAND_BYTES, word),
                     ("COPY_DATA", data_fifo, beat_bytes, beat)):
@@ -241,7 +248,7 @@ class LinkReceiver(wiring.Component):
                     m.d.comb += [target.w_data.eq(shifted),
                                  self.payload.ready.eq(~ends_item | target.w_rdy)]
                     with m.If(taken):
-                        m.d.sync += [shift.eq(shifted), count.eq(count + 1)]
+                        m.d.sync += [shift.eq(shifted), count.eq(count_next)]
                         m.d.comb += target.w_en.eq(ends_item)
                         with m.If(last):
                             m.next = "TAKEN"
@@ -258,13 +265,13 @@ class LinkReceiver(wiring.Component):
             with m.State("HOST_ACK"):
                 m.d.comb += self.payload.ready.eq(1)
                 fields = Signal(32)
-                limit, length = fields[:16], fields[16:]
+                limit, acked_length = fields[:16], fields[16:]
                 m.d.comb += fields.eq(Cat(word[40:], byte))
                 with m.If(taken):
-                    m.d.sync += [word.eq(Cat(word[8:], byte)), count.eq(count + 1)]
+                    m.d.sync += [word.eq(Cat(word[8:], byte)), count.eq(count_next)]
                     with m.If(last):
                         m.d.comb += [self.host_ack.eq(1), self.host_ack_seq.eq(header.seq),
-                                     self.host_ack_length.eq(length)]
+                                     self.host_ack_length.eq(acked_length)]
                         with m.If((limit != 0) & (limit <= MAX_PAYLOAD)):
                             m.d.sync += self.results_limit.eq(limit)
                         m.next = "IDLE"
