@@ -121,15 +121,28 @@ class LinkReceiver(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         beat_bytes = self.config.data_bytes
-        command_fifo = fifo.SyncFIFOBuffered(width=COMMAND_WIDTH, depth=self.command_depth)
+        # Command words wait as bytes: a block RAM holds a byte FIFO whole, where a
+        # 64-bit one takes four and, for the read-during-write rule yosys cannot see the
+        # FIFO never needs, a copy of the written word in flip-flops.  A word is put
+        # together at the FIFO's output for the chip.
+        command_fifo = fifo.SyncFIFOBuffered(width=8,
+                                             depth=self.command_depth * COMMAND_BYTES)
         data_fifo = fifo.SyncFIFOBuffered(width=self.config.data_width, depth=self.data_depth)
         m.submodules.command_fifo = ResetInserter(self.reset)(command_fifo)
         flush = Signal()
         m.submodules.data_fifo = ResetInserter(self.reset | flush)(data_fifo)
+        command_word = Signal(COMMAND_WIDTH)
+        command_bytes = Signal(range(COMMAND_BYTES + 1))    # of command_word
+        word_done = command_bytes == COMMAND_BYTES
+        m.d.comb += [self.commands.payload.eq(command_word),
+                     self.commands.valid.eq(word_done),
+                     command_fifo.r_en.eq(~word_done)]
+        with m.If(self.reset | self.commands.valid & self.commands.ready):
+            m.d.sync += command_bytes.eq(0)
+        with m.Elif(command_fifo.r_rdy & ~word_done):
+            m.d.sync += [command_word.eq(Cat(command_word[8:], command_fifo.r_data)),
+                         command_bytes.eq(command_bytes + 1)]
         m.d.comb += [
-            self.commands.payload.eq(command_fifo.r_data),
-            self.commands.valid.eq(command_fifo.r_rdy),
-            command_fifo.r_en.eq(self.commands.ready),
             self.data_in.payload.eq(data_fifo.r_data),
             self.data_in.valid.eq(data_fifo.r_rdy),
             data_fifo.r_en.eq(self.data_in.ready),
@@ -137,7 +150,8 @@ class LinkReceiver(wiring.Component):
         command_free = Signal(range(COMMAND_BYTES * self.command_depth + 1))
         data_free = Signal(range(beat_bytes * self.data_depth + 1))
         m.d.comb += [
-            command_free.eq((self.command_depth - command_fifo.level) * COMMAND_BYTES),
+            command_free.eq(self.command_depth * COMMAND_BYTES - command_fifo.level
+                            - command_bytes),
             data_free.eq((self.data_depth - data_fifo.level) * beat_bytes),
             self.commands_credit.eq(_saturate(command_free)),
             self.data_credit.eq(_saturate(data_free)),
@@ -150,7 +164,7 @@ class LinkReceiver(wiring.Component):
         count = Signal(range(MAX_PAYLOAD + 1))
         count_next = Signal(range(MAX_PAYLOAD + 2))
         distance = Signal(8)    # seq - expected, modulo 256
-        word = Signal(COMMAND_WIDTH)
+        host_ack = Signal(24)   # the host ACK's bytes before its last
         beat = Signal(self.config.data_width)
         reset_count = Signal(range(RESET_CYCLES + 1))
         byte = self.payload.payload
@@ -240,7 +254,7 @@ class LinkReceiver(wiring.Component):
                     with m.If(taken):
                         m.d.sync += count.eq(count_next)
             for name, target, unit, shift in (
-                    ("COPY_COMMANDS", command_fifo, COMMAND_BYTES, word),
+                    ("COPY_COMMANDS", command_fifo, 1, None),
                     ("COPY_DATA", data_fifo, beat_bytes, beat)):
                 with m.State(name):
                     shifted = Cat(shift[8:], byte) if unit > 1 else byte
@@ -248,7 +262,9 @@ class LinkReceiver(wiring.Component):
                     m.d.comb += [target.w_data.eq(shifted),
                                  self.payload.ready.eq(~ends_item | target.w_rdy)]
                     with m.If(taken):
-                        m.d.sync += [shift.eq(shifted), count.eq(count_next)]
+                        m.d.sync += count.eq(count_next)
+                        if unit > 1:
+                            m.d.sync += shift.eq(shifted)
                         m.d.comb += target.w_en.eq(ends_item)
                         with m.If(last):
                             m.next = "TAKEN"
@@ -266,9 +282,9 @@ class LinkReceiver(wiring.Component):
                 m.d.comb += self.payload.ready.eq(1)
                 fields = Signal(32)
                 limit, acked_length = fields[:16], fields[16:]
-                m.d.comb += fields.eq(Cat(word[40:], byte))
+                m.d.comb += fields.eq(Cat(host_ack, byte))
                 with m.If(taken):
-                    m.d.sync += [word.eq(Cat(word[8:], byte)), count.eq(count_next)]
+                    m.d.sync += [host_ack.eq(Cat(host_ack[8:], byte)), count.eq(count_next)]
                     with m.If(last):
                         m.d.comb += [self.host_ack.eq(1), self.host_ack_seq.eq(header.seq),
                                      self.host_ack_length.eq(acked_length)]
@@ -286,7 +302,8 @@ class LinkReceiver(wiring.Component):
 
         # header.ready is high only in IDLE.
         m.d.comb += self.idle.eq(self.header.ready & ~self.header.valid
-                                 & (command_fifo.level == 0) & (data_fifo.level == 0))
+                                 & (command_fifo.level == 0) & (command_bytes == 0)
+                                 & (data_fifo.level == 0))
         return m
 
 
