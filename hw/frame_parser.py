@@ -79,22 +79,16 @@ class FrameParser(wiring.Component):
         byte = self.bytes.payload
         taken = Signal()
         m.d.comb += taken.eq(self.bytes.valid & self.bytes.ready)
-        header = Signal(frame_header_layout())     # its type and seq (length below)
-        # A frame's length once checked (at most MAX_PAYLOAD): 9 bits to count to
-        # and compare with rather than 16.
-        frame_length = Signal(range(MAX_PAYLOAD + 1))
-        low_byte = Signal(8)    # of the length, until its high byte arrives
-        m.d.comb += self.header.payload.eq(Cat(header.type, header.seq, frame_length))
+        header = Signal(frame_header_layout())
+        m.d.comb += self.header.payload.eq(header)
         index = Signal(range(MAX_PAYLOAD + 1))
-        index_next = Signal(range(MAX_PAYLOAD + 2))
-        m.d.comb += index_next.eq(index + 1)
         crc_mismatch = Signal()
         idle = Signal(range(self.timeout_cycles + 1))
 
         header_ok = Signal()
         length = Signal.like(header.length)
         m.d.comb += [
-            length.eq(Cat(low_byte, byte)),
+            length.eq(Cat(header.length[:8], byte)),
             header_ok.eq(reduce(lambda a, b: a | b, (header.type == t for t in FrameType))
                          & (length <= MAX_PAYLOAD)),
             write.addr.eq(index),
@@ -135,12 +129,12 @@ class FrameParser(wiring.Component):
             with m.State("LENGTH_LOW"):
                 receive()
                 with m.If(taken):
-                    m.d.sync += low_byte.eq(byte)
+                    m.d.sync += header.length.eq(byte)
                     m.next = "LENGTH_HIGH"
             with m.State("LENGTH_HIGH"):
                 receive()
                 with m.If(taken):
-                    m.d.sync += [frame_length.eq(length), index.eq(0), crc_mismatch.eq(0)]
+                    m.d.sync += [header.length.eq(length), index.eq(0), crc_mismatch.eq(0)]
                     with m.If(~header_ok):
                         self._count(m, self.header_errors)
                         m.next = "HUNT"
@@ -152,8 +146,8 @@ class FrameParser(wiring.Component):
                 receive()
                 m.d.comb += write.en.eq(taken)
                 with m.If(taken):
-                    m.d.sync += index.eq(index_next)
-                    with m.If(index_next == frame_length):
+                    m.d.sync += index.eq(index + 1)
+                    with m.If(index == header.length - 1):
                         m.d.sync += index.eq(0)
                         m.next = "CRC"
             with m.State("CRC"):
@@ -161,7 +155,7 @@ class FrameParser(wiring.Component):
                 with m.If(taken):
                     expected = crc.value.word_select(index[:2], 8)
                     mismatch = crc_mismatch | (byte != expected)
-                    m.d.sync += [index.eq(index_next), crc_mismatch.eq(mismatch)]
+                    m.d.sync += [index.eq(index + 1), crc_mismatch.eq(mismatch)]
                     with m.If(index == CRC_BYTES - 1):
                         m.d.sync += index.eq(0)
                         with m.If(mismatch):
@@ -180,8 +174,8 @@ class FrameParser(wiring.Component):
                 advance = ~self.payload.valid | self.payload.ready
                 m.d.comb += [read.addr.eq(index), read.en.eq(advance)]
                 with m.If(advance):
-                    with m.If(index != frame_length):
-                        m.d.sync += [self.payload.valid.eq(1), index.eq(index_next)]
+                    with m.If(index != header.length):
+                        m.d.sync += [self.payload.valid.eq(1), index.eq(index + 1)]
                     with m.Else():
                         m.d.sync += [self.payload.valid.eq(0), index.eq(0)]
                         m.next = "HUNT"
