@@ -101,7 +101,8 @@ __all__ = ["FrameType", "SYNC", "MAX_PAYLOAD", "CRC", "HEADER_FIELDS", "HEADER_B
            "CRC_BYTES", "SEQUENCE_MODULUS", "ACK_FIELDS", "HOST_ACK_FIELDS",
            "RESULTS_FLUSH_CYCLES", "LINK_STATUS_FIELDS", "STATUS_FIELDS", "STATUS_BYTES",
            "STATUS_SNAPSHOT_FIELDS",
-           "COUNTER_WIDTH", "header_layout", "frame_header_layout", "link_status_layout",
+           "COUNTER_WIDTH", "count_up", "header_layout", "frame_header_layout",
+           "link_status_layout",
            "status_record_layout", "ack_layout", "pack_fields", "unpack_fields", "Frame",
            "encode_frame", "FrameDecoder"]
 
@@ -166,6 +167,17 @@ RESULTS_FLUSH_CYCLES = 64
 #: value rather than wrap, so a reading never hides errors.  The counters count from the
 #: board's reset (a ``RESET`` frame keeps them): a host takes differences.
 COUNTER_WIDTH = 16
+
+
+def count_up(m, counter):
+    """Add one to the link counter ``counter`` in ``m``'s ``sync`` domain (under the
+    conditions open there), stopping at its largest value.  The increment's carry out
+    says the counter is at its top, so the test costs no logic of its own."""
+    incremented = counter + 1
+    with m.If(~incremented[-1]):
+        m.d.sync += counter.eq(incremented[:len(counter)])
+
+
 #: The link's counters, in the ``STATUS`` record.
 LINK_STATUS_FIELDS = (
     Field("frames", COUNTER_WIDTH, doc="host frames taken and executed (RESET included)"),

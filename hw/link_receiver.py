@@ -15,6 +15,7 @@ from .link_protocol import (
     MAX_PAYLOAD,
     SEQUENCE_MODULUS,
     FrameType,
+    count_up,
     frame_header_layout,
 )
 
@@ -174,9 +175,6 @@ class LinkReceiver(wiring.Component):
                      count_next.eq(count + 1)]
         last = count_next == length     # (one adder for the count and this test)
 
-        def count_up(counter):
-            with m.If(counter != (1 << len(counter)) - 1):
-                m.d.sync += counter.eq(counter + 1)
 
         def whole(unit):
             return _remainder(length, unit) == 0
@@ -196,20 +194,20 @@ class LinkReceiver(wiring.Component):
                         m.d.sync += reset_count.eq(0)
                         m.next = "RESET"
                     with m.Else():
-                        count_up(self.rejected)
+                        count_up(m, self.rejected)
                         m.next = "DRAIN"
                 with m.Elif(header.type == FrameType.STATUS):
                     with m.If(length == 0):
                         m.d.comb += [self.status_request.eq(1),
                                      self.request_seq.eq(header.seq)]
                     with m.Else():
-                        count_up(self.rejected)
+                        count_up(m, self.rejected)
                     m.next = "DRAIN"
                 with m.Elif(header.type == FrameType.ACK):
                     with m.If(length == sum(f.width for f in HOST_ACK_FIELDS) // 8):
                         m.next = "HOST_ACK"
                     with m.Else():
-                        count_up(self.rejected)
+                        count_up(m, self.rejected)
                         m.next = "DRAIN"
                 with m.Elif((header.type == FrameType.COMMANDS) | is_data
                             | (header.type == FrameType.FLUSH)):
@@ -223,10 +221,10 @@ class LinkReceiver(wiring.Component):
                             with m.If(length == 0):
                                 m.next = "FLUSH"
                             with m.Else():
-                                count_up(self.rejected)
+                                count_up(m, self.rejected)
                                 m.next = "DRAIN"
                         with m.Elif(~fits):
-                            count_up(self.rejected)
+                            count_up(m, self.rejected)
                             m.next = "DRAIN"
                         with m.Elif(length == 0):
                             m.next = "TAKEN"
@@ -236,15 +234,15 @@ class LinkReceiver(wiring.Component):
                             m.next = "COPY_COMMANDS"
                     with m.Elif(distance[-1]):
                         # Up to 128 behind: a duplicate.
-                        count_up(self.duplicates)
+                        count_up(m, self.duplicates)
                         m.d.comb += self.ack.eq(1)
                         m.next = "DRAIN"
                     with m.Else():
-                        count_up(self.out_of_sequence)
+                        count_up(m, self.out_of_sequence)
                         m.d.comb += self.nak.eq(1)
                         m.next = "DRAIN"
                 with m.Else():
-                    count_up(self.rejected)     # a chip-to-host type from the host
+                    count_up(m, self.rejected)     # a chip-to-host type from the host
                     m.next = "DRAIN"
             with m.State("DRAIN"):
                 with m.If(count == length):
@@ -272,7 +270,7 @@ class LinkReceiver(wiring.Component):
                 m.d.comb += flush.eq(1)
                 m.next = "TAKEN"
             with m.State("TAKEN"):
-                count_up(self.frames)
+                count_up(m, self.frames)
                 m.d.sync += self.expected.eq(header.seq + 1)
                 m.next = "ACK"
             with m.State("ACK"):
@@ -295,7 +293,7 @@ class LinkReceiver(wiring.Component):
                 m.d.comb += self.reset.eq(1)
                 m.d.sync += reset_count.eq(reset_count + 1)
                 with m.If(reset_count == RESET_CYCLES - 1):
-                    count_up(self.frames)
+                    count_up(m, self.frames)
                     m.d.sync += [self.expected.eq(1), self.results_limit.eq(MAX_PAYLOAD)]
                     m.next = "ACK"
         assert SEQUENCE_MODULUS == 256
