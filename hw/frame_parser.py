@@ -16,6 +16,7 @@ from .link_protocol import (
     MAX_PAYLOAD,
     SYNC,
     FrameType,
+    count_up,
     frame_header_layout,
 )
 
@@ -111,7 +112,7 @@ class FrameParser(wiring.Component):
             if feed_crc:
                 m.d.comb += crc.valid.eq(taken)
             with m.If(timed_out):
-                self._count(m, self.truncated)
+                count_up(m, self.truncated)
                 m.next = "HUNT"
 
         with m.FSM():
@@ -136,7 +137,7 @@ class FrameParser(wiring.Component):
                 with m.If(taken):
                     m.d.sync += [header.length.eq(length), index.eq(0), crc_mismatch.eq(0)]
                     with m.If(~header_ok):
-                        self._count(m, self.header_errors)
+                        count_up(m, self.header_errors)
                         m.next = "HUNT"
                     with m.Elif(length == 0):
                         m.next = "CRC"
@@ -159,7 +160,7 @@ class FrameParser(wiring.Component):
                     with m.If(index == CRC_BYTES - 1):
                         m.d.sync += index.eq(0)
                         with m.If(mismatch):
-                            self._count(m, self.crc_errors)
+                            count_up(m, self.crc_errors)
                             m.next = "HUNT"
                         with m.Else():
                             m.d.sync += self.header.valid.eq(1)
@@ -180,8 +181,3 @@ class FrameParser(wiring.Component):
                         m.d.sync += [self.payload.valid.eq(0), index.eq(0)]
                         m.next = "HUNT"
         return m
-
-    @staticmethod
-    def _count(m, counter):
-        with m.If(counter != (1 << len(counter)) - 1):
-            m.d.sync += counter.eq(counter + 1)

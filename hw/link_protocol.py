@@ -53,7 +53,8 @@ that arrives intact, in the order they arrive:
   once rather than after its timeout.
 * ``STATUS`` (empty, any ``seq``): answered by a ``STATUS`` frame with the same ``seq``
   holding :data:`STATUS_FIELDS`, the chip's status and the link's state and counters
-  then.  The request and its answer are outside the sequence (their ``seq`` only tells
+  then (:data:`STATUS_SNAPSHOT_FIELDS` at one instant, the rest each whole, at
+  or after it).  The request and its answer are outside the sequence (their ``seq`` only tells
   answers apart): a host whose answer is lost asks again.
 * ``ACK`` from the host (payload :data:`HOST_ACK_FIELDS`): acknowledges the chip's
   ``RESULTS`` frame ``seq`` (see below).
@@ -99,7 +100,9 @@ from .isa import Field
 __all__ = ["FrameType", "SYNC", "MAX_PAYLOAD", "CRC", "HEADER_FIELDS", "HEADER_BYTES",
            "CRC_BYTES", "SEQUENCE_MODULUS", "ACK_FIELDS", "HOST_ACK_FIELDS",
            "RESULTS_FLUSH_CYCLES", "LINK_STATUS_FIELDS", "STATUS_FIELDS", "STATUS_BYTES",
-           "COUNTER_WIDTH", "header_layout", "frame_header_layout", "link_status_layout",
+           "STATUS_SNAPSHOT_FIELDS",
+           "COUNTER_WIDTH", "count_up", "header_layout", "frame_header_layout",
+           "link_status_layout",
            "status_record_layout", "ack_layout", "pack_fields", "unpack_fields", "Frame",
            "encode_frame", "FrameDecoder"]
 
@@ -164,6 +167,17 @@ RESULTS_FLUSH_CYCLES = 64
 #: value rather than wrap, so a reading never hides errors.  The counters count from the
 #: board's reset (a ``RESET`` frame keeps them): a host takes differences.
 COUNTER_WIDTH = 16
+
+
+def count_up(m, counter):
+    """Add one to the link counter ``counter`` in ``m``'s ``sync`` domain (under the
+    conditions open there), stopping at its largest value.  The increment's carry out
+    says the counter is at its top, so the test costs no logic of its own."""
+    incremented = counter + 1
+    with m.If(~incremented[-1]):
+        m.d.sync += counter.eq(incremented[:len(counter)])
+
+
 #: The link's counters, in the ``STATUS`` record.
 LINK_STATUS_FIELDS = (
     Field("frames", COUNTER_WIDTH, doc="host frames taken and executed (RESET included)"),
@@ -198,6 +212,19 @@ STATUS_FIELDS = (
 )
 STATUS_BYTES = sum(f.width for f in STATUS_FIELDS) // 8
 assert sum(f.width for f in STATUS_FIELDS) % 8 == 0 and STATUS_BYTES <= MAX_PAYLOAD
+#: The ``STATUS`` fields taken together at one instant, as the answer starts: those a
+#: host judges a run's end by (every command executed, the chip idle, no result byte
+#: left in the chip) and the results' position.  Read one by one while the frame
+#: leaves, a late ``executed`` beside an early ``busy`` would end a run whose last
+#: command was still running.  Every other field is a counter or a credit, whole in
+#: itself (taken when its first byte leaves, at or after that instant): a counter only
+#: grows, and a credit read late is the room of the buffers then.  So the chip keeps
+#: these few in flip-flops rather than the whole record.
+STATUS_SNAPSHOT_FIELDS = frozenset({"error", "error_opcode", "busy", "results_waiting",
+                                    "reserved", "expected", "executed", "results_pending",
+                                    "results_seq"})
+assert STATUS_SNAPSHOT_FIELDS <= {f.name for f in STATUS_FIELDS}
+assert all(f.width % 8 == 0 for f in STATUS_FIELDS if f.name not in STATUS_SNAPSHOT_FIELDS)
 
 
 def _layout(fields):

@@ -15,6 +15,7 @@ from .link_protocol import (
     MAX_PAYLOAD,
     SEQUENCE_MODULUS,
     FrameType,
+    count_up,
     frame_header_layout,
 )
 
@@ -121,15 +122,28 @@ class LinkReceiver(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         beat_bytes = self.config.data_bytes
-        command_fifo = fifo.SyncFIFOBuffered(width=COMMAND_WIDTH, depth=self.command_depth)
+        # Command words wait as bytes: a block RAM holds a byte FIFO whole, where a
+        # 64-bit one takes four and, for the read-during-write rule yosys cannot see the
+        # FIFO never needs, a copy of the written word in flip-flops.  A word is put
+        # together at the FIFO's output for the chip.
+        command_fifo = fifo.SyncFIFOBuffered(width=8,
+                                             depth=self.command_depth * COMMAND_BYTES)
         data_fifo = fifo.SyncFIFOBuffered(width=self.config.data_width, depth=self.data_depth)
         m.submodules.command_fifo = ResetInserter(self.reset)(command_fifo)
         flush = Signal()
         m.submodules.data_fifo = ResetInserter(self.reset | flush)(data_fifo)
+        command_word = Signal(COMMAND_WIDTH)
+        command_bytes = Signal(range(COMMAND_BYTES + 1))    # of command_word
+        word_done = command_bytes == COMMAND_BYTES
+        m.d.comb += [self.commands.payload.eq(command_word),
+                     self.commands.valid.eq(word_done),
+                     command_fifo.r_en.eq(~word_done)]
+        with m.If(self.reset | self.commands.valid & self.commands.ready):
+            m.d.sync += command_bytes.eq(0)
+        with m.Elif(command_fifo.r_rdy & ~word_done):
+            m.d.sync += [command_word.eq(Cat(command_word[8:], command_fifo.r_data)),
+                         command_bytes.eq(command_bytes + 1)]
         m.d.comb += [
-            self.commands.payload.eq(command_fifo.r_data),
-            self.commands.valid.eq(command_fifo.r_rdy),
-            command_fifo.r_en.eq(self.commands.ready),
             self.data_in.payload.eq(data_fifo.r_data),
             self.data_in.valid.eq(data_fifo.r_rdy),
             data_fifo.r_en.eq(self.data_in.ready),
@@ -137,58 +151,63 @@ class LinkReceiver(wiring.Component):
         command_free = Signal(range(COMMAND_BYTES * self.command_depth + 1))
         data_free = Signal(range(beat_bytes * self.data_depth + 1))
         m.d.comb += [
-            command_free.eq((self.command_depth - command_fifo.level) * COMMAND_BYTES),
+            command_free.eq(self.command_depth * COMMAND_BYTES - command_fifo.level
+                            - command_bytes),
             data_free.eq((self.data_depth - data_fifo.level) * beat_bytes),
             self.commands_credit.eq(_saturate(command_free)),
             self.data_credit.eq(_saturate(data_free)),
         ]
 
-        header = Signal(frame_header_layout())
+        header = Signal(frame_header_layout())     # its type and seq (length below)
+        # The parser passes no header longer than MAX_PAYLOAD (a header error), so the
+        # length is kept, compared and counted to in 9 bits rather than 16.
+        length = Signal(range(MAX_PAYLOAD + 1))
         count = Signal(range(MAX_PAYLOAD + 1))
+        count_next = Signal(range(MAX_PAYLOAD + 2))
         distance = Signal(8)    # seq - expected, modulo 256
-        word = Signal(COMMAND_WIDTH)
+        host_ack = Signal(24)   # the host ACK's bytes before its last
         beat = Signal(self.config.data_width)
         reset_count = Signal(range(RESET_CYCLES + 1))
         byte = self.payload.payload
         taken = Signal()
         m.d.comb += [taken.eq(self.payload.valid & self.payload.ready),
-                     distance.eq(header.seq - self.expected)]
-        last = count == header.length - 1
+                     distance.eq(header.seq - self.expected),
+                     count_next.eq(count + 1)]
+        last = count_next == length     # (one adder for the count and this test)
 
-        def count_up(counter):
-            with m.If(counter != (1 << len(counter)) - 1):
-                m.d.sync += counter.eq(counter + 1)
 
         def whole(unit):
-            return _remainder(header.length, unit) == 0
+            return _remainder(length, unit) == 0
 
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.header.ready.eq(1)
                 with m.If(self.header.valid):
-                    m.d.sync += [header.eq(self.header.payload), count.eq(0)]
+                    m.d.sync += [header.type.eq(self.header.payload.type),
+                                 header.seq.eq(self.header.payload.seq),
+                                 length.eq(self.header.payload.length), count.eq(0)]
                     m.next = "DECIDE"
             with m.State("DECIDE"):
                 is_data = header.type == FrameType.DATA
                 with m.If(header.type == FrameType.RESET):
-                    with m.If(header.length == 0):
+                    with m.If(length == 0):
                         m.d.sync += reset_count.eq(0)
                         m.next = "RESET"
                     with m.Else():
-                        count_up(self.rejected)
+                        count_up(m, self.rejected)
                         m.next = "DRAIN"
                 with m.Elif(header.type == FrameType.STATUS):
-                    with m.If(header.length == 0):
+                    with m.If(length == 0):
                         m.d.comb += [self.status_request.eq(1),
                                      self.request_seq.eq(header.seq)]
                     with m.Else():
-                        count_up(self.rejected)
+                        count_up(m, self.rejected)
                     m.next = "DRAIN"
                 with m.Elif(header.type == FrameType.ACK):
-                    with m.If(header.length == sum(f.width for f in HOST_ACK_FIELDS) // 8):
+                    with m.If(length == sum(f.width for f in HOST_ACK_FIELDS) // 8):
                         m.next = "HOST_ACK"
                     with m.Else():
-                        count_up(self.rejected)
+                        count_up(m, self.rejected)
                         m.next = "DRAIN"
                 with m.Elif((header.type == FrameType.COMMANDS) | is_data
                             | (header.type == FrameType.FLUSH)):
@@ -196,18 +215,18 @@ class LinkReceiver(wiring.Component):
                         fits = Signal()
                         m.d.comb += fits.eq(
                             (header.type == FrameType.COMMANDS) & whole(COMMAND_BYTES)
-                            & (header.length <= command_free)
-                            | is_data & whole(beat_bytes) & (header.length <= data_free))
+                            & (length <= command_free)
+                            | is_data & whole(beat_bytes) & (length <= data_free))
                         with m.If(header.type == FrameType.FLUSH):
-                            with m.If(header.length == 0):
+                            with m.If(length == 0):
                                 m.next = "FLUSH"
                             with m.Else():
-                                count_up(self.rejected)
+                                count_up(m, self.rejected)
                                 m.next = "DRAIN"
                         with m.Elif(~fits):
-                            count_up(self.rejected)
+                            count_up(m, self.rejected)
                             m.next = "DRAIN"
-                        with m.Elif(header.length == 0):
+                        with m.Elif(length == 0):
                             m.next = "TAKEN"
                         with m.Elif(is_data):
                             m.next = "COPY_DATA"
@@ -215,25 +234,25 @@ class LinkReceiver(wiring.Component):
                             m.next = "COPY_COMMANDS"
                     with m.Elif(distance[-1]):
                         # Up to 128 behind: a duplicate.
-                        count_up(self.duplicates)
+                        count_up(m, self.duplicates)
                         m.d.comb += self.ack.eq(1)
                         m.next = "DRAIN"
                     with m.Else():
-                        count_up(self.out_of_sequence)
+                        count_up(m, self.out_of_sequence)
                         m.d.comb += self.nak.eq(1)
                         m.next = "DRAIN"
                 with m.Else():
-                    count_up(self.rejected)     # a chip-to-host type from the host
+                    count_up(m, self.rejected)     # a chip-to-host type from the host
                     m.next = "DRAIN"
             with m.State("DRAIN"):
-                with m.If(count == header.length):
+                with m.If(count == length):
                     m.next = "IDLE"
                 with m.Else():
                     m.d.comb += self.payload.ready.eq(1)
                     with m.If(taken):
-                        m.d.sync += count.eq(count + 1)
+                        m.d.sync += count.eq(count_next)
             for name, target, unit, shift in (
-                    ("COPY_COMMANDS", command_fifo, COMMAND_BYTES, word),
+                    ("COPY_COMMANDS", command_fifo, 1, None),
                     ("COPY_DATA", data_fifo, beat_bytes, beat)):
                 with m.State(name):
                     shifted = Cat(shift[8:], byte) if unit > 1 else byte
@@ -241,7 +260,9 @@ class LinkReceiver(wiring.Component):
                     m.d.comb += [target.w_data.eq(shifted),
                                  self.payload.ready.eq(~ends_item | target.w_rdy)]
                     with m.If(taken):
-                        m.d.sync += [shift.eq(shifted), count.eq(count + 1)]
+                        m.d.sync += count.eq(count_next)
+                        if unit > 1:
+                            m.d.sync += shift.eq(shifted)
                         m.d.comb += target.w_en.eq(ends_item)
                         with m.If(last):
                             m.next = "TAKEN"
@@ -249,7 +270,7 @@ class LinkReceiver(wiring.Component):
                 m.d.comb += flush.eq(1)
                 m.next = "TAKEN"
             with m.State("TAKEN"):
-                count_up(self.frames)
+                count_up(m, self.frames)
                 m.d.sync += self.expected.eq(header.seq + 1)
                 m.next = "ACK"
             with m.State("ACK"):
@@ -258,13 +279,13 @@ class LinkReceiver(wiring.Component):
             with m.State("HOST_ACK"):
                 m.d.comb += self.payload.ready.eq(1)
                 fields = Signal(32)
-                limit, length = fields[:16], fields[16:]
-                m.d.comb += fields.eq(Cat(word[40:], byte))
+                limit, acked_length = fields[:16], fields[16:]
+                m.d.comb += fields.eq(Cat(host_ack, byte))
                 with m.If(taken):
-                    m.d.sync += [word.eq(Cat(word[8:], byte)), count.eq(count + 1)]
+                    m.d.sync += [host_ack.eq(Cat(host_ack[8:], byte)), count.eq(count_next)]
                     with m.If(last):
                         m.d.comb += [self.host_ack.eq(1), self.host_ack_seq.eq(header.seq),
-                                     self.host_ack_length.eq(length)]
+                                     self.host_ack_length.eq(acked_length)]
                         with m.If((limit != 0) & (limit <= MAX_PAYLOAD)):
                             m.d.sync += self.results_limit.eq(limit)
                         m.next = "IDLE"
@@ -272,14 +293,15 @@ class LinkReceiver(wiring.Component):
                 m.d.comb += self.reset.eq(1)
                 m.d.sync += reset_count.eq(reset_count + 1)
                 with m.If(reset_count == RESET_CYCLES - 1):
-                    count_up(self.frames)
+                    count_up(m, self.frames)
                     m.d.sync += [self.expected.eq(1), self.results_limit.eq(MAX_PAYLOAD)]
                     m.next = "ACK"
         assert SEQUENCE_MODULUS == 256
 
         # header.ready is high only in IDLE.
         m.d.comb += self.idle.eq(self.header.ready & ~self.header.valid
-                                 & (command_fifo.level == 0) & (data_fifo.level == 0))
+                                 & (command_fifo.level == 0) & (command_bytes == 0)
+                                 & (data_fifo.level == 0))
         return m
 
 

@@ -2,8 +2,8 @@
 bytes as frames (to :class:`hw.framer.Framer`), by the exchange rules of
 :mod:`hw.link_protocol`."""
 
-from amaranth import Cat, Module, Mux, Signal
-from amaranth.lib import memory, stream, wiring
+from amaranth import Cat, Const, Module, Mux, Shape, Signal, Value
+from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import check_config
@@ -12,6 +12,8 @@ from .link_protocol import (
     MAX_PAYLOAD,
     RESULTS_FLUSH_CYCLES,
     STATUS_BYTES,
+    STATUS_FIELDS,
+    STATUS_SNAPSHOT_FIELDS,
     FrameType,
     ack_layout,
     frame_header_layout,
@@ -21,6 +23,18 @@ from .link_protocol import (
 __all__ = ["LinkTransmitter"]
 
 _ACK_BYTES = sum(f.width for f in ACK_FIELDS) // 8
+
+
+def _status_fields():
+    """(name, first bit, width) of every field of the STATUS record, in order."""
+    fields, offset = [], 0
+    for f in STATUS_FIELDS:
+        fields.append((f.name, offset, f.width))
+        offset += f.width
+    # A field read live must be whole bytes on byte boundaries: a byte is then one field.
+    assert all(start % 8 == 0 and width % 8 == 0 for name, start, width in fields
+               if name not in STATUS_SNAPSHOT_FIELDS)
+    return fields
 
 
 class LinkTransmitter(wiring.Component):
@@ -50,7 +64,10 @@ class LinkTransmitter(wiring.Component):
         The status record's fields this component does not own (it fills in
         ``results_pending``, ``results_seq`` and ``results_waiting``); its
         ``expected`` minus one is the frame acknowledged, its credits go into each
-        ``ACK``.
+        ``ACK``.  A ``STATUS`` answer takes
+        :data:`hw.link_protocol.STATUS_SNAPSHOT_FIELDS` as it starts and every other
+        field as its first byte leaves (the record is not kept whole: it would cost a
+        flip-flop a bit).
     ack, nak, status_request, host_ack : In(1)
     host_ack_seq, request_seq : In(8)
     host_ack_length, results_limit : In(16)
@@ -174,7 +191,50 @@ class LinkTransmitter(wiring.Component):
             & ((count >= limit) | (quiet == RESULTS_FLUSH_CYCLES) & ~waiting))
 
         # -- frames out ----------------------------------------------------------------
-        record = Signal(status_record_layout())
+        # The STATUS record, a byte at a time.  By the protocol's consistency rule only
+        # the snapshot fields are kept (from the frame's start); every other field is
+        # read from ``status`` as its first byte is loaded, and its upper bytes are kept
+        # in ``upper`` meanwhile, so a counter moving during the frame is never torn.
+        # The byte shown is a register: the payload holds still while the framer waits.
+        fields = _status_fields()
+        transmitter_values = {"results_pending": count, "results_seq": seq,
+                              "results_waiting": waiting, "reserved": Const(0)}
+        record_members = status_record_layout().members
+
+        def live(name):
+            """The field ``name`` now, at its width in the record."""
+            width = Shape.cast(record_members[name]).width
+            value = Value.cast(transmitter_values.get(name, getattr(status, name)))
+            return value if len(value) == width else Cat(value, Const(0, width - len(value)))
+
+        snapshot_names = [name for name, _, _ in fields if name in STATUS_SNAPSHOT_FIELDS]
+        snapshot = Signal(data.StructLayout({name: record_members[name]
+                                             for name in snapshot_names}))
+        upper = Signal(max(width for name, _, width in fields
+                           if name not in STATUS_SNAPSHOT_FIELDS) - 8)
+        status_byte = Signal(8)
+
+        def load_status_byte(i, snapshot_source):
+            """Statements loading byte ``i`` into ``status_byte``; a snapshot field's
+            bits from ``snapshot_source(name)``."""
+            pieces, statements = [], []
+            for name, start, width in fields:
+                low, high = max(start, 8 * i), min(start + width, 8 * i + 8)
+                if low >= high:
+                    continue
+                if name in STATUS_SNAPSHOT_FIELDS:
+                    pieces.append(snapshot_source(name)[low - start:high - start])
+                elif low == start:
+                    pieces.append(live(name)[:8])
+                    if width > 8:
+                        statements.append(upper.eq(live(name)[8:]))
+                else:
+                    pieces.append(upper[low - start - 8:high - start - 8])
+            return [status_byte.eq(Cat(*pieces)), *statements]
+
+        def snapped(name):
+            return getattr(snapshot, name)
+
         ack_record = Signal(ack_layout())
         index = Signal(range(max(STATUS_BYTES, MAX_PAYLOAD) + 1))
         header = Signal(frame_header_layout())
@@ -198,9 +258,9 @@ class LinkTransmitter(wiring.Component):
                     m.next = "ACK_HEADER"
                 with m.Elif(status_owed):
                     m.d.sync += [
-                        status_owed.eq(0), record.eq(status),
-                        record.results_pending.eq(count), record.results_seq.eq(seq),
-                        record.results_waiting.eq(waiting),
+                        status_owed.eq(0),
+                        *(getattr(snapshot, name).eq(live(name)) for name in snapshot_names),
+                        *load_status_byte(0, live),
                         header.type.eq(FrameType.STATUS), header.seq.eq(status_seq),
                         header.length.eq(STATUS_BYTES),
                     ]
@@ -226,16 +286,24 @@ class LinkTransmitter(wiring.Component):
                         m.d.comb += sending_results.eq(1)
                     with m.If(self.header.ready):
                         m.next = f"{name}_PAYLOAD"
-            for name, source, size in (("ACK", ack_record, _ACK_BYTES),
-                                       ("STATUS", record, STATUS_BYTES)):
-                with m.State(f"{name}_PAYLOAD"):
-                    bits = Cat(source.as_value())
-                    m.d.comb += [self.payload.valid.eq(1),
-                                 self.payload.payload.eq(bits.word_select(index, 8))]
-                    with m.If(self.payload.ready):
-                        m.d.sync += index.eq(index + 1)
-                        with m.If(index == size - 1):
-                            m.next = "IDLE"
+            with m.State("ACK_PAYLOAD"):
+                m.d.comb += [self.payload.valid.eq(1),
+                             self.payload.payload.eq(
+                                 Cat(ack_record.as_value()).word_select(index, 8))]
+                with m.If(self.payload.ready):
+                    m.d.sync += index.eq(index + 1)
+                    with m.If(index == _ACK_BYTES - 1):
+                        m.next = "IDLE"
+            with m.State("STATUS_PAYLOAD"):
+                m.d.comb += [self.payload.valid.eq(1), self.payload.payload.eq(status_byte)]
+                with m.If(self.payload.ready):
+                    m.d.sync += index.eq(index + 1)
+                    with m.Switch(index):
+                        for i in range(STATUS_BYTES - 1):
+                            with m.Case(i):
+                                m.d.sync += load_status_byte(i + 1, snapped)
+                    with m.If(index == STATUS_BYTES - 1):
+                        m.next = "IDLE"
             with m.State("RESULTS_PAYLOAD"):
                 m.d.comb += sending_results.eq(1)
                 # The read port's data is the payload: it moves on only once the byte

@@ -18,6 +18,7 @@ from .link_protocol import (
     HEADER_BYTES,
     LINK_STATUS_FIELDS,
     MAX_PAYLOAD,
+    count_up,
     link_status_layout,
     status_record_layout,
 )
@@ -149,8 +150,8 @@ class SerialLink(wiring.Component):
 
         counters = self.counters
         retransmissions = Signal(COUNTER_WIDTH)
-        with m.If(transmitter.retransmit & (retransmissions != (1 << COUNTER_WIDTH) - 1)):
-            m.d.sync += retransmissions.eq(retransmissions + 1)
+        with m.If(transmitter.retransmit):
+            count_up(m, retransmissions)
         sources = {"frames": receiver, "duplicates": receiver, "out_of_sequence": receiver,
                    "rejected": receiver, "crc_errors": parser, "header_errors": parser,
                    "truncated": parser, "framing_errors": uart_rx, "overruns": uart_rx}

@@ -5,7 +5,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
 
-from .link_protocol import COUNTER_WIDTH
+from .link_protocol import COUNTER_WIDTH, count_up
 from .uart import DATA_BITS, check_divisor
 
 __all__ = ["UartRx"]
@@ -94,7 +94,7 @@ class UartRx(wiring.Component):
                     m.d.comb += stop_seen.eq(1)
                     m.next = "IDLE"
                 with m.Else():
-                    self._count(m, self.framing_errors)
+                    count_up(m, self.framing_errors)
                     m.next = "BREAK"
             with m.State("BREAK"):
                 with m.If(line):
@@ -102,12 +102,7 @@ class UartRx(wiring.Component):
 
         with m.If(stop_seen):
             with m.If(self.data.valid & ~self.data.ready):
-                self._count(m, self.overruns)
+                count_up(m, self.overruns)
             with m.Else():
                 m.d.sync += [self.data.valid.eq(1), self.data.payload.eq(shift)]
         return m
-
-    @staticmethod
-    def _count(m, counter):
-        with m.If(counter != (1 << len(counter)) - 1):
-            m.d.sync += counter.eq(counter + 1)

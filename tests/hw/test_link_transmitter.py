@@ -109,3 +109,73 @@ def test_transmitter_wrong():
         LinkTransmitter(config=CONFIG, results_room=600)
     with pytest.raises(TypeError, match="results_room must be an integer number of bytes"):
         LinkTransmitter(config=CONFIG, results_room="1k")
+
+
+def test_status_answer_is_consistent_while_counters_move():
+    # Every cycle the moving fields step by one in each of their bytes (k * 0x0101...),
+    # so a field read torn (bytes of different cycles) has unequal bytes; ``busy``
+    # follows k's lowest bit, so a snapshot field taken at another instant than
+    # ``executed`` disagrees with it.  The payload must hold still while it waits.
+    dut = LinkTransmitter(config=CONFIG)
+    step = {"value": 0}
+    records = []
+    moving32 = ("executed", "cycles", "array_cycles")
+    moving16 = ("frames", "crc_errors", "retransmissions")
+
+    async def mover(ctx):
+        while True:
+            k = min(step["value"], 255)
+            for name in moving32:
+                ctx.set(getattr(dut.status, name), k * 0x01010101)
+            for name in moving16:
+                ctx.set(getattr(dut.status, name), k * 0x0101)
+            ctx.set(dut.status.busy, k & 1)
+            await ctx.tick()
+            step["value"] += 1
+
+    unsteady = []
+
+    async def watch_payload(ctx):
+        # Sampled at each clock edge: what the edge saw.
+        waiting = None
+        async for _, _, valid, ready, payload in ctx.tick().sample(
+                dut.payload.valid, dut.payload.ready, dut.payload.payload):
+            if waiting is not None and (not valid or payload != waiting):
+                unsteady.append((waiting, valid, payload))
+            waiting = payload if valid and not ready else None
+
+    async def host(ctx):
+        stalls = StreamStalls(seed=5, probability=0.5)
+        ctx.set(dut.status.expected, 1)
+        ctx.set(dut.status.commands_credit, 256)
+        ctx.set(dut.status.data_credit, 1024)
+        for request in range(3):
+            step["value"] = 10 + 60 * request
+            requested_at = step["value"]
+            await strobe(ctx, dut, "status_request", request_seq=request)
+            while True:
+                header = await stream_get(ctx, dut.header, stalls)
+                held = []
+                payload = bytearray()
+                for _ in range(header.length):
+                    payload.append(await stream_get(ctx, dut.payload, stalls))
+                    held.append(step["value"])
+                if header.type == FrameType.STATUS:
+                    records.append((requested_at, held[-1], bytes(payload)))
+                    break
+
+    simulate(dut, host, background=[mover, watch_payload])
+    assert len(records) == 3 and not unsteady
+    for requested_at, finished_at, payload in records:
+        record = unpack_fields(STATUS_FIELDS, payload)
+        steps = {}
+        for name in (*moving32, *moving16):
+            raw = record[name].to_bytes(4 if name in moving32 else 2, "little")
+            assert len(set(raw)) == 1, f"{name} torn: {raw.hex()}"
+            steps[name] = raw[0]
+        assert requested_at <= steps["executed"] <= min(finished_at, 255)
+        assert record["busy"] == steps["executed"] & 1
+        # Counters read after the snapshot, in the record's order.
+        order = [steps[name] for name in ("executed", "cycles", "array_cycles", "frames",
+                                          "crc_errors", "retransmissions")]
+        assert order == sorted(order) and order[-1] > order[0]
