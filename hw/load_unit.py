@@ -113,7 +113,9 @@ class LoadUnit(wiring.Component):
             m.d.comb += self.act_write.data[r].eq(Mux(command.signed, byte.as_signed(), byte))
         for col in range(c.cols):
             byte = vector[col]
-            zero = self.params[command.param_set][col].weight_zero
+            # A Mux, not params[param_set]: the latter shifts both whole sets (see npu.py).
+            zero = Mux(command.param_set, self.params[1][col].weight_zero,
+                       self.params[0][col].weight_zero)
             widened = Mux(command.signed, byte.as_signed(), byte) - zero
             m.d.comb += self.weight_write.data[col].eq(Mux(col < command.length, widened, 0))
 

