@@ -41,21 +41,23 @@ class _Direction:
         for frame in self.decoder.feed(data):
             raw = encode_frame(frame.type, frame.seq, frame.payload)
             self.counts["frames"] += 1
-            copies = 1
             if self.rng.random() < self.duplicate_rate:
-                copies = 2
+                # Both copies whole: what a duplicate tests is the receiver's sequence
+                # check, which a broken copy (dropped for its CRC) would never reach.
                 self.counts["duplicated"] += 1
-            for _ in range(copies):
-                for byte in raw:
-                    self.counts["bytes"] += 1
-                    draw = self.rng.random()
-                    if draw < self.drop_rate:
-                        self.counts["dropped"] += 1
-                        continue
-                    if draw < self.drop_rate + self.flip_rate:
-                        byte ^= 1 << self.rng.randrange(8)
-                        self.counts["flipped"] += 1
-                    out.append(byte)
+                self.counts["bytes"] += 2 * len(raw)
+                out += raw + raw
+                continue
+            for byte in raw:
+                self.counts["bytes"] += 1
+                draw = self.rng.random()
+                if draw < self.drop_rate:
+                    self.counts["dropped"] += 1
+                    continue
+                if draw < self.drop_rate + self.flip_rate:
+                    byte ^= 1 << self.rng.randrange(8)
+                    self.counts["flipped"] += 1
+                out.append(byte)
         return bytes(out)
 
 
@@ -70,7 +72,7 @@ class FaultProxy:
     flip_rate, drop_rate : float
         Chance per byte, in each direction, of a flipped bit and of a dropped byte.
     duplicate_rate : float
-        Chance per frame of sending it twice.
+        Chance per frame of sending it twice, both copies whole (no byte of them broken).
     seed : int
 
     Attributes

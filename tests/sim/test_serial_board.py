@@ -68,8 +68,8 @@ def test_random_programs_on_the_simulated_board(board):
 
 def test_random_programs_through_faults(board):
     target = ("127.0.0.1", board.port)
-    # Duplicates at 3 %: at 1 % a run could see none arrive intact (its CRC or a neighbour
-    # broken), and the chip's duplicate count is what this test checks.
+    # Duplicates (sent whole) at 3 % of the frames, so that some are of sequenced frames
+    # (not only STATUS requests): the chip's duplicate count is what this test checks.
     with FaultProxy(target=target, flip_rate=0.005, drop_rate=0.005, duplicate_rate=0.03,
                     seed=3) as proxy:
         with SerialBackend(config=CONFIG, port=proxy.url, timeout=10) as backend:
@@ -180,6 +180,11 @@ def test_frames_the_proxy_breaks_are_counted():
     assert direction.counts["frames"] == 40
     assert len(out) == (40 + direction.counts["duplicated"]) * len(frames[0])
     assert 0 < direction.counts["duplicated"] < 40
+    # A duplicated frame goes whole, twice, even on a line that breaks every other byte.
+    broken = _Direction(random.Random(1), flip_rate=0.5, drop_rate=0.0, duplicate_rate=0.5)
+    out = broken.process(b"".join(frames))
+    doubled = [frame for frame in frames if out.count(frame + frame)]
+    assert len(doubled) == broken.counts["duplicated"] > 0
 
 
 def test_digits_mlp_through_faults_equals_the_framework(board):
