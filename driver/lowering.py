@@ -480,6 +480,10 @@ def _blocked_block(plan, config, *, signs, params, raw, skip, m, next_m, region,
                     pending.append(store)
         for load in upcoming:
             emit(*load)
+        if reload:
+            # Tiles of the first group that this visit skipped: later visits load the
+            # group again, and these rows would land on another group's.
+            first_loads = []
         if g == len(k_groups) - 1:
             bank = (bank + len(units[u])) % plan.acc_banks
         if reload or last_visit:
