@@ -307,6 +307,14 @@ class HostPass:
     macs = 0
 
 
+def _issue_owed(loads, emit, *, index, group_size):
+    """Issue the pending loads of a group loading a K tile at a time (one per tile, in
+    order, each normally issued after the MATMUL before its tile) that tile ``index`` of
+    ``group_size`` still waits for: tiles skipped before it issued no MATMUL."""
+    while len(loads) > group_size - 1 - index:
+        emit(*loads.pop(0))
+
+
 def _block_commands(plan, config, *, signs, params, raw, skip, m, base, own_loads, upcoming,
                     tile, slot, load_weights, pending_store):
     """The commands of one M block of ``m`` rows whose activations sit at ``base``.
@@ -358,8 +366,7 @@ def _block_commands(plan, config, *, signs, params, raw, skip, m, base, own_load
                 t += 1
                 if (t - 1, j) in skip:
                     continue
-                while len(own) > len(group) - 1 - index:
-                    emit(*own.pop(0))   # this tile's rows, after skipped tiles
+                _issue_owed(own, emit, index=index, group_size=len(group))
                 if plan.resident:
                     this_slot = j * len(plan.k_tiles) + t - 1
                 else:
@@ -453,8 +460,7 @@ def _blocked_block(plan, config, *, signs, params, raw, skip, m, next_m, region,
             for index, (k0, k) in enumerate(k_groups[g]):
                 if (g * plan.k_group + index, u * plan.n_group + jj) in skip:
                     continue
-                while len(first_loads) > len(k_groups[g]) - 1 - index:
-                    emit(*first_loads.pop(0))   # this tile's rows, after skipped tiles
+                _issue_owed(first_loads, emit, index=index, group_size=len(k_groups[g]))
                 this_slot, slot = slot, (slot + 1) % config.weight_tiles
                 emit(LoadWeight(slot=this_slot, k=k, n=n, signed=w_signed, param_set=jj),
                      ("weight", k0, k, n0, n))

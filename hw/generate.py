@@ -40,10 +40,11 @@ def generate_verilog(config, path=None, *, optimize=False):
     from .npu import Npu
     if not isinstance(optimize, bool):
         raise TypeError(f"optimize must be a bool, not {optimize!r}")
+    npu = Npu(config=config)
     if optimize:
         from amaranth._toolchain.yosys import find_yosys
 
-        il_text = rtlil.convert(Npu(config=config), name=TOPLEVEL, emit_src=False)
+        il_text = rtlil.convert(npu, name=TOPLEVEL, emit_src=False)
         script = [f"read_rtlil <<rtlil\n{il_text}\nrtlil",
                   *(step.format(top=TOPLEVEL) for step in OPTIMIZE_SCRIPT)]
         # The Yosys Amaranth itself runs (its version requirement, its warnings squashed:
@@ -51,7 +52,7 @@ def generate_verilog(config, path=None, *, optimize=False):
         yosys = find_yosys(lambda version: version >= (0, 40))
         text = yosys.run(["-q", "-"], "\n".join(script), ignore_warnings=True)
     else:
-        text = verilog.convert(Npu(config=config), name=TOPLEVEL, emit_src=False)
+        text = verilog.convert(npu, name=TOPLEVEL, emit_src=False)
     if path is not None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
