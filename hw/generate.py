@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .config import NpuConfig, parse_config
 
-__all__ = ["TOPLEVEL", "OPTIMIZE_SCRIPT", "generate_verilog", "config_argument", "main"]
+__all__ = ["TOPLEVEL", "OPTIMIZE_SCRIPT", "convert_verilog", "generate_verilog", "config_argument", "main"]
 
 #: Module name of the generated top level.
 TOPLEVEL = "npu"
@@ -26,33 +26,42 @@ OPTIMIZE_SCRIPT = ("hierarchy -top {top}", "proc -norom", "opt", "memory_collect
                    "write_verilog -norename")
 
 
-def generate_verilog(config, path=None, *, optimize=False):
-    """The Npu for ``config`` as Verilog text (also written to ``path`` if given).
+def convert_verilog(component, *, name, optimize=False):
+    """``component`` as Verilog text with top module ``name``.
 
-    With ``optimize`` the same netlist passes through Yosys' ``opt``
-    (:data:`OPTIMIZE_SCRIPT`) before it is written: the same logic, a seventh of the
-    text, and registers written as enabled flip-flops.  Verilator builds it several times
-    faster and simulates it about a fifth faster (``sim/compiled_harness.py`` uses it;
-    the cocotb path keeps Amaranth's own Verilog, so the equality tests compare the two).
+    With ``optimize`` the netlist passes through Yosys' ``opt`` (:data:`OPTIMIZE_SCRIPT`)
+    before it is written: the same logic, a seventh of the text, and registers written as
+    enabled flip-flops, which Verilator builds several times faster and simulates about a
+    fifth faster.
     """
     from amaranth.back import rtlil, verilog
 
+    if not isinstance(optimize, bool):
+        raise TypeError(f"optimize must be a bool, not {optimize!r}")
+    if not optimize:
+        return verilog.convert(component, name=name, emit_src=False)
+    from amaranth._toolchain.yosys import find_yosys
+
+    il_text = rtlil.convert(component, name=name, emit_src=False)
+    script = [f"read_rtlil <<rtlil\n{il_text}\nrtlil",
+              *(step.format(top=name) for step in OPTIMIZE_SCRIPT)]
+    # The Yosys Amaranth itself runs (its version requirement, its warnings squashed:
+    # write_verilog warns about processes on every design).
+    yosys = find_yosys(lambda version: version >= (0, 40))
+    return yosys.run(["-q", "-"], "\n".join(script), ignore_warnings=True)
+
+
+def generate_verilog(config, path=None, *, optimize=False):
+    """The Npu for ``config`` as Verilog text (also written to ``path`` if given).
+
+    ``optimize``: see :func:`convert_verilog`.  ``sim/compiled_harness.py`` and the
+    simulated board (``sim/serial_harness.py``) use the optimized netlist; the cocotb path
+    keeps Amaranth's own Verilog, so the equality tests compare the two.
+    """
     from .npu import Npu
     if not isinstance(optimize, bool):
         raise TypeError(f"optimize must be a bool, not {optimize!r}")
-    npu = Npu(config=config)
-    if optimize:
-        from amaranth._toolchain.yosys import find_yosys
-
-        il_text = rtlil.convert(npu, name=TOPLEVEL, emit_src=False)
-        script = [f"read_rtlil <<rtlil\n{il_text}\nrtlil",
-                  *(step.format(top=TOPLEVEL) for step in OPTIMIZE_SCRIPT)]
-        # The Yosys Amaranth itself runs (its version requirement, its warnings squashed:
-        # write_verilog warns about processes on every design).
-        yosys = find_yosys(lambda version: version >= (0, 40))
-        text = yosys.run(["-q", "-"], "\n".join(script), ignore_warnings=True)
-    else:
-        text = verilog.convert(npu, name=TOPLEVEL, emit_src=False)
+    text = convert_verilog(Npu(config=config), name=TOPLEVEL, optimize=optimize)
     if path is not None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,7 @@ import threading
 from pathlib import Path
 
 from hw.config import NpuConfig, check_config
+from hw.generate import convert_verilog
 from hw.uart import check_divisor
 from sim.compiled_harness import compiled_problem
 from sim.rtl import DEFAULT_BUILD_ROOT, config_key
@@ -54,13 +55,12 @@ def serial_problem():
 
 
 def linked_chip_verilog(config, divisor):
-    """The Verilog of the chip with a :class:`hw.serial_link.SerialLink` in its slot."""
-    from amaranth.back import verilog
-
+    """The Verilog of the chip with a :class:`hw.serial_link.SerialLink` in its slot,
+    optimized as the compiled harness's (:func:`hw.generate.convert_verilog`)."""
     from hw.host_link import LinkedChip
     from hw.serial_link import SerialLink
-    return verilog.convert(LinkedChip(link=SerialLink(config=config, divisor=divisor)),
-                           name=_TOP, emit_src=False)
+    return convert_verilog(LinkedChip(link=SerialLink(config=config, divisor=divisor)),
+                           name=_TOP, optimize=True)
 
 
 def _load(path):
