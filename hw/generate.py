@@ -11,7 +11,8 @@ from pathlib import Path
 
 from .config import NpuConfig, parse_config
 
-__all__ = ["TOPLEVEL", "OPTIMIZE_SCRIPT", "convert_verilog", "generate_verilog", "config_argument", "main"]
+__all__ = ["TOPLEVEL", "OPTIMIZE_SCRIPT", "convert_verilog", "generate_verilog", "config_argument",
+           "main"]
 
 #: Module name of the generated top level.
 TOPLEVEL = "npu"
@@ -59,8 +60,6 @@ def generate_verilog(config, path=None, *, optimize=False):
     keeps Amaranth's own Verilog, so the equality tests compare the two.
     """
     from .npu import Npu
-    if not isinstance(optimize, bool):
-        raise TypeError(f"optimize must be a bool, not {optimize!r}")
     text = convert_verilog(Npu(config=config), name=TOPLEVEL, optimize=optimize)
     if path is not None:
         path = Path(path)
